@@ -1,0 +1,275 @@
+"""Number formats as frozen data, with bit-level encode and decode.
+
+A :class:`Format` says how many exponent and mantissa bits a binary floating-point
+format has, its bias, what the all-ones exponent means and whether it has subnormals.
+Everything else (largest finite value, smallest normal, NaN pattern) is derived from
+those fields, so a new format is one catalogue entry.
+
+Encode and decode are vectorised numpy over raw bit patterns held in unsigned
+integers (``uint8``/``uint16``/``uint32``).  Values travel as binary64, which holds
+every value of every catalogue format exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Format", "FORMATS", "get_format", "ROUNDING_MODES"]
+
+#: Rounding modes understood by :meth:`Format.encode`.
+ROUNDING_MODES = ("rne", "rz")
+
+# what the all-ones exponent field encodes
+_SPECIALS = ("ieee", "fn")  # ieee: inf (mantissa 0) and NaN; fn: only mantissa all-ones is NaN
+
+
+@dataclass(frozen=True)
+class Format:
+    """A binary floating-point format.
+
+    Attributes:
+        name: catalogue name (``"fp16"``, ``"e4m3"``, ...).
+        exp_bits: width of the exponent field in bits.
+        man_bits: width of the stored mantissa (fraction) field in bits.
+        bias: exponent bias.
+        specials: ``"ieee"`` (all-ones exponent holds inf and NaNs) or ``"fn"``
+            (finite-only "fn" variant: the all-ones exponent holds normal numbers
+            except the all-ones mantissa, which is the single NaN; no infinity).
+        subnormals: whether the zero exponent field holds subnormal numbers
+            (False: they are flushed to signed zero on encode and decode).
+        container_bits: bits of the unsigned integer that holds one value
+            (TF32 lives in the top 19 bits of a 32-bit container).
+        container_shift: how far the encoding sits above bit 0 of its container.
+    """
+
+    name: str
+    exp_bits: int
+    man_bits: int
+    bias: int
+    specials: str = "ieee"
+    subnormals: bool = True
+    container_bits: int = 0
+    container_shift: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"name must be a non-empty str, not {self.name!r}")
+        for attr, lo, hi in (("exp_bits", 2, 11), ("man_bits", 1, 52)):
+            v = getattr(self, attr)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise ValueError(f"{attr} must be an int in [{lo}, {hi}], not {v!r}")
+        if not isinstance(self.bias, int) or not 0 < self.bias < (1 << self.exp_bits):
+            raise ValueError(f"bias must be an int in [1, {(1 << self.exp_bits) - 1}], not {self.bias!r}")
+        if self.specials not in _SPECIALS:
+            raise ValueError(f"specials must be one of {_SPECIALS}, not {self.specials!r}")
+        width = 1 + self.exp_bits + self.man_bits
+        container = self.container_bits or max(8, 1 << (width - 1).bit_length())
+        if container not in (8, 16, 32, 64) or width + self.container_shift > container:
+            raise ValueError(
+                f"container_bits must be 8, 16, 32 or 64 and hold {width} + {self.container_shift} bits, "
+                f"not {self.container_bits!r}")
+        object.__setattr__(self, "container_bits", container)
+
+    # ---- derived properties -------------------------------------------------
+    @property
+    def width(self) -> int:
+        """Bits in one encoding (sign + exponent + mantissa)."""
+        return 1 + self.exp_bits + self.man_bits
+
+    @property
+    def emin(self) -> int:
+        """Unbiased exponent of the smallest normal number."""
+        return 1 - self.bias
+
+    @property
+    def emax(self) -> int:
+        """Unbiased exponent of the largest finite number."""
+        top = (1 << self.exp_bits) - 1
+        return top - self.bias - (1 if self.specials == "ieee" else 0)
+
+    @property
+    def max_finite(self) -> float:
+        """Largest finite value (binary64, exact)."""
+        man_max = (1 << self.man_bits) - 1
+        if self.specials == "fn":
+            man_max -= 1  # all-ones mantissa at the top exponent is NaN
+        return float((1 << self.man_bits) + man_max) * 2.0 ** (self.emax - self.man_bits)
+
+    @property
+    def smallest_normal(self) -> float:
+        return 2.0 ** self.emin
+
+    @property
+    def smallest_subnormal(self) -> float:
+        return 2.0 ** (self.emin - self.man_bits)
+
+    @property
+    def has_inf(self) -> bool:
+        return self.specials == "ieee"
+
+    @property
+    def uint_dtype(self) -> np.dtype:
+        """Unsigned numpy dtype of the container."""
+        return np.dtype(f"uint{self.container_bits}")
+
+    @property
+    def nan_bits(self) -> int:
+        """A quiet NaN encoding (positive sign), in container position."""
+        e_all = ((1 << self.exp_bits) - 1) << self.man_bits
+        if self.specials == "fn":
+            code = e_all | ((1 << self.man_bits) - 1)
+        else:
+            code = e_all | (1 << (self.man_bits - 1))
+        return code << self.container_shift
+
+    @property
+    def inf_bits(self) -> int:
+        """Encoding of +inf in container position; ValueError for formats without inf."""
+        if not self.has_inf:
+            raise ValueError(f"format {self.name} has no infinity")
+        return (((1 << self.exp_bits) - 1) << self.man_bits) << self.container_shift
+
+    @property
+    def max_bits(self) -> int:
+        """Encoding of the largest finite value, in container position."""
+        return int(self._max_code()) << self.container_shift
+
+    # ---- decode --------------------------------------------------------------
+    def fields(self, bits):
+        """Split bit patterns into (sign, biased exponent, mantissa) int64 arrays."""
+        u = np.asarray(bits).astype(np.uint64) >> np.uint64(self.container_shift)
+        man = (u & np.uint64((1 << self.man_bits) - 1)).astype(np.int64)
+        exp = ((u >> np.uint64(self.man_bits)) & np.uint64((1 << self.exp_bits) - 1)).astype(np.int64)
+        sign = ((u >> np.uint64(self.exp_bits + self.man_bits)) & np.uint64(1)).astype(np.int64)
+        return sign, exp, man
+
+    def decode(self, bits) -> np.ndarray:
+        """Bit patterns (unsigned ints, any shape) -> binary64 values (exact).
+
+        Bits outside the format's encoding inside the container (e.g. the low 13
+        bits of a TF32 container) are ignored.
+        """
+        bits = self._check_bits(bits)
+        sign, exp, man = self.fields(bits)
+        top = (1 << self.exp_bits) - 1
+        sig = np.where(exp == 0, man, man | (1 << self.man_bits)).astype(np.float64)
+        e = np.where(exp == 0, self.emin, exp - self.bias) - self.man_bits
+        with np.errstate(over="ignore"):
+            val = np.ldexp(sig, e.astype(np.int32))
+        if not self.subnormals:
+            val = np.where(exp == 0, 0.0, val)
+        if self.specials == "ieee":
+            val = np.where(exp == top, np.where(man == 0, np.inf, np.nan), val)
+        else:
+            val = np.where((exp == top) & (man == (1 << self.man_bits) - 1), np.nan, val)
+        return np.where(sign == 1, -val, val)
+
+    def _check_bits(self, bits):
+        bits = np.asarray(bits)
+        if bits.dtype.kind not in "ui":
+            raise TypeError(f"bits must be an integer array, not {bits.dtype}")
+        return bits
+
+    # ---- encode --------------------------------------------------------------
+    def encode(self, x, rounding: str = "rne", saturate: bool = False) -> np.ndarray:
+        """binary64/binary32 values -> bit patterns in :attr:`uint_dtype`.
+
+        Args:
+            x: array-like of floats (any shape); binary32 input is widened exactly.
+            rounding: ``"rne"`` (round to nearest, ties to even) or ``"rz"``
+                (toward zero).
+            saturate: clamp out-of-range values (infinities included) to the
+                largest finite value instead of producing inf (or NaN in
+                formats without inf). RZ never rounds a finite value to inf.
+
+        NaN maps to :attr:`nan_bits` with the input's sign.
+        """
+        if rounding not in ROUNDING_MODES:
+            raise ValueError(f"rounding must be one of {ROUNDING_MODES}, not {rounding!r}")
+        x = np.asarray(x)
+        if x.dtype.kind != "f":
+            raise TypeError(f"x must be a floating-point array, not {x.dtype}")
+        x = x.astype(np.float64)
+        sign = np.signbit(x)
+        ax = np.abs(x)
+        finite = np.isfinite(ax)
+        axf = np.where(finite, ax, 0.0)
+        # exponent of the value (frexp gives [0.5, 1) significands), floored at emin
+        _, e2 = np.frexp(axf)
+        e = np.maximum(e2.astype(np.int64) - 1, self.emin)
+        quantum_exp = (e - self.man_bits).astype(np.int32)
+        scaled = np.ldexp(axf, -quantum_exp)  # exact: power-of-two scaling in binary64
+        r = np.rint(scaled) if rounding == "rne" else np.trunc(scaled)  # rint: ties to even
+        v = np.ldexp(r, quantum_exp)  # rounded magnitude, unbounded exponent
+        if not self.subnormals:
+            v = np.where(v < self.smallest_normal, 0.0, v)
+        over = v > self.max_finite
+        # IEEE: round-toward-zero never overflows to infinity, it stops at the largest finite
+        over_to_max = saturate or rounding == "rz"
+        mag_bits = self._finite_magnitude_bits(np.minimum(v, self.max_finite))
+        over_code = self._max_code() if over_to_max else self._overflow_code()
+        inf_code = self._max_code() if saturate else self._overflow_code()
+        code = np.where(over, over_code, mag_bits)
+        code = np.where(np.isinf(ax), inf_code, code)
+        code = np.where(np.isnan(ax), self._nan_code(), code)
+        code = code | (sign.astype(np.uint64) << np.uint64(self.width - 1))
+        return (code << np.uint64(self.container_shift)).astype(self.uint_dtype)
+
+    def _max_code(self) -> np.uint64:
+        return np.uint64(self._finite_magnitude_bits(np.array([self.max_finite]))[0])
+
+    def _nan_code(self) -> np.uint64:
+        return np.uint64(self.nan_bits >> self.container_shift)
+
+    def _overflow_code(self) -> np.uint64:
+        return np.uint64(self.inf_bits >> self.container_shift) if self.has_inf else self._nan_code()
+
+    def _finite_magnitude_bits(self, v) -> np.ndarray:
+        """Exactly representable non-negative finite binary64 values -> encodings (no sign)."""
+        _, e2 = np.frexp(v)
+        e = np.maximum(e2.astype(np.int64) - 1, self.emin)
+        sig = np.ldexp(v, -(e - self.man_bits).astype(np.int32)).astype(np.uint64)
+        normal = sig >= np.uint64(1 << self.man_bits)
+        biased = np.where(normal, e + self.bias, 0).astype(np.uint64)
+        man = sig & np.uint64((1 << self.man_bits) - 1)
+        return (biased << np.uint64(self.man_bits)) | man
+
+    def round(self, x, rounding: str = "rne", saturate: bool = False) -> np.ndarray:
+        """Round values to this format and return them as binary64 (exact)."""
+        return self.decode(self.encode(x, rounding, saturate))
+
+    def all_bit_patterns(self) -> np.ndarray:
+        """Every encoding of a format of at most 16 bits, in container position."""
+        if self.width > 16:
+            raise ValueError(f"all_bit_patterns is for formats of at most 16 bits, not {self.width}")
+        codes = np.arange(1 << self.width, dtype=np.uint64)
+        return (codes << np.uint64(self.container_shift)).astype(self.uint_dtype)
+
+
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format("fp32", exp_bits=8, man_bits=23, bias=127),
+        Format("tf32", exp_bits=8, man_bits=10, bias=127, container_bits=32, container_shift=13),
+        Format("fp16", exp_bits=5, man_bits=10, bias=15),
+        Format("bf16", exp_bits=8, man_bits=7, bias=127),
+        Format("e4m3", exp_bits=4, man_bits=3, bias=7, specials="fn"),
+        Format("e5m2", exp_bits=5, man_bits=2, bias=15),
+    )
+}
+
+_ALIASES = {"float32": "fp32", "binary32": "fp32", "float16": "fp16", "half": "fp16", "binary16": "fp16",
+            "bfloat16": "bf16", "float8_e4m3fn": "e4m3", "e4m3fn": "e4m3", "float8_e5m2": "e5m2"}
+
+
+def get_format(name) -> Format:
+    """Look a format up by catalogue name or common alias (``"float16"``, ``"bfloat16"``...)."""
+    if isinstance(name, Format):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"format must be a str or Format, not {type(name).__name__}")
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in FORMATS:
+        raise ValueError(f"format must be one of {sorted(FORMATS)}, not {name!r}")
+    return FORMATS[key]

@@ -1,0 +1,216 @@
+"""The fast path: fault-free GEMM through a datapath profile, bit-exact.
+
+``matmul`` validates its arguments, unpacks the frozen format and profile into
+integers and hands arrays to the kernels in :mod:`simulator._kernels`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ml_dtypes
+import numpy as np
+
+from . import _kernels as K
+from ._formats import Format, get_format
+from ._profiles import DatapathProfile, StepRule, get_profile
+
+__all__ = ["matmul", "input_format_of", "operand_arrays", "StepParams", "step_params"]
+
+# numpy dtype of an input array -> catalogue format name
+_DTYPE_FORMATS = {
+    np.dtype(np.float16): "fp16",
+    np.dtype(ml_dtypes.bfloat16): "bf16",
+    np.dtype(ml_dtypes.float8_e4m3fn): "e4m3",
+    np.dtype(ml_dtypes.float8_e5m2): "e5m2",
+}
+_ACC_DTYPES = {np.dtype(np.float32): "fp32", np.dtype(np.float16): "fp16"}
+
+
+def _bits64(x: float) -> np.uint64:
+    return np.array([x], np.float64).view(np.uint64)[0]
+
+
+def input_format_of(dtype, input_format=None) -> Format:
+    """The catalogue format of an input array's dtype (float32 needs ``input_format="tf32"``)."""
+    dtype = np.dtype(dtype)
+    if input_format is not None:
+        fmt = get_format(input_format)
+        want = np.dtype(np.float32) if fmt.name == "tf32" else next(
+            (d for d, n in _DTYPE_FORMATS.items() if n == fmt.name), None)
+        if want is None:
+            raise ValueError(f"input_format must be one of 'fp16', 'bf16', 'tf32', 'e4m3', 'e5m2', not {input_format!r}")
+        if dtype != want:
+            raise TypeError(f"input_format={fmt.name!r} needs {want} arrays, not {dtype}")
+        return fmt
+    if dtype in _DTYPE_FORMATS:
+        return get_format(_DTYPE_FORMATS[dtype])
+    if dtype == np.float32:
+        raise TypeError("float32 inputs need input_format='tf32' (the matrix units take tf32, not binary32)")
+    raise TypeError(f"inputs must be float16, bfloat16, float8_e4m3fn, float8_e5m2 or float32 "
+                    f"(with input_format='tf32'), not {dtype}")
+
+
+def operand_arrays(x: np.ndarray, fmt: Format, rule: StepRule):
+    """Input array -> (binary64 values, int32 alignment exponents), same shape.
+
+    The alignment exponent of a nonzero finite value is its unbiased exponent, at
+    least the format's ``emin`` (subnormals); zeros, infinities and NaNs get
+    :data:`simulator._kernels.SENTINEL`.  float32 arrays are narrowed to tf32 by
+    ``rule.operand_rounding`` first.
+    """
+    if fmt.name == "tf32":
+        x32 = np.ascontiguousarray(x, np.float32)
+        if rule.operand_rounding == "rz":
+            bits = x32.view(np.uint32) & np.uint32(0xFFFFE000)
+        else:
+            bits = fmt.encode(x32, "rne")
+    else:
+        bits = np.ascontiguousarray(x).view(fmt.uint_dtype)
+    vals = fmt.decode(bits)
+    _, exp, _ = fmt.fields(bits)
+    e = np.maximum(exp - fmt.bias, fmt.emin)
+    e = np.where((vals == 0) | ~np.isfinite(vals), K.SENTINEL, e).astype(np.int32)
+    return np.ascontiguousarray(vals), np.ascontiguousarray(e)
+
+
+@dataclass(frozen=True)
+class StepParams:
+    """A step rule unpacked into the integers the kernels take (see ``fused_gemm``)."""
+
+    k_step: int
+    frac_bits: int  # -1 for an exact (IEEE fused) step
+    c_fused: bool
+    p_man: int
+    p_emin: int
+    p_max: np.uint64
+    p_rne: bool
+    o_man: int
+    o_emin: int
+    o_max: np.uint64
+    o_rne: bool
+    o_ovf: bool
+    f32_max: np.uint64
+
+    def fused_args(self):
+        return (self.k_step, self.frac_bits, self.c_fused, self.p_man, self.p_emin, self.p_max, self.p_rne,
+                self.o_man, self.o_emin, self.o_max, self.o_rne, self.o_ovf, self.f32_max)
+
+
+def step_params(rule: StepRule, acc: Format) -> StepParams:
+    """Unpack a rule and an accumulator format (fp32 or fp16) for the kernels."""
+    f32 = get_format("fp32")
+    mb = rule.result_man_bits
+    p_max = _bits64(float((1 << (mb + 1)) - 1) * 2.0 ** (f32.emax - mb))
+    if acc.name == "fp16":
+        o_man, o_max, o_rne = acc.man_bits, _bits64(acc.max_finite), True
+    elif rule.c_mode == "after":
+        o_man, o_max, o_rne = 23, _bits64(f32.max_finite), True
+    else:
+        o_man, o_max, o_rne = mb, p_max, rule.rounding == "rne"
+    return StepParams(rule.k, -1 if rule.frac_bits is None else rule.frac_bits, rule.c_mode == "fused",
+                      mb, f32.emin, p_max, rule.rounding == "rne", o_man, acc.emin, o_max, o_rne,
+                      rule.overflow == "inf", _bits64(f32.max_finite))
+
+
+def _check_array(name, x, ndim):
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, not {type(x).__name__}")
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, not {x.ndim}-D with shape {x.shape}")
+
+
+def _run_chunk(av, ae, bv, be, acc, rule: StepRule, acc_fmt: Format):
+    """Accumulate av @ bv into acc (float64 (M, N), in place) under one rule."""
+    sp = step_params(rule, acc_fmt)
+    if rule.frac_bits is None:
+        # binary32 arithmetic is the exact FMA when every product is exact in binary32
+        nz_a, nz_b = np.abs(av[ae != K.SENTINEL]), np.abs(bv[be != K.SENTINEL])
+        fin = np.isfinite(av).all() and np.isfinite(bv).all() and np.isfinite(acc).all()
+        if acc_fmt.name == "fp32" and fin and (nz_a.size == 0 or nz_b.size == 0 or (
+                nz_a.min() * nz_b.min() >= 2.0 ** -126 and nz_a.max() * nz_b.max() < 2.0 ** 127)):
+            acc32 = acc.astype(np.float32)
+            K.fma_gemm_f32(av.astype(np.float32), bv.astype(np.float32), acc32)
+            acc[...] = acc32
+        else:
+            K.fma_gemm(av, bv, acc, sp.o_man, sp.o_emin, sp.o_max, sp.o_ovf)
+        return
+    b_special = ~np.isfinite(bv).all(axis=1)
+    K.fused_gemm(av, ae, bv, be, b_special, acc, *sp.fused_args())
+
+
+def matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1):
+    """D = A @ B + C, bit for bit as the profile's matrix unit computes it.
+
+    The GEMM walks K in steps of the profile's ``k`` products (zero-padding the last),
+    feeding each step's D into the next as its C, as a GEMM main loop chains
+    ``mma`` instructions.
+
+    Args:
+        a: (M, K) array of float16, bfloat16, float8_e4m3fn, float8_e5m2, or
+            float32 with ``input_format="tf32"``.
+        b: (K, N) array of the same dtype.
+        c: (M, N) float32 or float16 accumulator, or None (+0, float32).
+            Its dtype picks the accumulator format.
+        profile: a name in :data:`simulator.PROFILES` or a :class:`DatapathProfile`.
+        input_format: the input format's name; needed only for float32 (``"tf32"``).
+        split_k: S >= 1 dividing K: K is cut into S equal contiguous chunks, each
+            accumulated from zero, the partial results summed in order
+            (((p0 + p1) + p2) + ...) with binary32 round-to-nearest-even and C added
+            last the same way (then rounded to nearest even into float16 for a
+            float16 accumulator).
+    Returns:
+        D, (M, N), with c's dtype (float32 when c is None).  NaN results carry the
+        profile's NaN bits.
+    """
+    prof: DatapathProfile = get_profile(profile)
+    _check_array("a", a, 2)
+    _check_array("b", b, 2)
+    if a.dtype != b.dtype:
+        raise TypeError(f"a and b must have the same dtype, not {a.dtype} and {b.dtype}")
+    fmt = input_format_of(a.dtype, input_format)
+    rule = prof.rule(fmt.name)
+    M, Kd = a.shape
+    if b.shape[0] != Kd:
+        raise ValueError(f"b must have shape ({Kd}, N) to match a's K={Kd}, not {b.shape}")
+    N = b.shape[1]
+    if c is None:
+        c = np.zeros((M, N), np.float32)
+    _check_array("c", c, 2)
+    if c.dtype not in _ACC_DTYPES:
+        raise TypeError(f"c must be float32 or float16, not {c.dtype}")
+    if c.shape != (M, N):
+        raise ValueError(f"c must have shape {(M, N)}, not {c.shape}")
+    acc_fmt = get_format(_ACC_DTYPES[c.dtype])
+    if acc_fmt.name not in prof.accumulators:
+        raise ValueError(f"profile {prof.name!r} supports accumulators {prof.accumulators}, not {acc_fmt.name}")
+    if not isinstance(split_k, (int, np.integer)) or isinstance(split_k, bool):
+        raise TypeError(f"split_k must be an int, not {type(split_k).__name__}")
+    if split_k < 1 or (Kd % split_k != 0 if Kd else split_k != 1):
+        raise ValueError(f"split_k must be a positive divisor of K={Kd}, not {split_k}")
+
+    av, ae = operand_arrays(a, fmt, rule)
+    bv, be = operand_arrays(b, fmt, rule)
+    c_vals = c.astype(np.float64)
+    chunk = Kd // split_k if Kd else 0
+    if split_k == 1:
+        acc = c_vals.copy()
+        _run_chunk(av, ae, bv, be, acc, rule, acc_fmt)
+    else:
+        f32 = np.float32
+        total = None
+        for s in range(split_k):
+            part = np.zeros((M, N))
+            sl = slice(s * chunk, (s + 1) * chunk)
+            _run_chunk(np.ascontiguousarray(av[:, sl]), np.ascontiguousarray(ae[:, sl]),
+                       np.ascontiguousarray(bv[sl]), np.ascontiguousarray(be[sl]), part, rule, acc_fmt)
+            with np.errstate(over="ignore", invalid="ignore"):
+                total = part.astype(f32) if total is None else total + part.astype(f32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            acc = (total + c_vals.astype(f32)).astype(np.float64)
+    with np.errstate(over="ignore"):
+        out = acc.astype(c.dtype)
+    nan = np.isnan(acc)
+    if nan.any():
+        bits = out.view(acc_fmt.uint_dtype)
+        bits[nan] = prof.nan_fp32 if acc_fmt.name == "fp32" else prof.nan_fp16
+    return out
