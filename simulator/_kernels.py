@@ -13,11 +13,11 @@ The slow reference beside these kernels is :mod:`simulator._reference`.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 # alignment exponent of a zero or non-finite operand: far below any real exponent so
 # it never becomes the maximum, and sums of two stay far below too
-SENTINEL = np.int32(-(1 << 20))
+SENTINEL = np.int16(-16000)  # two of them still fit in int16
 # lowest alignment exponent used for scaling, so 2**(frac_bits - E) stays finite in
 # binary64 when a step has no nonzero finite term (real exponents are >= -300)
 E_FLOOR = -600
@@ -97,7 +97,7 @@ def round_bits(u, man_bits, emin, max_bits, rne, overflow_inf):
 
 @njit(cache=True)
 def acc_align_exp(u, acc_emin):
-    """Alignment exponent (int32) of an accumulator value from its binary64 bits.
+    """Alignment exponent (int16) of an accumulator value from its binary64 bits.
 
     floor(log2|c|), at least ``acc_emin`` (a subnormal accumulator counts with its
     format's smallest normal exponent); :data:`SENTINEL` for zero, inf and NaN, which
@@ -107,7 +107,7 @@ def acc_align_exp(u, acc_emin):
     if be == 0 or be == 0x7FF:
         return SENTINEL
     e = be - 1023
-    return np.int32(e if e > acc_emin else acc_emin)
+    return np.int16(e if e > acc_emin else acc_emin)
 
 
 @njit(cache=True)
@@ -126,93 +126,163 @@ def unscale_bits(e, frac_bits):
     return np.uint64(1023 - frac_bits + e) << _U52
 
 
+# 2**e for e in [E_FLOOR - 64, E_FLOOR + 1152): the scale factors of alignment, as a
+# table so that the per-column scaling loops vectorise (a gather, no bit tricks)
+_POW2_LO = E_FLOOR - 64
+_POW2 = np.ldexp(1.0, np.arange(_POW2_LO, _POW2_LO + 1216)).astype(np.float64)
+
+# columns per block: one step's slice of B (16 x 128 binary64 values and int16
+# exponents) and the block's working rows stay in a 48 KiB L1 data cache
+_JB = 128
+
+
 @njit(cache=True)
-def _row_fused(a_val, a_exp, i, b_val, b_exp, b_special, acc, k_step, frac_bits, c_fused,
-               p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max):
-    """All K-steps of row ``i`` (in place on ``acc``, shape (N,), binary64)."""
-    K = a_val.shape[1]
-    N = acc.shape[0]
-    emax = np.empty(N, np.int32)
-    scale = np.empty(N, np.float64)
-    scale_u = scale.view(np.uint64)
-    total = np.empty(N, np.float64)
-    total_u = total.view(np.uint64)
-    acc_u = acc.view(np.uint64)
-    for k0 in range(0, K, k_step):
-        k1 = min(k0 + k_step, K)
-        # 1. the alignment exponent: largest exponent among nonzero terms
-        if c_fused:
-            for j in range(N):
-                emax[j] = acc_align_exp(acc_u[j], o_emin)
-        else:
-            emax[:] = SENTINEL
-        for k in range(k0, k1):
-            ea = a_exp[i, k]
-            if ea == SENTINEL:
-                continue
-            for j in range(N):
-                e = ea + b_exp[k, j]
-                if e > emax[j]:
-                    emax[j] = e
-        for j in range(N):
-            scale_u[j] = scale_bits(emax[j], frac_bits)
-        # 2. aligned terms, each truncated toward zero, summed exactly
-        if c_fused:
-            for j in range(N):
-                total[j] = np.trunc(acc[j] * scale[j])
-        else:
-            total[:] = 0.0
-        for k in range(k0, k1):
-            av = a_val[i, k]
-            if av == 0.0 and not b_special[k]:
-                continue  # zero products add nothing (a zero times inf or NaN still must)
-            for j in range(N):
-                total[j] += np.trunc(av * b_val[k, j] * scale[j])
-        # 3. back to a value (exact), then rounded into the accumulator
-        for j in range(N):
-            scale_u[j] = unscale_bits(emax[j], frac_bits)
-            total[j] = total[j] * scale[j]
-        if c_fused:
-            for j in range(N):
-                acc_u[j] = round_bits(total_u[j], o_man, o_emin, o_max, o_rne, o_ovf)
-        else:
-            for j in range(N):
-                total_u[j] = round_bits(total_u[j], p_man, -126, p_max, p_rne, o_ovf)
-                # one binary32 round-to-nearest-even addition of C (exact in binary64
-                # then rounded once more: innocuous, 53 >= 2 * 24 + 2)
-                total[j] = total[j] + acc[j]
-                total_u[j] = round_bits(total_u[j], 23, -126, f32_max, True, o_ovf)
-                acc_u[j] = round_bits(total_u[j], o_man, o_emin, o_max, o_rne, o_ovf)
-        for j in range(N):
-            if total[j] == 0.0 and c_fused:
-                acc_u[j] = acc_u[j] & _MAG  # an exact zero result is +0
+def _max_exps(a_exp, i, k, b_exp, emax, j0, j1):
+    """emax[j-j0] = max(emax, a_exp[i, k+t] + b_exp[k+t, j]) for t < 4, j in [j0, j1)."""
+    a0 = a_exp[i, k]
+    a1 = a_exp[i, k + 1]
+    a2 = a_exp[i, k + 2]
+    a3 = a_exp[i, k + 3]
+    b0 = b_exp[k, j0:j1]
+    b1 = b_exp[k + 1, j0:j1]
+    b2 = b_exp[k + 2, j0:j1]
+    b3 = b_exp[k + 3, j0:j1]
+    for j in range(j1 - j0):
+        emax[j] = max(max(emax[j], a0 + b0[j]), max(max(a1 + b1[j], a2 + b2[j]), a3 + b3[j]))
 
 
-@njit(cache=True, parallel=True)
-def fused_gemm(a_val, a_exp, b_val, b_exp, b_special, acc, k_step, frac_bits, c_fused,
+@njit(cache=True)
+def _add_terms(a_val, i, k, b_val, scale, total, j0, j1):
+    """total[j-j0] += trunc(a[i, k+t] * b[k+t, j] * scale[j-j0]) for t < 4, j in [j0, j1).
+
+    Every product and every scaled term is exact in binary64 and every partial sum is
+    an integer below 2**53, so the sum is exact: order does not matter for the bits.
+    """
+    a0 = a_val[i, k]
+    a1 = a_val[i, k + 1]
+    a2 = a_val[i, k + 2]
+    a3 = a_val[i, k + 3]
+    b0 = b_val[k, j0:j1]
+    b1 = b_val[k + 1, j0:j1]
+    b2 = b_val[k + 2, j0:j1]
+    b3 = b_val[k + 3, j0:j1]
+    for j in range(j1 - j0):
+        sc = scale[j]
+        total[j] = (total[j] + np.trunc(a0 * b0[j] * sc) + np.trunc(a1 * b1[j] * sc)
+                    + np.trunc(a2 * b2[j] * sc) + np.trunc(a3 * b3[j] * sc))
+
+
+@njit(cache=True)
+def round_block(src_u, dst_u, n, man_bits, emin, max_bits, rne, overflow_inf):
+    """dst_u[:n] = round_bits(src_u[:n], ...), with a vectorisable common case.
+
+    The first pass handles finite values in the target's normal range without
+    overflow by masking (RZ) or add-and-mask (RNE) and counts the rest; only if some
+    remain does a second pass call :func:`round_bits` on them.
+    """
+    drop = np.uint64(52 - man_bits)
+    keep = ~((_U1 << drop) - _U1)
+    half_m1 = (_U1 << (drop - _U1)) - _U1 if rne else _U0
+    lsb_add = _U1 if rne else _U0
+    be_lo = np.uint64(1023 + emin)
+    slow = 0
+    for j in range(n):
+        u = src_u[j]
+        mag = u & _MAG
+        r = (mag + half_m1 + (((mag >> drop) & _U1) & lsb_add)) & keep
+        be = mag >> _U52
+        bad = (be < be_lo) | (be == _EXP_ALL) | (r > max_bits)
+        slow += np.int64(bad)
+        dst_u[j] = (u & _SIGN) | r
+    if slow:
+        for j in range(n):
+            u = src_u[j]
+            mag = u & _MAG
+            be = mag >> _U52
+            if be < be_lo or be == _EXP_ALL or dst_u[j] & _MAG > max_bits:
+                dst_u[j] = round_bits(u, man_bits, emin, max_bits, rne, overflow_inf)
+
+
+@njit(cache=True)
+def fused_gemm(a_val, a_exp, b_val, b_exp, acc, n_pass, pass_len, frac_bits, c_fused,
                p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max):
-    """D = A @ B + C through chained fused steps of ``k_step`` products.
+    """D = A @ B + C through chained fused steps.
+
+    One step is ``n_pass`` passes of ``pass_len`` K positions each (the caller lays
+    each step's positions out pass by pass and zero-pads; zero terms change nothing).
+    Each pass fuses its products with the term carried from the previous pass (C for
+    the first when ``c_fused``): alignment exponent E = the largest exponent among
+    nonzero terms; each term truncated toward zero to ``frac_bits`` fractional bits
+    below 2**E; exact sum; rounded into binary32 (``p_*``) between passes, into the
+    accumulator (``o_*``) after the last, or, when C is not fused, into binary32 and
+    then one binary32 round-to-nearest-even addition of C.
 
     Args:
-        a_val: (M, K) float64 input values; a_exp: (M, K) int32 alignment exponents
-            (:data:`SENTINEL` for zero/non-finite).
-        b_val: (K, N) float64; b_exp: (K, N) int32; b_special: (K,) bool, True where
-            row k of B holds an inf or NaN.
+        a_val: (M, K) float64 input values; a_exp: (M, K) int16 alignment exponents
+            (:data:`SENTINEL` for zero/non-finite); K a multiple of n_pass * pass_len,
+            pass_len a multiple of 4.
+        b_val: (K, N) float64; b_exp: (K, N) int16.
         acc: (M, N) float64 accumulator, C on entry, D on return (in place).
-        k_step: products per fused step; frac_bits: fractional bits after alignment.
-        c_fused: C aligned with the products (True) or added after (False).
-        p_*: binary32 rounding of the products' sum when C comes after (mantissa
-            bits, emin, max bits, rne).
+        p_*: binary32 rounding between passes (mantissa bits, emin, max bits, rne).
         o_*: rounding into the accumulator (mantissa bits, emin, max bits, rne,
             overflow-to-inf); f32_max: bits of the binary32 maximum.
     """
-    M = a_val.shape[0]
-    for i in prange(M):
-        _row_fused(a_val, a_exp, i, b_val, b_exp, b_special, acc[i], k_step, frac_bits, c_fused,
-                   p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max)
+    M, K = a_val.shape
+    N = acc.shape[1]
+    k_step = n_pass * pass_len
+    emax = np.empty(_JB, np.int16)
+    scale = np.empty(_JB, np.float64)
+    total = np.empty(_JB, np.float64)
+    total_u = total.view(np.uint64)
+    carry = np.empty(_JB, np.float64)
+    carry_u = carry.view(np.uint64)
+    pow2 = _POW2
+    for j0 in range(0, N, _JB):
+        j1 = min(j0 + _JB, N)
+        n = j1 - j0
+        for k0 in range(0, K, k_step):
+            for i in range(M):
+                row = acc[i, j0:j1]
+                row_u = row.view(np.uint64)
+                if c_fused:
+                    carry[:n] = row
+                else:
+                    carry[:n] = 0.0
+                for p in range(n_pass):
+                    kp = k0 + p * pass_len
+                    # 1. the alignment exponent: largest exponent among nonzero terms
+                    c_emin = o_emin if (p == 0 and c_fused) else p_emin
+                    for j in range(n):
+                        emax[j] = acc_align_exp(carry_u[j], c_emin)
+                    for k in range(kp, kp + pass_len, 4):
+                        _max_exps(a_exp, i, k, b_exp, emax, j0, j1)
+                    # 2. aligned terms, each truncated toward zero, summed exactly;
+                    # scale = 2**(frac_bits - max(E, E_FLOOR)), as scale_bits
+                    for j in range(n):
+                        sc = pow2[frac_bits - max(np.int64(emax[j]), E_FLOOR) - _POW2_LO]
+                        scale[j] = sc
+                        total[j] = np.trunc(carry[j] * sc)
+                    for k in range(kp, kp + pass_len, 4):
+                        _add_terms(a_val, i, k, b_val, scale, total, j0, j1)
+                    # 3. back to a value (exact: a power-of-two scaling), then rounded
+                    for j in range(n):
+                        total[j] = total[j] * pow2[max(np.int64(emax[j]), E_FLOOR) - frac_bits - _POW2_LO]
+                    if p < n_pass - 1:
+                        round_block(total_u, carry_u, n, p_man, p_emin, p_max, p_rne, o_ovf)
+                    elif c_fused:
+                        round_block(total_u, row_u, n, o_man, o_emin, o_max, o_rne, o_ovf)
+                    else:
+                        round_block(total_u, total_u, n, p_man, p_emin, p_max, p_rne, o_ovf)
+                        # one binary32 round-to-nearest-even addition of C: exact in
+                        # binary64 up to one rounding, then rounded once more
+                        # (innocuous: 53 >= 2 * 24 + 2)
+                        for j in range(n):
+                            total[j] = total[j] + row[j]
+                        round_block(total_u, total_u, n, 23, -126, f32_max, True, o_ovf)
+                        round_block(total_u, row_u, n, o_man, o_emin, o_max, o_rne, o_ovf)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def fma_gemm(a_val, b_val, acc, o_man, o_emin, o_max, o_ovf):
     """D = A @ B + C by scalar fused multiply-adds along K, rounding to nearest even.
 
@@ -222,7 +292,7 @@ def fma_gemm(a_val, b_val, acc, o_man, o_emin, o_max, o_ovf):
     """
     M, K = a_val.shape
     N = acc.shape[1]
-    for i in prange(M):
+    for i in range(M):
         row = acc[i]
         row_u = row.view(np.uint64)
         for k in range(K):
@@ -232,18 +302,34 @@ def fma_gemm(a_val, b_val, acc, o_man, o_emin, o_max, o_ovf):
                 row_u[j] = round_bits(row_u[j], o_man, o_emin, o_max, True, o_ovf)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def fma_gemm_f32(a32, b32, acc32):
     """As :func:`fma_gemm` in binary32, valid only when every product is exact in binary32.
 
     a32 (M, K), b32 (K, N), acc32 (M, N) float32 (in place).  The caller checks the
-    exactness condition (all nonzero products within [2**-126, 2**127]).
+    exactness condition (all nonzero products within [2**-126, 2**127)); then
+    ``fl(fl(a*b) + c) == fma(a, b, c)``.  Four K positions are applied to an element
+    per load and store, in K order, so every element sees the same sequence of
+    roundings as a one-at-a-time loop.
     """
     M, K = a32.shape
     N = acc32.shape[1]
-    for i in prange(M):
-        row = acc32[i]
-        for k in range(K):
-            av = a32[i, k]
+    K4 = K - K % 4
+    for i in range(M):
+        r = acc32[i]
+        for k in range(0, K4, 4):
+            a0 = a32[i, k]
+            a1 = a32[i, k + 1]
+            a2 = a32[i, k + 2]
+            a3 = a32[i, k + 3]
+            b0 = b32[k]
+            b1 = b32[k + 1]
+            b2 = b32[k + 2]
+            b3 = b32[k + 3]
             for j in range(N):
-                row[j] = row[j] + av * b32[k, j]
+                r[j] = (((r[j] + a0 * b0[j]) + a1 * b1[j]) + a2 * b2[j]) + a3 * b3[j]
+        for k in range(K4, K):
+            a0 = a32[i, k]
+            b0 = b32[k]
+            for j in range(N):
+                r[j] = r[j] + a0 * b0[j]

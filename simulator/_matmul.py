@@ -5,6 +5,7 @@ integers and hands arrays to the kernels in :mod:`simulator._kernels`.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import ml_dtypes
@@ -14,7 +15,7 @@ from . import _kernels as K
 from ._formats import Format, get_format
 from ._profiles import DatapathProfile, StepRule, get_profile
 
-__all__ = ["matmul", "input_format_of", "operand_arrays", "StepParams", "step_params"]
+__all__ = ["matmul", "input_format_of", "operand_arrays", "StepParams", "step_params", "step_layout"]
 
 # numpy dtype of an input array -> catalogue format name
 _DTYPE_FORMATS = {
@@ -50,8 +51,25 @@ def input_format_of(dtype, input_format=None) -> Format:
                     f"(with input_format='tf32'), not {dtype}")
 
 
+def _operand_from_bits(bits: np.ndarray, fmt: Format):
+    vals = fmt.decode(bits)
+    _, exp, _ = fmt.fields(bits)
+    e = np.maximum(exp - fmt.bias, fmt.emin)
+    e = np.where((vals == 0) | ~np.isfinite(vals), K.SENTINEL, e).astype(np.int16)
+    return vals, e
+
+
+@functools.lru_cache(maxsize=None)
+def _operand_tables(fmt: Format):
+    """(values, exponents) for every encoding of a format of at most 16 bits."""
+    vals, e = _operand_from_bits(fmt.all_bit_patterns(), fmt)
+    vals.setflags(write=False)
+    e.setflags(write=False)
+    return vals, e
+
+
 def operand_arrays(x: np.ndarray, fmt: Format, rule: StepRule):
-    """Input array -> (binary64 values, int32 alignment exponents), same shape.
+    """Input array -> (binary64 values, int16 alignment exponents), same shape.
 
     The alignment exponent of a nonzero finite value is its unbiased exponent, at
     least the format's ``emin`` (subnormals); zeros, infinities and NaNs get
@@ -64,13 +82,48 @@ def operand_arrays(x: np.ndarray, fmt: Format, rule: StepRule):
             bits = x32.view(np.uint32) & np.uint32(0xFFFFE000)
         else:
             bits = fmt.encode(x32, "rne")
+        vals, e = _operand_from_bits(bits, fmt)
     else:
-        bits = np.ascontiguousarray(x).view(fmt.uint_dtype)
-    vals = fmt.decode(bits)
-    _, exp, _ = fmt.fields(bits)
-    e = np.maximum(exp - fmt.bias, fmt.emin)
-    e = np.where((vals == 0) | ~np.isfinite(vals), K.SENTINEL, e).astype(np.int32)
+        # formats of at most 16 bits: a table lookup per element
+        tv, te = _operand_tables(fmt)
+        idx = np.ascontiguousarray(x).view(fmt.uint_dtype)
+        vals, e = tv[idx], te[idx]
     return np.ascontiguousarray(vals), np.ascontiguousarray(e)
+
+
+def step_layout(rule: StepRule, K_: int):
+    """Where each K position goes in the kernels' layout, and the layout's shape.
+
+    Each step of ``rule.k`` positions is laid out pass by pass, each pass padded to a
+    multiple of 4 positions (the kernels take four per sweep).  Returns
+    ``(index, n_pass, pass_len)``: ``index`` (steps * n_pass * pass_len,) int64 holds
+    the source K position of every laid-out position, or ``K_`` for padding (a zero
+    column).  Zero terms change nothing: they take no part in the alignment exponent
+    and add 0; and the sum within a pass is exact, so its order is free.
+    """
+    pattern = rule.passes
+    n_pass = max(pattern) + 1
+    members = [[k for k in range(rule.k) if pattern[k % len(pattern)] == p] for p in range(n_pass)]
+    pass_len = -(-max(len(m) for m in members) // 4) * 4
+    steps = -(-K_ // rule.k)
+    index = np.full((steps, n_pass, pass_len), K_, np.int64)
+    for p, mem in enumerate(members):
+        index[:, p, :len(mem)] = np.arange(steps)[:, None] * rule.k + np.array(mem, np.int64)[None, :]
+    index[index >= K_] = K_
+    return index.reshape(-1), n_pass, pass_len
+
+
+def _lay_out(v: np.ndarray, e: np.ndarray, index: np.ndarray, axis: int):
+    """Gather K positions (axis) by ``index``, where index == K means a zero term."""
+    K_ = v.shape[axis]
+    if index.size == K_ and np.array_equal(index, np.arange(K_)):
+        return v, e
+    pad_shape = list(v.shape)
+    pad_shape[axis] = 1
+    v = np.concatenate([v, np.zeros(pad_shape)], axis=axis)
+    e = np.concatenate([e, np.full(pad_shape, K.SENTINEL, np.int16)], axis=axis)
+    return (np.ascontiguousarray(np.take(v, index, axis=axis)),
+            np.ascontiguousarray(np.take(e, index, axis=axis)))
 
 
 @dataclass(frozen=True)
@@ -134,8 +187,10 @@ def _run_chunk(av, ae, bv, be, acc, rule: StepRule, acc_fmt: Format):
         else:
             K.fma_gemm(av, bv, acc, sp.o_man, sp.o_emin, sp.o_max, sp.o_ovf)
         return
-    b_special = ~np.isfinite(bv).all(axis=1)
-    K.fused_gemm(av, ae, bv, be, b_special, acc, *sp.fused_args())
+    index, n_pass, pass_len = step_layout(rule, av.shape[1])
+    av, ae = _lay_out(av, ae, index, axis=1)
+    bv, be = _lay_out(bv, be, index, axis=0)
+    K.fused_gemm(av, ae, bv, be, acc, n_pass, pass_len, *sp.fused_args()[1:])
 
 
 def matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1):

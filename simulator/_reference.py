@@ -101,34 +101,40 @@ def reference_step(a, b, c: float, rule: StepRule, in_fmt, acc_fmt="fp32") -> fl
     if infs:
         return infs.pop() * _INF
 
-    terms = []  # (exact value, alignment exponent)
-    for x, y in zip(a, b):
-        if x != 0 and y != 0:
-            terms.append((Fraction(x) * Fraction(y), _align_exp(x, in_fmt) + _align_exp(y, in_fmt)))
-    c_fused = rule.c_mode == "fused"
-    if c_fused and c != 0:
-        terms.append((Fraction(c), _align_exp(c, acc_fmt)))
-    if not terms:
-        total = Fraction(0)
-    elif rule.frac_bits is None:
-        total = sum(v for v, _ in terms)
-    else:
-        E = max(e for _, e in terms)
-        quantum = Fraction(2) ** (E - rule.frac_bits)
-        # truncation toward zero of the magnitude: int() of a Fraction truncates toward zero
-        total = sum(int(v / quantum) for v, _ in terms) * quantum
-    if c_fused:
-        out = round_fraction(total, *_acc_target(acc_fmt, rule))
-        return float(out) if out != 0 else 0.0
-    # C after: the products' sum is rounded to binary32 first, then one RNE addition
     fp32 = get_format("fp32")
-    p = round_fraction(total, *_acc_target(fp32, rule))
-    if isinstance(p, float):  # the product sum overflowed
-        return p + c if not (math.isinf(c) and c != p) else math.nan
-    if c == 0 and p == 0:
+    n_pass = max(rule.passes) + 1
+    groups = [[] for _ in range(n_pass)]  # (exact value, alignment exponent) per pass
+    for k, (x, y) in enumerate(zip(a, b)):
+        if x != 0 and y != 0:
+            groups[rule.passes[k % len(rule.passes)]].append(
+                (Fraction(x) * Fraction(y), _align_exp(x, in_fmt) + _align_exp(y, in_fmt)))
+    c_fused = rule.c_mode == "fused"
+    carried = Fraction(c) if c_fused else Fraction(0)  # the term each pass hands on
+    carried_fmt = acc_fmt if c_fused else fp32
+    for p, terms in enumerate(groups):
+        if carried != 0:
+            terms = terms + [(carried, _align_exp(float(carried), carried_fmt))]
+        if not terms:
+            total = Fraction(0)
+        elif rule.frac_bits is None:
+            total = sum(v for v, _ in terms)
+        else:
+            E = max(e for _, e in terms)
+            quantum = Fraction(2) ** (E - rule.frac_bits)
+            # truncation toward zero of the magnitude: int() of a Fraction truncates toward zero
+            total = sum(int(v / quantum) for v, _ in terms) * quantum
+        last = p == n_pass - 1
+        out = round_fraction(total, *_acc_target(acc_fmt if (last and c_fused) else fp32, rule))
+        if isinstance(out, float):  # overflow to inf
+            return out if c_fused or not math.isinf(c) or c == out else math.nan
+        carried, carried_fmt = out, fp32
+    if c_fused:
+        return float(carried) if carried != 0 else 0.0
+    # C after: one binary32 round-to-nearest-even addition
+    if c == 0 and carried == 0:
         return 0.0
-    out = round_fraction(p + Fraction(c), fp32.man_bits, fp32.emin, Fraction(fp32.max_finite), "rne")
-    if acc_fmt.name == "fp16":
+    out = round_fraction(carried + Fraction(c), fp32.man_bits, fp32.emin, Fraction(fp32.max_finite), "rne")
+    if acc_fmt.name == "fp16" and not isinstance(out, float):
         out = round_fraction(Fraction(out), acc_fmt.man_bits, acc_fmt.emin, Fraction(acc_fmt.max_finite), "rne")
     return float(out) if out != 0 else 0.0
 
