@@ -303,6 +303,34 @@ def fma_gemm(a_val, b_val, acc, o_man, o_emin, o_max, o_ovf):
 
 
 @njit(cache=True)
+def _fma_rows4(a32, i, b32, acc32, K4):
+    """Rows i..i+3 of fma_gemm_f32 over K positions [0, K4), four at a time."""
+    N = acc32.shape[1]
+    r0 = acc32[i]
+    r1 = acc32[i + 1]
+    r2 = acc32[i + 2]
+    r3 = acc32[i + 3]
+    for k in range(0, K4, 4):
+        b0 = b32[k]
+        b1 = b32[k + 1]
+        b2 = b32[k + 2]
+        b3 = b32[k + 3]
+        a00, a01, a02, a03 = a32[i, k], a32[i, k + 1], a32[i, k + 2], a32[i, k + 3]
+        a10, a11, a12, a13 = a32[i + 1, k], a32[i + 1, k + 1], a32[i + 1, k + 2], a32[i + 1, k + 3]
+        a20, a21, a22, a23 = a32[i + 2, k], a32[i + 2, k + 1], a32[i + 2, k + 2], a32[i + 2, k + 3]
+        a30, a31, a32_, a33 = a32[i + 3, k], a32[i + 3, k + 1], a32[i + 3, k + 2], a32[i + 3, k + 3]
+        for j in range(N):
+            x0 = b0[j]
+            x1 = b1[j]
+            x2 = b2[j]
+            x3 = b3[j]
+            r0[j] = (((r0[j] + a00 * x0) + a01 * x1) + a02 * x2) + a03 * x3
+            r1[j] = (((r1[j] + a10 * x0) + a11 * x1) + a12 * x2) + a13 * x3
+            r2[j] = (((r2[j] + a20 * x0) + a21 * x1) + a22 * x2) + a23 * x3
+            r3[j] = (((r3[j] + a30 * x0) + a31 * x1) + a32_ * x2) + a33 * x3
+
+
+@njit(cache=True)
 def fma_gemm_f32(a32, b32, acc32):
     """As :func:`fma_gemm` in binary32, valid only when every product is exact in binary32.
 
@@ -310,12 +338,15 @@ def fma_gemm_f32(a32, b32, acc32):
     exactness condition (all nonzero products within [2**-126, 2**127)); then
     ``fl(fl(a*b) + c) == fma(a, b, c)``.  Four K positions are applied to an element
     per load and store, in K order, so every element sees the same sequence of
-    roundings as a one-at-a-time loop.
+    roundings as a one-at-a-time loop; four rows share each load of B.
     """
     M, K = a32.shape
     N = acc32.shape[1]
     K4 = K - K % 4
-    for i in range(M):
+    M4 = M - M % 4
+    for i in range(0, M4, 4):
+        _fma_rows4(a32, i, b32, acc32, K4)
+    for i in range(M4, M):
         r = acc32[i]
         for k in range(0, K4, 4):
             a0 = a32[i, k]
@@ -328,6 +359,8 @@ def fma_gemm_f32(a32, b32, acc32):
             b3 = b32[k + 3]
             for j in range(N):
                 r[j] = (((r[j] + a0 * b0[j]) + a1 * b1[j]) + a2 * b2[j]) + a3 * b3[j]
+    for i in range(M):
+        r = acc32[i]
         for k in range(K4, K):
             a0 = a32[i, k]
             b0 = b32[k]

@@ -172,21 +172,52 @@ def _check_array(name, x, ndim):
         raise ValueError(f"{name} must be {ndim}-D, not {x.ndim}-D with shape {x.shape}")
 
 
-def _run_chunk(av, ae, bv, be, acc, rule: StepRule, acc_fmt: Format):
-    """Accumulate av @ bv into acc (float64 (M, N), in place) under one rule."""
+def _products_exact_in_fp32(fmt: Format) -> bool:
+    """Whether every product of two values of ``fmt`` is exact in binary32.
+
+    True when the significands' product fits 24 bits, the smallest product is a
+    multiple of 2**-149 (so binary32 subnormals hold it) and the largest is finite.
+    """
+    return (2 * (fmt.man_bits + 1) <= 24 and 2 * (fmt.emin - fmt.man_bits) >= -149
+            and fmt.max_finite ** 2 < 2.0 ** 128)
+
+
+def _narrow(x: np.ndarray, fmt: Format, rule: StepRule) -> np.ndarray:
+    """float32 inputs -> float32 holding their tf32 values (by ``rule.operand_rounding``)."""
+    if fmt.name != "tf32":
+        return x
+    x32 = np.ascontiguousarray(x, np.float32)
+    if rule.operand_rounding == "rz":
+        return (x32.view(np.uint32) & np.uint32(0xFFFFE000)).view(np.float32)
+    return fmt.encode(x32, "rne").view(np.float32)
+
+
+def _accumulate(a, b, acc, rule: StepRule, fmt: Format, acc_fmt: Format):
+    """acc += a @ b under one rule, in place.
+
+    a (M, K), b (K, N): input arrays (dtype of ``fmt``); acc (M, N) float64 holding
+    accumulator values.
+    """
     sp = step_params(rule, acc_fmt)
     if rule.frac_bits is None:
+        a, b = _narrow(a, fmt, rule), _narrow(b, fmt, rule)
+        a32, b32 = a.astype(np.float32), b.astype(np.float32)  # exact widening
         # binary32 arithmetic is the exact FMA when every product is exact in binary32
-        nz_a, nz_b = np.abs(av[ae != K.SENTINEL]), np.abs(bv[be != K.SENTINEL])
-        fin = np.isfinite(av).all() and np.isfinite(bv).all() and np.isfinite(acc).all()
-        if acc_fmt.name == "fp32" and fin and (nz_a.size == 0 or nz_b.size == 0 or (
-                nz_a.min() * nz_b.min() >= 2.0 ** -126 and nz_a.max() * nz_b.max() < 2.0 ** 127)):
+        exact = _products_exact_in_fp32(fmt)
+        if not exact and np.isfinite(a32).all() and np.isfinite(b32).all():
+            nz_a, nz_b = np.abs(a32[a32 != 0]).astype(np.float64), np.abs(b32[b32 != 0]).astype(np.float64)
+            exact = nz_a.size == 0 or nz_b.size == 0 or (
+                nz_a.min() * nz_b.min() >= 2.0 ** -126 and nz_a.max() * nz_b.max() < 2.0 ** 127)
+        if acc_fmt.name == "fp32" and exact:
             acc32 = acc.astype(np.float32)
-            K.fma_gemm_f32(av.astype(np.float32), bv.astype(np.float32), acc32)
+            K.fma_gemm_f32(np.ascontiguousarray(a32), np.ascontiguousarray(b32), acc32)
             acc[...] = acc32
         else:
-            K.fma_gemm(av, bv, acc, sp.o_man, sp.o_emin, sp.o_max, sp.o_ovf)
+            K.fma_gemm(np.ascontiguousarray(a32, np.float64), np.ascontiguousarray(b32, np.float64), acc,
+                       sp.o_man, sp.o_emin, sp.o_max, sp.o_ovf)
         return
+    av, ae = operand_arrays(a, fmt, rule)
+    bv, be = operand_arrays(b, fmt, rule)
     index, n_pass, pass_len = step_layout(rule, av.shape[1])
     av, ae = _lay_out(av, ae, index, axis=1)
     bv, be = _lay_out(bv, be, index, axis=0)
@@ -243,21 +274,18 @@ def matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1):
     if split_k < 1 or (Kd % split_k != 0 if Kd else split_k != 1):
         raise ValueError(f"split_k must be a positive divisor of K={Kd}, not {split_k}")
 
-    av, ae = operand_arrays(a, fmt, rule)
-    bv, be = operand_arrays(b, fmt, rule)
     c_vals = c.astype(np.float64)
     chunk = Kd // split_k if Kd else 0
     if split_k == 1:
-        acc = c_vals.copy()
-        _run_chunk(av, ae, bv, be, acc, rule, acc_fmt)
+        acc = c_vals
+        _accumulate(a, b, acc, rule, fmt, acc_fmt)
     else:
         f32 = np.float32
         total = None
         for s in range(split_k):
             part = np.zeros((M, N))
             sl = slice(s * chunk, (s + 1) * chunk)
-            _run_chunk(np.ascontiguousarray(av[:, sl]), np.ascontiguousarray(ae[:, sl]),
-                       np.ascontiguousarray(bv[sl]), np.ascontiguousarray(be[sl]), part, rule, acc_fmt)
+            _accumulate(a[:, sl], b[sl], part, rule, fmt, acc_fmt)
             with np.errstate(over="ignore", invalid="ignore"):
                 total = part.astype(f32) if total is None else total + part.astype(f32)
         with np.errstate(over="ignore", invalid="ignore"):

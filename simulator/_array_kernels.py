@@ -1,0 +1,558 @@
+"""Numba kernels of the cycle-level PE arrays (private).
+
+The arrays are stepped *analytically*: in a weight-stationary fold, PE (r, c) handles
+input row ``m`` at cycle ``b = R + m + r*S + c`` (preload R cycles, skew S cycles per
+row, one per column), so the wavefront can be computed row by row of the input in
+any order that keeps each output's K order, without shuffling registers.  A fault
+armed at (PE, register, cycle) is turned by :mod:`simulator._array` into an *event*:
+"apply this bit operation to register X of PE (r, c) for items [i0, i1)"; the kernel
+checks, per (fold, item, PE row), whether an event touches it and then runs the slow
+staged datapath (every pipeline register materialised as bits) for that PE row.
+The slow pure-Python stepper in :mod:`simulator._array_reference` shuffles real
+registers cycle by cycle; tests hold the two to each other, bits and cycles.
+
+Arithmetic is the core's: products exact in binary64, alignment through
+``acc_align_exp``/``scale_bits``/``unscale_bits`` and every rounding through
+``round_bits`` (:mod:`simulator._kernels`).  The one shortcut, binary32 arithmetic for
+a fault-free FMA PE, is taken only when every product is exact in binary32, where it
+is the same correctly rounded FMA (the core's ``fma_gemm_f32`` condition).
+
+Register encodings (a fault flips bits of these; widths in bits):
+
+* operands ``a``/``w``/``b``: the input format's encoding (``Format.width`` bits);
+* ``prod``: sign | 10-bit two's-complement exponent ea+eb (``0x200``: zero product)
+  | 2*(man+1)-bit significand product in [0, 4) (exact);
+* ``emax``: 10-bit two's complement (``0x200``: no nonzero term);
+* ``aligned``: per term, sign-magnitude integer of frac_bits+3 bits;
+* ``sum``: 10-bit exponent above a sign-magnitude integer of frac_bits+3+ceil(log2(terms)) bits;
+* ``psum``/``acc``: the accumulator format's encoding (binary32 or binary16).
+
+Non-finite values (inf, NaN) travel on a flag path that is not a fault site: a fault
+on a ``prod``/``aligned``/``sum`` register holding one leaves it unchanged.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ._kernels import SENTINEL, acc_align_exp, round_bits, scale_bits, unscale_bits
+
+# register codes used in events
+REG_A, REG_W, REG_PROD, REG_EMAX, REG_ALIGNED, REG_SUM, REG_PSUM = 0, 1, 2, 3, 4, 5, 6
+# event table columns (int64): fold, register, PE row, columns [c0, c1), items [i0, i1),
+# element within a vector register, stage (prod stage, or 0/1 = before/after the MAC)
+EV_FOLD, EV_REG, EV_R, EV_C0, EV_C1, EV_I0, EV_I1, EV_ELEM, EV_STAGE = range(9)
+EV_COLS = 9
+
+EXP_BITS = 10
+EXP_NONE = 0x200  # the 10-bit code of "no exponent" (SENTINEL)
+_EXP_MASK = np.uint64(0x3FF)
+_U0 = np.uint64(0)
+_U1 = np.uint64(1)
+_MAG = np.uint64(0x7FFFFFFFFFFFFFFF)
+
+
+# ---- encodings -----------------------------------------------------------------------
+@njit(cache=True)
+def apply_op(v, am, om, xm):
+    """One fault operation on register bits: ((v & am) | om) ^ xm (uint64)."""
+    return ((v & am) | om) ^ xm
+
+
+@njit(cache=True)
+def decode_fp(bits, exp_bits, man_bits, bias, fn):
+    """Bits of a binary floating-point encoding (uint64, at bit 0) -> float64 (exact).
+
+    fn: True for finite-only formats (all-ones exponent and mantissa is the NaN).
+    """
+    mm = (1 << man_bits) - 1
+    top = (1 << exp_bits) - 1
+    man = np.int64(bits & np.uint64(mm))
+    ex = np.int64((bits >> np.uint64(man_bits)) & np.uint64(top))
+    neg = ((bits >> np.uint64(exp_bits + man_bits)) & _U1) == _U1
+    if ex == top and (not fn or man == mm):
+        v = np.inf if (man == 0 and not fn) else np.nan
+    elif ex == 0:
+        v = math.ldexp(float(man), 1 - bias - man_bits)
+    else:
+        v = math.ldexp(float(man | (1 << man_bits)), ex - bias - man_bits)
+    return -v if neg else v
+
+
+@njit(cache=True)
+def operand_exp(bits, exp_bits, man_bits, bias, fn):
+    """Alignment exponent (int64) of an operand encoding: SENTINEL for zero/inf/NaN."""
+    mm = (1 << man_bits) - 1
+    top = (1 << exp_bits) - 1
+    man = np.int64(bits & np.uint64(mm))
+    ex = np.int64((bits >> np.uint64(man_bits)) & np.uint64(top))
+    if ex == top and (not fn or man == mm):
+        return np.int64(SENTINEL)
+    if ex == 0:
+        if man == 0:
+            return np.int64(SENTINEL)
+        return np.int64(1 - bias)
+    return ex - bias
+
+
+@njit(cache=True)
+def encode_ieee(x, exp_bits, man_bits, bias):
+    """float64 exactly representable in an IEEE format -> its bits (uint64).
+
+    NaN becomes the quiet NaN with the top mantissa bit set (payload not kept).
+    """
+    top = (1 << exp_bits) - 1
+    sign = _U1 << np.uint64(exp_bits + man_bits) if math.copysign(1.0, x) < 0 else _U0
+    if x != x:
+        return sign | (np.uint64(top) << np.uint64(man_bits)) | (_U1 << np.uint64(man_bits - 1))
+    ax = abs(x)
+    if ax == np.inf:
+        return sign | (np.uint64(top) << np.uint64(man_bits))
+    if ax == 0.0:
+        return sign
+    f, e = math.frexp(ax)  # ax = f * 2**e, f in [0.5, 1)
+    ue = e - 1
+    if ue >= 1 - bias:
+        man = np.uint64(math.ldexp(f, man_bits + 1)) & np.uint64((1 << man_bits) - 1)
+        return sign | (np.uint64(ue + bias) << np.uint64(man_bits)) | man
+    return sign | np.uint64(math.ldexp(ax, bias - 1 + man_bits))
+
+
+@njit(cache=True)
+def exp_encode(e):
+    """Alignment exponent -> 10-bit two's-complement code (EXP_NONE below -511)."""
+    if e < -511:
+        return np.uint64(EXP_NONE)
+    return np.uint64(e & 0x3FF)
+
+
+@njit(cache=True)
+def exp_decode(code):
+    code = np.int64(code & _EXP_MASK)
+    if code == EXP_NONE:
+        return np.int64(SENTINEL)
+    return code - 1024 if code >= 512 else code
+
+
+@njit(cache=True)
+def prod_encode(p, e, m2):
+    """Exact product p with alignment exponent e -> prod register bits (1+10+m2 wide).
+
+    m2 = 2*(man_bits+1): the significand p / 2**e in [0, 4) as an m2-bit integer with
+    m2-2 fraction bits.  Only finite p.
+    """
+    sign = _U1 << np.uint64(EXP_BITS + m2) if math.copysign(1.0, p) < 0 else _U0
+    if e < -511:
+        return sign | (np.uint64(EXP_NONE) << np.uint64(m2))
+    sig = np.uint64(math.ldexp(abs(p), m2 - 2 - e))
+    return sign | (exp_encode(e) << np.uint64(m2)) | sig
+
+
+@njit(cache=True)
+def prod_decode(bits, m2):
+    """prod register bits -> (value, alignment exponent)."""
+    sig = bits & ((_U1 << np.uint64(m2)) - _U1)
+    e = exp_decode(bits >> np.uint64(m2))
+    neg = ((bits >> np.uint64(EXP_BITS + m2)) & _U1) == _U1
+    v = 0.0 if e < -511 else math.ldexp(float(sig), e - (m2 - 2))
+    return (-v if neg else v), e
+
+
+@njit(cache=True)
+def smag_encode(t, width):
+    """Integer-valued finite float64 -> sign-magnitude bits of ``width`` bits."""
+    sign = _U1 << np.uint64(width - 1) if math.copysign(1.0, t) < 0 else _U0
+    return sign | np.uint64(abs(t))
+
+
+@njit(cache=True)
+def smag_decode(bits, width):
+    mag = float(bits & ((_U1 << np.uint64(width - 1)) - _U1))
+    return -mag if ((bits >> np.uint64(width - 1)) & _U1) == _U1 else mag
+
+
+@njit(cache=True)
+def wrap_mag(t, width):
+    """Keep the low width-1 magnitude bits (what a fixed-width register holds)."""
+    lim = math.ldexp(1.0, width - 1)
+    if abs(t) >= lim and abs(t) != np.inf:
+        return math.fmod(t, lim)
+    return t
+
+
+# ---- datapath stages -----------------------------------------------------------------
+@njit(cache=True)
+def fma_add(p, c, o_man, o_emin, o_max, o_ovf, sc, su):
+    """The scalar PE's add stage: round(c + p) (p exact) -> float64, as ``fma_gemm``."""
+    sc[0] = c + p
+    su[0] = round_bits(su[0], o_man, o_emin, o_max, True, o_ovf)
+    return sc[0]
+
+
+@njit(cache=True)
+def dpu_align(p, pe, k, c_val, c_fused, frac, o_emin, terms, sc, su):
+    """Exponent compare and alignment of one step: fills terms, returns E (int64).
+
+    p, pe: (k,) products and their alignment exponents; terms: (k+1,) out, the C
+    term (fused mode) last.
+    """
+    e_max = np.int64(SENTINEL)
+    if c_fused:
+        sc[0] = c_val
+        e_max = np.int64(acc_align_exp(su[0], o_emin))
+    for t in range(k):
+        if pe[t] > -511 and pe[t] > e_max:
+            e_max = pe[t]
+    su[0] = scale_bits(e_max, frac)
+    scale = sc[0]
+    lim = frac + 3
+    for t in range(k):
+        terms[t] = wrap_mag(np.trunc(p[t] * scale), lim)
+    terms[k] = wrap_mag(np.trunc(c_val * scale), lim) if c_fused else 0.0
+    return e_max
+
+
+@njit(cache=True)
+def dpu_sum(terms, k, c_fused):
+    """Exact sum of the aligned terms, C's first (as the fast kernel adds them)."""
+    total = terms[k] if c_fused else 0.0
+    for t in range(k):
+        total += terms[t]
+    return total
+
+
+@njit(cache=True)
+def dpu_finish(total, e_max, c_val, frac, c_fused, p_man, p_emin, p_max, p_rne,
+               o_man, o_emin, o_max, o_rne, o_ovf, f32_max, sc, su):
+    """Normalise and round one step's sum into the accumulator (float64 value)."""
+    su[0] = unscale_bits(e_max, frac)
+    sc[1] = total * sc[0]
+    if c_fused:
+        su[1] = round_bits(su[1], o_man, o_emin, o_max, o_rne, o_ovf)
+        if total == 0.0:
+            su[1] = su[1] & _MAG  # an exact zero result is +0
+        return sc[1]
+    su[1] = round_bits(su[1], p_man, p_emin, p_max, p_rne, o_ovf)
+    sc[1] = sc[1] + c_val
+    su[1] = round_bits(su[1], 23, -126, f32_max, True, o_ovf)
+    su[1] = round_bits(su[1], o_man, o_emin, o_max, o_rne, o_ovf)
+    return sc[1]
+
+
+@njit(cache=True)
+def _ev_hit(ev, e, reg, r, c, i):
+    return (ev[e, EV_REG] == reg and ev[e, EV_R] == r and ev[e, EV_C0] <= c < ev[e, EV_C1]
+            and ev[e, EV_I0] <= i < ev[e, EV_I1])
+
+
+@njit(cache=True)
+def _has_reg(ev, e0, e1, reg, r, c, i):
+    for e in range(e0, e1):
+        if _ev_hit(ev, e, reg, r, c, i):
+            return True
+    return False
+
+
+@njit(cache=True)
+def _ops(v, ev, em, e0, e1, reg, r, c, i, elem, stage):
+    """Apply, in order, every event on (reg, PE (r, c), item i, element, stage) to bits v."""
+    for e in range(e0, e1):
+        if _ev_hit(ev, e, reg, r, c, i) and ev[e, EV_ELEM] == elem and ev[e, EV_STAGE] == stage:
+            v = apply_op(v, em[e, 0], em[e, 1], em[e, 2])
+    return v
+
+
+@njit(cache=True)
+def _psum_ops(v, ev, em, e0, e1, reg, r, c, i, stage, acc_eb, acc_mb, acc_bias, acc_fn):
+    if not _has_reg(ev, e0, e1, reg, r, c, i):
+        return v
+    bits = encode_ieee(v, acc_eb, acc_mb, acc_bias)
+    bits = _ops(bits, ev, em, e0, e1, reg, r, c, i, 0, stage)
+    return decode_fp(bits, acc_eb, acc_mb, acc_bias, acc_fn)
+
+
+@njit(cache=True)
+def _mark_rows(ev, e0, e1, i, rowhot):
+    """rowhot[r] = some event of this fold touches PE row r at item i; returns any."""
+    rowhot[:] = False
+    hit = False
+    for e in range(e0, e1):
+        if ev[e, EV_I0] <= i < ev[e, EV_I1]:
+            rowhot[ev[e, EV_R]] = True
+            hit = True
+    return hit
+
+
+# ---- scalar-FMA PE: the staged (hot) path of one PE row ------------------------------
+@njit(cache=True)
+def _fma_hot_row(row_active, ab0, wb_row, c_vals, out, ev, em, e0, e1, r, i, ncols, depth, reg_w,
+                 op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb, acc_bias,
+                 o_man, o_emin, o_max, o_ovf, sc, su):
+    """One PE row of a scalar-FMA array for one item, every register as bits.
+
+    ab0: the moving operand's bits entering column 0 (uint64); wb_row: (ncols,) the
+    other operand's bits per column; c_vals: (ncols,) psum in; out: (ncols,) psum out
+    (may alias c_vals).  row_active False: a pass-through row (psum only).
+    """
+    m2 = 2 * (op_mb + 1)
+    for c in range(ncols):
+        v = c_vals[c]
+        if row_active:
+            ab = _ops(ab0, ev, em, e0, e1, REG_A, r, c, i, 0, 0)
+            wb = _ops(wb_row[c], ev, em, e0, e1, reg_w, r, c, i, 0, 0)
+            av = decode_fp(ab, op_eb, op_mb, op_bias, op_fn)
+            wv = decode_fp(wb, op_eb, op_mb, op_bias, op_fn)
+            ea = operand_exp(ab, op_eb, op_mb, op_bias, op_fn)
+            ew = operand_exp(wb, op_eb, op_mb, op_bias, op_fn)
+            p = av * wv
+            pe = ea + ew if (ea > -511 and ew > -511) else np.int64(SENTINEL)
+            for s in range(1, depth):
+                if np.isfinite(p) and _has_reg(ev, e0, e1, REG_PROD, r, c, i):
+                    pb = _ops(prod_encode(p, pe, m2), ev, em, e0, e1, REG_PROD, r, c, i, 0, s)
+                    p, pe = prod_decode(pb, m2)
+            v = fma_add(p, v, o_man, o_emin, o_max, o_ovf, sc, su)
+        out[c] = _psum_ops(v, ev, em, e0, e1, REG_PSUM, r, c, i, 1, acc_eb, acc_mb, acc_bias, False)
+
+
+@njit(cache=True, parallel=True)
+def ws_fma(a_bits, a_val, w_bits, w_val, acc, R, C, depth, use_f32,
+           op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb, acc_bias,
+           o_man, o_emin, o_max, o_ovf, ev, em, fold_ptr, chunk):
+    """Weight-stationary scalar-FMA array over a whole GEMM (acc in place).
+
+    a_bits (M, K) uint64 operand encodings, a_val (M, K) their values (float32 when
+    use_f32, else float64); w_bits/w_val (K, N) likewise; acc (M, N) float32/float64:
+    C on entry, D on return.  Folds run N-tile-major, K-folds inner, so each fold's
+    partial sum enters the next as its C.  ev/em: event table and its (and, or, xor)
+    masks, sorted by fold then cycle; fold_ptr (folds+1,) CSR offsets into ev.
+    Rows of M are independent within a fold: threads take chunks of ``chunk`` rows.
+    """
+    M, K = a_bits.shape
+    N = w_bits.shape[1]
+    nkf = (K + R - 1) // R
+    nnt = (N + C - 1) // C
+    nch = (M + chunk - 1) // chunk
+    for ch in prange(nch):
+        sc = np.empty(2, np.float64)
+        su = sc.view(np.uint64)
+        rowhot = np.zeros(R, np.bool_)
+        cv = np.empty(C, np.float64)
+        wrow = np.empty(C, np.uint64)
+        for nt in range(nnt):
+            n0 = nt * C
+            Cu = min(C, N - n0)
+            for kf in range(nkf):
+                f = nt * nkf + kf
+                k0 = kf * R
+                Ru = min(R, K - k0)
+                e0 = fold_ptr[f]
+                e1 = fold_ptr[f + 1]
+                for m in range(ch * chunk, min(M, (ch + 1) * chunk)):
+                    hot = e1 > e0 and _mark_rows(ev, e0, e1, m, rowhot)
+                    for r in range(R if hot else Ru):
+                        if hot and rowhot[r]:
+                            for c in range(Cu):
+                                cv[c] = acc[m, n0 + c]
+                                wrow[c] = w_bits[k0 + r, n0 + c] if r < Ru else _U0
+                            _fma_hot_row(r < Ru, a_bits[m, k0 + r] if r < Ru else _U0, wrow, cv, cv,
+                                         ev, em, e0, e1, r, m, Cu, depth, REG_W,
+                                         op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb, acc_bias,
+                                         o_man, o_emin, o_max, o_ovf, sc, su)
+                            for c in range(Cu):
+                                acc[m, n0 + c] = cv[c]
+                        elif r < Ru:
+                            av = a_val[m, k0 + r]
+                            if use_f32:
+                                for c in range(Cu):
+                                    acc[m, n0 + c] = acc[m, n0 + c] + av * w_val[k0 + r, n0 + c]
+                            else:
+                                for c in range(Cu):
+                                    acc[m, n0 + c] = fma_add(av * w_val[k0 + r, n0 + c], acc[m, n0 + c],
+                                                             o_man, o_emin, o_max, o_ovf, sc, su)
+
+
+@njit(cache=True, parallel=True)
+def os_fma(a_bits, a_val, b_bits, b_val, acc, R, C, depth, use_f32,
+           op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb, acc_bias,
+           o_man, o_emin, o_max, o_ovf, ev, em, fold_ptr):
+    """Output-stationary scalar-FMA array over a whole GEMM (acc in place).
+
+    Arrays as :func:`ws_fma` (b_* is (K, N)).  Fold (mt, nt) pins D[mt*R:, nt*C:] in
+    the PEs; K streams through.  Items are k; PE rows are output rows, so an event's
+    row is the PE row and its items are k.  Folds of one M-tile go to one thread.
+    """
+    M, K = a_bits.shape
+    N = b_bits.shape[1]
+    nmt = (M + R - 1) // R
+    nnt = (N + C - 1) // C
+    for mt in prange(nmt):
+        sc = np.empty(2, np.float64)
+        su = sc.view(np.uint64)
+        cv = np.empty(C, np.float64)
+        brow = np.empty(C, np.uint64)
+        m0 = mt * R
+        Ru = min(R, M - m0)
+        for nt in range(nnt):
+            n0 = nt * C
+            Cu = min(C, N - n0)
+            f = mt * nnt + nt
+            e0 = fold_ptr[f]
+            e1 = fold_ptr[f + 1]
+            for r in range(Ru):
+                m = m0 + r
+                for k in range(K):
+                    if e1 > e0 and _row_has(ev, e0, e1, r, k):
+                        for c in range(Cu):
+                            cv[c] = _psum_ops(acc[m, n0 + c], ev, em, e0, e1, REG_PSUM, r, c, k, 0,
+                                              acc_eb, acc_mb, acc_bias, False)
+                            brow[c] = b_bits[k, n0 + c]
+                        _fma_hot_row(True, a_bits[m, k], brow, cv, cv, ev, em, e0, e1, r, k, Cu, depth, REG_W,
+                                     op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb, acc_bias,
+                                     o_man, o_emin, o_max, o_ovf, sc, su)
+                        for c in range(Cu):
+                            acc[m, n0 + c] = cv[c]
+                    else:
+                        av = a_val[m, k]
+                        if use_f32:
+                            for c in range(Cu):
+                                acc[m, n0 + c] = acc[m, n0 + c] + av * b_val[k, n0 + c]
+                        else:
+                            for c in range(Cu):
+                                acc[m, n0 + c] = fma_add(av * b_val[k, n0 + c], acc[m, n0 + c],
+                                                         o_man, o_emin, o_max, o_ovf, sc, su)
+
+
+@njit(cache=True)
+def _row_has(ev, e0, e1, r, i):
+    for e in range(e0, e1):
+        if ev[e, EV_R] == r and ev[e, EV_I0] <= i < ev[e, EV_I1]:
+            return True
+    return False
+
+
+# ---- dot-product unit (tensor core): staged path and the array kernel ----------------
+@njit(cache=True)
+def dpu_hot(row_active, ab, wb, k, c_val, ev, em, e0, e1, r, c, i,
+            op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb, acc_bias,
+            frac, c_fused, p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max,
+            p, pe, terms, sc, su):
+    """One DPU step with every pipeline register as bits and its events applied.
+
+    ab, wb: (k,) operand bits (zero-padded past K); c_val: psum in (float64).
+    Returns psum out (float64).
+    """
+    v = c_val
+    if row_active:
+        m2 = 2 * (op_mb + 1)
+        for t in range(k):
+            a1 = _ops(ab[t], ev, em, e0, e1, REG_A, r, c, i, t, 0)
+            w1 = _ops(wb[t], ev, em, e0, e1, REG_W, r, c, i, t, 0)
+            ea = operand_exp(a1, op_eb, op_mb, op_bias, op_fn)
+            ew = operand_exp(w1, op_eb, op_mb, op_bias, op_fn)
+            p[t] = decode_fp(a1, op_eb, op_mb, op_bias, op_fn) * decode_fp(w1, op_eb, op_mb, op_bias, op_fn)
+            pe[t] = ea + ew if (ea > -511 and ew > -511) else np.int64(SENTINEL)
+            if np.isfinite(p[t]) and _has_reg(ev, e0, e1, REG_PROD, r, c, i):
+                pb = _ops(prod_encode(p[t], pe[t], m2), ev, em, e0, e1, REG_PROD, r, c, i, t, 0)
+                p[t], pe[t] = prod_decode(pb, m2)
+        e_max = dpu_align(p, pe, k, c_val, c_fused, frac, o_emin, terms, sc, su)
+        e_max = exp_decode(_ops(exp_encode(e_max), ev, em, e0, e1, REG_EMAX, r, c, i, 0, 0))
+        tw = frac + 3
+        if _has_reg(ev, e0, e1, REG_ALIGNED, r, c, i):
+            for t in range(k + 1):
+                if np.isfinite(terms[t]):
+                    terms[t] = smag_decode(_ops(smag_encode(terms[t], tw), ev, em, e0, e1, REG_ALIGNED,
+                                                r, c, i, t, 0), tw)
+        total = dpu_sum(terms, k, c_fused)
+        if np.isfinite(total) and _has_reg(ev, e0, e1, REG_SUM, r, c, i):
+            sw = sum_int_bits(k, frac, c_fused)
+            bits = (exp_encode(e_max) << np.uint64(sw)) | smag_encode(total, sw)
+            bits = _ops(bits, ev, em, e0, e1, REG_SUM, r, c, i, 0, 0)
+            e_max = exp_decode(bits >> np.uint64(sw))
+            total = smag_decode(bits & ((_U1 << np.uint64(sw)) - _U1), sw)
+        v = dpu_finish(total, e_max, c_val, frac, c_fused, p_man, p_emin, p_max, p_rne,
+                       o_man, o_emin, o_max, o_rne, o_ovf, f32_max, sc, su)
+    return _psum_ops(v, ev, em, e0, e1, REG_PSUM, r, c, i, 1, acc_eb, acc_mb, acc_bias, False)
+
+
+@njit(cache=True)
+def sum_int_bits(k, frac, c_fused):
+    """Width of the sum register's sign-magnitude integer: frac+3+ceil(log2(terms))."""
+    n = k + 1 if c_fused else k
+    lg = 0
+    while (1 << lg) < n:
+        lg += 1
+    return frac + 3 + lg
+
+
+@njit(cache=True, parallel=True)
+def ws_dpu(a_bits, a_val, a_exp, wt_bits, wt_val, wt_exp, acc, R, C, k,
+           op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb, acc_bias,
+           frac, c_fused, p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max,
+           ev, em, fold_ptr, chunk):
+    """Weight-stationary array of k-wide dot-product units over a whole GEMM.
+
+    a_* (M, K): operand bits (uint64), values (float64), alignment exponents (int32);
+    wt_* (N, K): B transposed likewise; acc (M, N) float64, C in, D out.  PE row r of
+    K-fold kf holds step s = kf*R + r (K columns [s*k, s*k+k)); rows past the last step
+    pass the partial sum through.
+    """
+    M, K = a_bits.shape
+    N = wt_bits.shape[0]
+    nsteps = (K + k - 1) // k
+    nkf = (nsteps + R - 1) // R
+    nnt = (N + C - 1) // C
+    nch = (M + chunk - 1) // chunk
+    acc_u = acc.view(np.uint64)
+    for ch in prange(nch):
+        sc = np.empty(2, np.float64)
+        su = sc.view(np.uint64)
+        rowhot = np.zeros(R, np.bool_)
+        p = np.empty(k, np.float64)
+        pe = np.empty(k, np.int64)
+        terms = np.empty(k + 1, np.float64)
+        ab = np.zeros(k, np.uint64)
+        wb = np.zeros(k, np.uint64)
+        for nt in range(nnt):
+            n0 = nt * C
+            Cu = min(C, N - n0)
+            for kf in range(nkf):
+                f = nt * nkf + kf
+                Ru = min(R, nsteps - kf * R)
+                e0 = fold_ptr[f]
+                e1 = fold_ptr[f + 1]
+                for m in range(ch * chunk, min(M, (ch + 1) * chunk)):
+                    hot = e1 > e0 and _mark_rows(ev, e0, e1, m, rowhot)
+                    for r in range(R if hot else Ru):
+                        kb = (kf * R + r) * k
+                        kn = min(k, K - kb) if r < Ru else 0
+                        if hot and rowhot[r]:
+                            for t in range(k):
+                                ab[t] = a_bits[m, kb + t] if t < kn else _U0
+                            for c in range(Cu):
+                                for t in range(k):
+                                    wb[t] = wt_bits[n0 + c, kb + t] if t < kn else _U0
+                                acc[m, n0 + c] = dpu_hot(r < Ru, ab, wb, k, acc[m, n0 + c], ev, em, e0, e1,
+                                                         r, c, m, op_eb, op_mb, op_bias, op_fn,
+                                                         acc_eb, acc_mb, acc_bias, frac, c_fused, p_man, p_emin,
+                                                         p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf,
+                                                         f32_max, p, pe, terms, sc, su)
+                            continue
+                        if r >= Ru:
+                            continue
+                        for c in range(Cu):
+                            j = n0 + c
+                            cval = acc[m, j]
+                            e_max = np.int64(acc_align_exp(acc_u[m, j], o_emin)) if c_fused else np.int64(SENTINEL)
+                            for t in range(kn):
+                                e = np.int64(a_exp[m, kb + t]) + np.int64(wt_exp[j, kb + t])
+                                if e > e_max:
+                                    e_max = e
+                            su[0] = scale_bits(e_max, frac)
+                            scale = sc[0]
+                            total = np.trunc(cval * scale) if c_fused else 0.0
+                            for t in range(kn):
+                                total += np.trunc(a_val[m, kb + t] * wt_val[j, kb + t] * scale)
+                            acc[m, j] = dpu_finish(total, e_max, cval, frac, c_fused, p_man, p_emin, p_max, p_rne,
+                                                   o_man, o_emin, o_max, o_rne, o_ovf, f32_max, sc, su)
