@@ -13,7 +13,8 @@ The slow reference beside these kernels is :mod:`simulator._reference`.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import intrinsic
 
 # alignment exponent of a zero or non-finite operand: far below any real exponent so
 # it never becomes the maximum, and sums of two stay far below too
@@ -31,6 +32,34 @@ _HIDDEN = np.uint64(0x0010000000000000)
 _INF = np.uint64(0x7FF0000000000000)
 _EXP_ALL = np.uint64(0x7FF)
 _U52 = np.uint64(52)
+
+
+@intrinsic
+def as_bits(typingctx, x):
+    """The uint64 bit pattern of a binary64 value (a register move, vectorisable)."""
+    if x != types.float64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.uint64))
+    return types.uint64(types.float64), codegen
+
+
+@intrinsic
+def from_bits(typingctx, u):
+    """The binary64 value of a uint64 bit pattern (a register move, vectorisable)."""
+    if u != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float64))
+    return types.float64(types.uint64), codegen
+
+
+@njit(cache=True)
+def pow2(e):
+    """2.0**e for an int e in [-1022, 1023], built from its bits."""
+    return from_bits(np.uint64(1023 + e) << _U52)
 
 
 @njit(cache=True)
@@ -126,11 +155,6 @@ def unscale_bits(e, frac_bits):
     return np.uint64(1023 - frac_bits + e) << _U52
 
 
-# 2**e for e in [E_FLOOR - 64, E_FLOOR + 1152): the scale factors of alignment, as a
-# table so that the per-column scaling loops vectorise (a gather, no bit tricks)
-_POW2_LO = E_FLOOR - 64
-_POW2 = np.ldexp(1.0, np.arange(_POW2_LO, _POW2_LO + 1216)).astype(np.float64)
-
 # columns per block: one step's slice of B (16 x 128 binary64 values and int16
 # exponents) and the block's working rows stay in a 48 KiB L1 data cache
 _JB = 128
@@ -147,16 +171,21 @@ def _max_exps(a_exp, i, k, b_exp, emax, j0, j1):
     b1 = b_exp[k + 1, j0:j1]
     b2 = b_exp[k + 2, j0:j1]
     b3 = b_exp[k + 3, j0:j1]
+    # explicit int16: Numba widens small ints to int64, which costs 4x the vector lanes
     for j in range(j1 - j0):
-        emax[j] = max(max(emax[j], a0 + b0[j]), max(max(a1 + b1[j], a2 + b2[j]), a3 + b3[j]))
+        emax[j] = max(max(emax[j], np.int16(a0 + b0[j])),
+                      max(max(np.int16(a1 + b1[j]), np.int16(a2 + b2[j])), np.int16(a3 + b3[j])))
 
 
 @njit(cache=True)
-def _add_terms(a_val, i, k, b_val, scale, total, j0, j1):
-    """total[j-j0] += trunc(a[i, k+t] * b[k+t, j] * scale[j-j0]) for t < 4, j in [j0, j1).
+def _add_terms(a_val, i, k, b_val, scale, itot, j0, j1):
+    """itot[j-j0] += trunc(a[i, k+t] * b[k+t, j] * scale[j-j0]) for t < 4, j in [j0, j1).
 
-    Every product and every scaled term is exact in binary64 and every partial sum is
-    an integer below 2**53, so the sum is exact: order does not matter for the bits.
+    a_val, b_val and scale share one float dtype (binary32 or binary64) in which
+    every product and every scaled product is exact (or below 1, truncating to 0);
+    each aligned term is below 2**27 in magnitude, so four of them and sixteen
+    sweeps' worth fit the int32 accumulator exactly.  Truncation toward zero is the
+    float-to-int conversion itself.
     """
     a0 = a_val[i, k]
     a1 = a_val[i, k + 1]
@@ -168,17 +197,35 @@ def _add_terms(a_val, i, k, b_val, scale, total, j0, j1):
     b3 = b_val[k + 3, j0:j1]
     for j in range(j1 - j0):
         sc = scale[j]
-        total[j] = (total[j] + np.trunc(a0 * b0[j] * sc) + np.trunc(a1 * b1[j] * sc)
-                    + np.trunc(a2 * b2[j] * sc) + np.trunc(a3 * b3[j] * sc))
+        itot[j] = np.int32(itot[j] + np.int32(np.int32(a0 * b0[j] * sc) + np.int32(a1 * b1[j] * sc))
+                           + np.int32(np.int32(a2 * b2[j] * sc) + np.int32(a3 * b3[j] * sc)))
 
 
 @njit(cache=True)
-def round_block(src_u, dst_u, n, man_bits, emin, max_bits, rne, overflow_inf):
-    """dst_u[:n] = round_bits(src_u[:n], ...), with a vectorisable common case.
+def _add_terms_special(a_val, i, k, b_val, scale, itot, special, j0, j1):
+    """As :func:`_add_terms` for a sweep that holds an inf or NaN operand.
 
-    The first pass handles finite values in the target's normal range without
-    overflow by masking (RZ) or add-and-mask (RNE) and counts the rest; only if some
-    remain does a second pass call :func:`round_bits` on them.
+    Finite terms go to ``itot``; the products that are not finite (inf, NaN, inf * 0)
+    are summed into ``special`` (binary64), which then decides the result's class.
+    """
+    for t in range(4):
+        av = a_val[i, k + t]
+        for j in range(j1 - j0):
+            x = av * b_val[k + t, j0 + j]
+            y = x * scale[j]
+            if np.isfinite(y):
+                itot[j] += np.int32(y)
+            else:
+                special[j] += x
+
+
+@njit(cache=True)
+def round_block(src, dst, n, man_bits, emin, max_bits, rne, overflow_inf):
+    """dst[:n] = rounded src[:n] (binary64 arrays, distinct), as :func:`round_bits`.
+
+    The first pass handles finite values in the target's normal range that do not
+    overflow by masking (RZ) or add-and-mask (RNE), vectorised, and counts the rest;
+    only if some remain does a second pass call :func:`round_bits` on them.
     """
     drop = np.uint64(52 - man_bits)
     keep = ~((_U1 << drop) - _U1)
@@ -187,25 +234,24 @@ def round_block(src_u, dst_u, n, man_bits, emin, max_bits, rne, overflow_inf):
     be_lo = np.uint64(1023 + emin)
     slow = 0
     for j in range(n):
-        u = src_u[j]
+        u = as_bits(src[j])
         mag = u & _MAG
         r = (mag + half_m1 + (((mag >> drop) & _U1) & lsb_add)) & keep
         be = mag >> _U52
-        bad = (be < be_lo) | (be == _EXP_ALL) | (r > max_bits)
-        slow += np.int64(bad)
-        dst_u[j] = (u & _SIGN) | r
+        slow += np.int64((be < be_lo) | (be == _EXP_ALL) | (r > max_bits))
+        dst[j] = from_bits((u & _SIGN) | r)
     if slow:
         for j in range(n):
-            u = src_u[j]
+            u = as_bits(src[j])
             mag = u & _MAG
             be = mag >> _U52
-            if be < be_lo or be == _EXP_ALL or dst_u[j] & _MAG > max_bits:
-                dst_u[j] = round_bits(u, man_bits, emin, max_bits, rne, overflow_inf)
+            if be < be_lo or be == _EXP_ALL or (as_bits(dst[j]) & _MAG) > max_bits:
+                dst[j] = from_bits(round_bits(u, man_bits, emin, max_bits, rne, overflow_inf))
 
 
 @njit(cache=True)
-def fused_gemm(a_val, a_exp, b_val, b_exp, acc, n_pass, pass_len, frac_bits, c_fused,
-               p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max):
+def fused_gemm(a_val, a_exp, b_val, b_exp, a_bad, b_bad, acc, n_pass, pass_len, p_floor, frac_bits,
+               c_fused, p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max):
     """D = A @ B + C through chained fused steps.
 
     One step is ``n_pass`` passes of ``pass_len`` K positions each (the caller lays
@@ -218,11 +264,15 @@ def fused_gemm(a_val, a_exp, b_val, b_exp, acc, n_pass, pass_len, frac_bits, c_f
     then one binary32 round-to-nearest-even addition of C.
 
     Args:
-        a_val: (M, K) float64 input values; a_exp: (M, K) int16 alignment exponents
-            (:data:`SENTINEL` for zero/non-finite); K a multiple of n_pass * pass_len,
-            pass_len a multiple of 4.
-        b_val: (K, N) float64; b_exp: (K, N) int16.
+        a_val: (M, K) input values, float32 or float64 (every product exact in that
+            dtype); a_exp: (M, K) int16 alignment exponents (:data:`SENTINEL` for
+            zero/non-finite); K a multiple of n_pass * pass_len, pass_len of 4.
+        b_val: (K, N) same dtype; b_exp: (K, N) int16.
+        a_bad: (M, K // 4) bool, True where a sweep of four A values holds inf/NaN;
+            b_bad: (K // 4,) bool, likewise for four rows of B.
         acc: (M, N) float64 accumulator, C on entry, D on return (in place).
+        p_floor: int, at most the alignment exponent of any nonzero product, and
+            such that 2**(frac_bits - p_floor) is finite in a_val's dtype.
         p_*: binary32 rounding between passes (mantissa bits, emin, max bits, rne).
         o_*: rounding into the accumulator (mantissa bits, emin, max bits, rne,
             overflow-to-inf); f32_max: bits of the binary32 maximum.
@@ -231,55 +281,72 @@ def fused_gemm(a_val, a_exp, b_val, b_exp, acc, n_pass, pass_len, frac_bits, c_f
     N = acc.shape[1]
     k_step = n_pass * pass_len
     emax = np.empty(_JB, np.int16)
-    scale = np.empty(_JB, np.float64)
+    scale = np.empty(_JB, a_val.dtype)
+    itot = np.empty(_JB, np.int32)
+    special = np.zeros(_JB, np.float64)
     total = np.empty(_JB, np.float64)
-    total_u = total.view(np.uint64)
     carry = np.empty(_JB, np.float64)
-    carry_u = carry.view(np.uint64)
-    pow2 = _POW2
+    row = np.empty(_JB, np.float64)
     for j0 in range(0, N, _JB):
         j1 = min(j0 + _JB, N)
         n = j1 - j0
         for k0 in range(0, K, k_step):
             for i in range(M):
-                row = acc[i, j0:j1]
-                row_u = row.view(np.uint64)
-                if c_fused:
-                    carry[:n] = row
-                else:
-                    carry[:n] = 0.0
+                for j in range(n):
+                    row[j] = acc[i, j0 + j]
+                    carry[j] = row[j] if c_fused else 0.0
                 for p in range(n_pass):
                     kp = k0 + p * pass_len
                     # 1. the alignment exponent: largest exponent among nonzero terms
                     c_emin = o_emin if (p == 0 and c_fused) else p_emin
                     for j in range(n):
-                        emax[j] = acc_align_exp(carry_u[j], c_emin)
+                        emax[j] = acc_align_exp(as_bits(carry[j]), c_emin)
                     for k in range(kp, kp + pass_len, 4):
                         _max_exps(a_exp, i, k, b_exp, emax, j0, j1)
-                    # 2. aligned terms, each truncated toward zero, summed exactly;
-                    # scale = 2**(frac_bits - max(E, E_FLOOR)), as scale_bits
+                    # 2. aligned terms, each truncated toward zero, summed exactly.  The
+                    # carried term is scaled in binary64 by 2**(frac_bits - E) (see
+                    # scale_bits); products by the same factor, floored at p_floor: below
+                    # it no product is nonzero, and the factor stays finite in a_val's dtype
                     for j in range(n):
-                        sc = pow2[frac_bits - max(np.int64(emax[j]), E_FLOOR) - _POW2_LO]
-                        scale[j] = sc
-                        total[j] = np.trunc(carry[j] * sc)
+                        e = np.int64(emax[j])
+                        total[j] = np.trunc(carry[j] * pow2(frac_bits - max(e, E_FLOOR)))
+                        scale[j] = pow2(frac_bits - max(e, p_floor))
+                        itot[j] = 0
+                    any_bad = False
                     for k in range(kp, kp + pass_len, 4):
-                        _add_terms(a_val, i, k, b_val, scale, total, j0, j1)
+                        if a_bad[i, k // 4] or b_bad[k // 4]:
+                            any_bad = True
+                            _add_terms_special(a_val, i, k, b_val, scale, itot, special, j0, j1)
+                        else:
+                            _add_terms(a_val, i, k, b_val, scale, itot, j0, j1)
+                        if (k - kp) % 16 == 12 and k + 4 < kp + pass_len:
+                            # sixteen terms: empty the int32 sum before it could overflow
+                            for j in range(n):
+                                total[j] += itot[j]
+                                itot[j] = 0
+                    if any_bad:
+                        for j in range(n):
+                            if not np.isfinite(special[j]):
+                                total[j] += special[j]  # inf, -inf or NaN decides the class
+                            special[j] = 0.0
                     # 3. back to a value (exact: a power-of-two scaling), then rounded
                     for j in range(n):
-                        total[j] = total[j] * pow2[max(np.int64(emax[j]), E_FLOOR) - frac_bits - _POW2_LO]
+                        total[j] = (total[j] + itot[j]) * pow2(max(np.int64(emax[j]), E_FLOOR) - frac_bits)
                     if p < n_pass - 1:
-                        round_block(total_u, carry_u, n, p_man, p_emin, p_max, p_rne, o_ovf)
+                        round_block(total, carry, n, p_man, p_emin, p_max, p_rne, o_ovf)
                     elif c_fused:
-                        round_block(total_u, row_u, n, o_man, o_emin, o_max, o_rne, o_ovf)
+                        round_block(total, row, n, o_man, o_emin, o_max, o_rne, o_ovf)
                     else:
-                        round_block(total_u, total_u, n, p_man, p_emin, p_max, p_rne, o_ovf)
+                        round_block(total, carry, n, p_man, p_emin, p_max, p_rne, o_ovf)
                         # one binary32 round-to-nearest-even addition of C: exact in
                         # binary64 up to one rounding, then rounded once more
                         # (innocuous: 53 >= 2 * 24 + 2)
                         for j in range(n):
-                            total[j] = total[j] + row[j]
-                        round_block(total_u, total_u, n, 23, -126, f32_max, True, o_ovf)
-                        round_block(total_u, row_u, n, o_man, o_emin, o_max, o_rne, o_ovf)
+                            total[j] = carry[j] + row[j]
+                        round_block(total, carry, n, 23, -126, f32_max, True, o_ovf)
+                        round_block(carry, row, n, o_man, o_emin, o_max, o_rne, o_ovf)
+                for j in range(n):
+                    acc[i, j0 + j] = row[j]
 
 
 @njit(cache=True)
@@ -293,13 +360,11 @@ def fma_gemm(a_val, b_val, acc, o_man, o_emin, o_max, o_ovf):
     M, K = a_val.shape
     N = acc.shape[1]
     for i in range(M):
-        row = acc[i]
-        row_u = row.view(np.uint64)
         for k in range(K):
             av = a_val[i, k]
             for j in range(N):
-                row[j] = row[j] + av * b_val[k, j]
-                row_u[j] = round_bits(row_u[j], o_man, o_emin, o_max, True, o_ovf)
+                acc[i, j] = from_bits(round_bits(as_bits(acc[i, j] + av * b_val[k, j]),
+                                                 o_man, o_emin, o_max, True, o_ovf))
 
 
 @njit(cache=True)

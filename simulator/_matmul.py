@@ -221,7 +221,13 @@ def _accumulate(a, b, acc, rule: StepRule, fmt: Format, acc_fmt: Format):
     index, n_pass, pass_len = step_layout(rule, av.shape[1])
     av, ae = _lay_out(av, ae, index, axis=1)
     bv, be = _lay_out(bv, be, index, axis=0)
-    K.fused_gemm(av, ae, bv, be, acc, n_pass, pass_len, *sp.fused_args()[1:])
+    a_bad = ~np.isfinite(av).reshape(av.shape[0], -1, 4).all(axis=2)
+    b_bad = ~np.isfinite(bv).reshape(-1, 4, bv.shape[1]).all(axis=(1, 2))
+    p_floor = 2 * fmt.emin  # no nonzero product has a smaller alignment exponent
+    if _products_exact_in_fp32(fmt) and rule.frac_bits - p_floor < 127:
+        # binary32 holds every product and every scaled product exactly: twice the lanes
+        av, bv = av.astype(np.float32), bv.astype(np.float32)
+    K.fused_gemm(av, ae, bv, be, a_bad, b_bad, acc, n_pass, pass_len, p_floor, *sp.fused_args()[1:])
 
 
 def matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1):
