@@ -155,9 +155,9 @@ def unscale_bits(e, frac_bits):
     return np.uint64(1023 - frac_bits + e) << _U52
 
 
-# columns per block: one step's slice of B (16 x 128 binary64 values and int16
+# columns per block: one step's slice of B (16 x 256 values and int16
 # exponents) and the block's working rows stay in a 48 KiB L1 data cache
-_JB = 128
+_JB = 256
 
 
 @njit(cache=True)
@@ -355,7 +355,9 @@ def fma_gemm(a_val, b_val, acc, o_man, o_emin, o_max, o_ovf):
 
     a_val (M, K), b_val (K, N), acc (M, N) float64 (in place).  Each product is exact
     in binary64; ``product + c`` in binary64 followed by one rounding to the
-    accumulator is the correctly rounded FMA (53 >= 2 * 24 + 2).
+    accumulator is the correctly rounded FMA (53 >= 2 * 24 + 2).  Zero results keep
+    IEEE 754 signs (binary64 addition gives the exact-zero sign; an underflow to
+    zero keeps the sum's sign).
     """
     M, K = a_val.shape
     N = acc.shape[1]
@@ -363,8 +365,11 @@ def fma_gemm(a_val, b_val, acc, o_man, o_emin, o_max, o_ovf):
         for k in range(K):
             av = a_val[i, k]
             for j in range(N):
-                acc[i, j] = from_bits(round_bits(as_bits(acc[i, j] + av * b_val[k, j]),
-                                                 o_man, o_emin, o_max, True, o_ovf))
+                u = as_bits(acc[i, j] + av * b_val[k, j])
+                r = round_bits(u, o_man, o_emin, o_max, True, o_ovf)
+                if r == _U0:
+                    r = u & _SIGN
+                acc[i, j] = from_bits(r)
 
 
 @njit(cache=True)

@@ -129,7 +129,17 @@ def reference_step(a, b, c: float, rule: StepRule, in_fmt, acc_fmt="fp32") -> fl
             return out if c_fused or not math.isinf(c) or c == out else math.nan
         carried, carried_fmt = out, fp32
     if c_fused:
-        return float(carried) if carried != 0 else 0.0
+        if carried != 0:
+            return float(carried)
+        if rule.frac_bits is None:
+            # IEEE 754 fused multiply-add: a zero result carries the sign of an exact
+            # -0 + -0, or of a nonzero sum that underflowed; otherwise it is +0
+            if total != 0:
+                return math.copysign(0.0, total)
+            prods = [math.copysign(1.0, x) * math.copysign(1.0, y) for x, y in zip(a, b)]
+            if all(s < 0 for s in prods) and math.copysign(1.0, c) < 0:
+                return -0.0
+        return 0.0
     # C after: one binary32 round-to-nearest-even addition
     if c == 0 and carried == 0:
         return 0.0
