@@ -250,6 +250,37 @@ def round_block(src, dst, n, man_bits, emin, max_bits, rne, overflow_inf):
 
 
 @njit(cache=True)
+def _unscale_round(total, itot, emax, dst, n, frac_bits, man_bits, emin, max_bits, rne, overflow_inf):
+    """dst[j] = round((total[j] + itot[j]) * 2**(E_j - frac_bits)) for j < n.
+
+    The exact value is left in ``total`` (binary64); the rounding is
+    :func:`round_block`'s, fused into the same sweep.
+    """
+    drop = np.uint64(52 - man_bits)
+    keep = ~((_U1 << drop) - _U1)
+    half_m1 = (_U1 << (drop - _U1)) - _U1 if rne else _U0
+    lsb_add = _U1 if rne else _U0
+    be_lo = np.uint64(1023 + emin)
+    slow = 0
+    for j in range(n):
+        t = (total[j] + itot[j]) * pow2(max(np.int64(emax[j]), E_FLOOR) - frac_bits)
+        total[j] = t
+        u = as_bits(t)
+        mag = u & _MAG
+        r = (mag + half_m1 + (((mag >> drop) & _U1) & lsb_add)) & keep
+        be = mag >> _U52
+        slow += np.int64((be < be_lo) | (be == _EXP_ALL) | (r > max_bits))
+        dst[j] = from_bits((u & _SIGN) | r)
+    if slow:
+        for j in range(n):
+            u = as_bits(total[j])
+            mag = u & _MAG
+            be = mag >> _U52
+            if be < be_lo or be == _EXP_ALL or (as_bits(dst[j]) & _MAG) > max_bits:
+                dst[j] = from_bits(round_bits(u, man_bits, emin, max_bits, rne, overflow_inf))
+
+
+@njit(cache=True)
 def fused_gemm(a_val, a_exp, b_val, b_exp, a_bad, b_bad, acc, n_pass, pass_len, p_floor, frac_bits,
                c_fused, p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max):
     """D = A @ B + C through chained fused steps.
@@ -298,18 +329,20 @@ def fused_gemm(a_val, a_exp, b_val, b_exp, a_bad, b_bad, acc, n_pass, pass_len, 
                 for p in range(n_pass):
                     kp = k0 + p * pass_len
                     # 1. the alignment exponent: largest exponent among nonzero terms
-                    c_emin = o_emin if (p == 0 and c_fused) else p_emin
-                    for j in range(n):
-                        emax[j] = acc_align_exp(as_bits(carry[j]), c_emin)
+                    # (the products' first, then the carried term's, in the next sweep)
+                    emax[:n] = SENTINEL
                     for k in range(kp, kp + pass_len, 4):
                         _max_exps(a_exp, i, k, b_exp, emax, j0, j1)
                     # 2. aligned terms, each truncated toward zero, summed exactly.  The
                     # carried term is scaled in binary64 by 2**(frac_bits - E) (see
                     # scale_bits); products by the same factor, floored at p_floor: below
                     # it no product is nonzero, and the factor stays finite in a_val's dtype
+                    c_emin = o_emin if (p == 0 and c_fused) else p_emin
                     for j in range(n):
-                        e = np.int64(emax[j])
-                        total[j] = np.trunc(carry[j] * pow2(frac_bits - max(e, E_FLOOR)))
+                        c = carry[j]
+                        e = max(np.int64(emax[j]), np.int64(acc_align_exp(as_bits(c), c_emin)))
+                        emax[j] = e
+                        total[j] = np.trunc(c * pow2(frac_bits - max(e, E_FLOOR)))
                         scale[j] = pow2(frac_bits - max(e, p_floor))
                         itot[j] = 0
                     any_bad = False
@@ -330,14 +363,12 @@ def fused_gemm(a_val, a_exp, b_val, b_exp, a_bad, b_bad, acc, n_pass, pass_len, 
                                 total[j] += special[j]  # inf, -inf or NaN decides the class
                             special[j] = 0.0
                     # 3. back to a value (exact: a power-of-two scaling), then rounded
-                    for j in range(n):
-                        total[j] = (total[j] + itot[j]) * pow2(max(np.int64(emax[j]), E_FLOOR) - frac_bits)
                     if p < n_pass - 1:
-                        round_block(total, carry, n, p_man, p_emin, p_max, p_rne, o_ovf)
+                        _unscale_round(total, itot, emax, carry, n, frac_bits, p_man, p_emin, p_max, p_rne, o_ovf)
                     elif c_fused:
-                        round_block(total, row, n, o_man, o_emin, o_max, o_rne, o_ovf)
+                        _unscale_round(total, itot, emax, row, n, frac_bits, o_man, o_emin, o_max, o_rne, o_ovf)
                     else:
-                        round_block(total, carry, n, p_man, p_emin, p_max, p_rne, o_ovf)
+                        _unscale_round(total, itot, emax, carry, n, frac_bits, p_man, p_emin, p_max, p_rne, o_ovf)
                         # one binary32 round-to-nearest-even addition of C: exact in
                         # binary64 up to one rounding, then rounded once more
                         # (innocuous: 53 >= 2 * 24 + 2)
