@@ -178,7 +178,7 @@ def wrap_mag(t, width):
     """Keep the low width-1 magnitude bits (what a fixed-width register holds)."""
     lim = math.ldexp(1.0, width - 1)
     if abs(t) >= lim and abs(t) != np.inf:
-        return math.fmod(t, lim)
+        return np.fmod(t, lim)
     return t
 
 
@@ -187,7 +187,10 @@ def wrap_mag(t, width):
 def fma_add(p, c, o_man, o_emin, o_max, o_ovf, sc, su):
     """The scalar PE's add stage: round(c + p) (p exact) -> float64, as ``fma_gemm``."""
     sc[0] = c + p
-    su[0] = round_bits(su[0], o_man, o_emin, o_max, True, o_ovf)
+    u = su[0]
+    su[0] = round_bits(u, o_man, o_emin, o_max, True, o_ovf)
+    if su[0] == _U0:
+        su[0] = u & ~_MAG  # zero results keep IEEE 754 signs, as the core's fma_gemm
     return sc[0]
 
 
@@ -487,19 +490,20 @@ def sum_int_bits(k, frac, c_fused):
 
 
 @njit(cache=True, parallel=True)
-def ws_dpu(a_bits, a_val, a_exp, wt_bits, wt_val, wt_exp, acc, R, C, k,
+def ws_dpu(a_bits, a_val, a_exp, w_bits, w_val, w_exp, acc, R, C, k,
            op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb, acc_bias,
            frac, c_fused, p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max,
            ev, em, fold_ptr, chunk):
     """Weight-stationary array of k-wide dot-product units over a whole GEMM.
 
     a_* (M, K): operand bits (uint64), values (float64), alignment exponents (int32);
-    wt_* (N, K): B transposed likewise; acc (M, N) float64, C in, D out.  PE row r of
-    K-fold kf holds step s = kf*R + r (K columns [s*k, s*k+k)); rows past the last step
-    pass the partial sum through.
+    w_* (K, N) likewise for B; acc (M, N) float64, C in, D out.  PE row r of K-fold
+    kf holds step s = kf*R + r (K columns [s*k, s*k+k)); rows past the last step pass
+    the partial sum through.  A fault-free PE row is computed for all its columns at
+    once (the core's fused_gemm order: exponents, scales, terms, rounding).
     """
     M, K = a_bits.shape
-    N = wt_bits.shape[0]
+    N = w_bits.shape[1]
     nsteps = (K + k - 1) // k
     nkf = (nsteps + R - 1) // R
     nnt = (N + C - 1) // C
@@ -514,6 +518,10 @@ def ws_dpu(a_bits, a_val, a_exp, wt_bits, wt_val, wt_exp, acc, R, C, k,
         terms = np.empty(k + 1, np.float64)
         ab = np.zeros(k, np.uint64)
         wb = np.zeros(k, np.uint64)
+        emx = np.empty(C, np.int64)
+        scl = np.empty(C, np.float64)
+        scl_u = scl.view(np.uint64)
+        tot = np.empty(C, np.float64)
         for nt in range(nnt):
             n0 = nt * C
             Cu = min(C, N - n0)
@@ -532,7 +540,7 @@ def ws_dpu(a_bits, a_val, a_exp, wt_bits, wt_val, wt_exp, acc, R, C, k,
                                 ab[t] = a_bits[m, kb + t] if t < kn else _U0
                             for c in range(Cu):
                                 for t in range(k):
-                                    wb[t] = wt_bits[n0 + c, kb + t] if t < kn else _U0
+                                    wb[t] = w_bits[kb + t, n0 + c] if t < kn else _U0
                                 acc[m, n0 + c] = dpu_hot(r < Ru, ab, wb, k, acc[m, n0 + c], ev, em, e0, e1,
                                                          r, c, m, op_eb, op_mb, op_bias, op_fn,
                                                          acc_eb, acc_mb, acc_bias, frac, c_fused, p_man, p_emin,
@@ -541,18 +549,29 @@ def ws_dpu(a_bits, a_val, a_exp, wt_bits, wt_val, wt_exp, acc, R, C, k,
                             continue
                         if r >= Ru:
                             continue
+                        if c_fused:
+                            for c in range(Cu):
+                                emx[c] = acc_align_exp(acc_u[m, n0 + c], o_emin)
+                        else:
+                            emx[:Cu] = SENTINEL
+                        for t in range(kn):
+                            ea = np.int64(a_exp[m, kb + t])
+                            for c in range(Cu):
+                                e = ea + w_exp[kb + t, n0 + c]
+                                if e > emx[c]:
+                                    emx[c] = e
                         for c in range(Cu):
-                            j = n0 + c
-                            cval = acc[m, j]
-                            e_max = np.int64(acc_align_exp(acc_u[m, j], o_emin)) if c_fused else np.int64(SENTINEL)
-                            for t in range(kn):
-                                e = np.int64(a_exp[m, kb + t]) + np.int64(wt_exp[j, kb + t])
-                                if e > e_max:
-                                    e_max = e
-                            su[0] = scale_bits(e_max, frac)
-                            scale = sc[0]
-                            total = np.trunc(cval * scale) if c_fused else 0.0
-                            for t in range(kn):
-                                total += np.trunc(a_val[m, kb + t] * wt_val[j, kb + t] * scale)
-                            acc[m, j] = dpu_finish(total, e_max, cval, frac, c_fused, p_man, p_emin, p_max, p_rne,
-                                                   o_man, o_emin, o_max, o_rne, o_ovf, f32_max, sc, su)
+                            scl_u[c] = scale_bits(emx[c], frac)
+                        if c_fused:
+                            for c in range(Cu):
+                                tot[c] = np.trunc(acc[m, n0 + c] * scl[c])
+                        else:
+                            tot[:Cu] = 0.0
+                        for t in range(kn):
+                            av = a_val[m, kb + t]
+                            for c in range(Cu):
+                                tot[c] += np.trunc(av * w_val[kb + t, n0 + c] * scl[c])
+                        for c in range(Cu):
+                            acc[m, n0 + c] = dpu_finish(tot[c], emx[c], acc[m, n0 + c], frac, c_fused, p_man,
+                                                        p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf,
+                                                        f32_max, sc, su)

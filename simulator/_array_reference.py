@@ -1,0 +1,339 @@
+"""Slow, obvious reference for the PE-array kernels: registers shuffled cycle by cycle.
+
+Every PE register is a Python value that is latched at the end of each cycle from
+the registers of the cycle before; faults act on the latched values at their cycles
+(in start-cycle order); the fold ends when its last output has left the array, and
+the cycles are counted by stepping.  The arithmetic is the kernels' own stage
+functions (:mod:`simulator._array_kernels`), so what this checks is the schedule:
+skew, pipeline timing, folds, and where and when a fault lands.  For tiles of a few
+PEs and a few dozen items; the tests compare it with the kernels bit for bit.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _array_kernels as AK
+from ._kernels import SENTINEL
+
+
+class _Ctx:
+    def __init__(self, array, plan, fmt, acc_fmt, sp):
+        self.plan, self.fmt, self.acc_fmt, self.sp = plan, fmt, acc_fmt, sp
+        self.opf = (fmt.exp_bits, fmt.man_bits, fmt.bias, fmt.specials == "fn")
+        self.m2 = 2 * (fmt.man_bits + 1)
+        self.sc = np.empty(2, np.float64)
+        self.su = self.sc.view(np.uint64)
+        self.dpu = plan.k > 1 or type(array).__name__ == "TensorCoreArray"
+
+    # register content <-> bits, per element (the encodings of _array_kernels)
+    def to_bits(self, reg, v):
+        code = reg.code
+        if code in (AK.REG_A, AK.REG_W):
+            return list(v)
+        if code == AK.REG_PROD:
+            return [AK.prod_encode(p, e, self.m2) if np.isfinite(p) else None for p, e in v]
+        if code == AK.REG_EMAX:
+            return [AK.exp_encode(v)]
+        if code == AK.REG_ALIGNED:
+            return [AK.smag_encode(t, reg.elem_width) if np.isfinite(t) else None for t in v]
+        if code == AK.REG_SUM:
+            total, e = v
+            if not np.isfinite(total):
+                return [None]
+            sw = reg.elem_width - AK.EXP_BITS
+            return [(int(AK.exp_encode(e)) << sw) | int(AK.smag_encode(total, sw))]
+        a = self.acc_fmt
+        return [AK.encode_ieee(v, a.exp_bits, a.man_bits, a.bias)]
+
+    def from_bits(self, reg, bits, old):
+        code = reg.code
+        if code in (AK.REG_A, AK.REG_W):
+            return [int(b) for b in bits]
+        if code == AK.REG_PROD:
+            return [o if b is None else AK.prod_decode(np.uint64(b), self.m2) for b, o in zip(bits, old)]
+        if code == AK.REG_EMAX:
+            return int(AK.exp_decode(np.uint64(bits[0])))
+        if code == AK.REG_ALIGNED:
+            return [o if b is None else AK.smag_decode(np.uint64(b), reg.elem_width) for b, o in zip(bits, old)]
+        if code == AK.REG_SUM:
+            if bits[0] is None:
+                return old
+            sw = reg.elem_width - AK.EXP_BITS
+            b = int(bits[0])
+            return (AK.smag_decode(np.uint64(b & ((1 << sw) - 1)), sw), int(AK.exp_decode(np.uint64(b >> sw))))
+        a = self.acc_fmt
+        return AK.decode_fp(np.uint64(bits[0]), a.exp_bits, a.man_bits, a.bias, False)
+
+    def decode_op(self, bits):
+        return AK.decode_fp(np.uint64(bits), *self.opf), int(AK.operand_exp(np.uint64(bits), *self.opf))
+
+    def fma(self, p, c):
+        sp = self.sp
+        return AK.fma_add(p, c, sp.o_man, sp.o_emin, sp.o_max, sp.o_ovf, self.sc, self.su)
+
+    def finish(self, total, e, c):
+        sp = self.sp
+        return AK.dpu_finish(total, e, c, sp.frac_bits, sp.c_fused, sp.p_man, sp.p_emin, sp.p_max, sp.p_rne,
+                             sp.o_man, sp.o_emin, sp.o_max, sp.o_rne, sp.o_ovf, sp.f32_max, self.sc, self.su)
+
+
+def _apply_faults(ctx, regs, faults, g, names):
+    """Act on the registers latched at global cycle g (faults sorted by start cycle)."""
+    for f in faults:
+        last = f.last_cycle
+        if f.cycle <= g and (last is None or g <= last) and f.register in names:
+            reg = ctx.plan.regs[f.register]
+            r, c = f.pe
+            cur = regs[f.register][r][c]
+            bits = ctx.to_bits(reg, cur["v"])
+            for b in range(f.bit, f.bit + f.nbits):
+                j, m = b // reg.elem_width, 1 << (b % reg.elem_width)
+                if bits[j] is None:
+                    continue
+                x = int(bits[j])
+                x = x ^ m if f.kind == "flip" else (x & ~m if f.kind == "stuck0" else x | m)
+                bits[j] = x
+            cur["v"] = ctx.from_bits(reg, bits, cur["v"])
+
+
+def _grid(R, C, v):
+    return [[{"v": v, "tag": -1} for _ in range(C)] for _ in range(R)]
+
+
+def _copy(g):
+    return [[dict(x) for x in row] for row in g]
+
+
+def _trace_bits(ctx, regs, trace, out):
+    for name in trace:
+        reg = ctx.plan.regs[name]
+        arr = np.zeros((len(regs[name]), len(regs[name][0]), reg.elems), np.uint64)
+        for r, row in enumerate(regs[name]):
+            for c, x in enumerate(row):
+                for j, b in enumerate(ctx.to_bits(reg, x["v"])):
+                    arr[r, c, j] = 0 if b is None else int(b)
+        out[name].append(arr)
+
+
+def step_run(array, plan, abits, bbits, acc, fmt, acc_fmt, sp, faults, trace):
+    """Run a whole GEMM by stepping; returns (acc values, trace dict, cycles stepped)."""
+    ctx = _Ctx(array, plan, fmt, acc_fmt, sp)
+    for name in trace:
+        if name not in plan.regs:
+            raise ValueError(f"trace names must be registers in {sorted(plan.regs)}, not {name!r}")
+    faults = sorted(faults, key=lambda f: f.cycle)  # stable: ties keep the caller's order
+    tr = {name: [] for name in trace}
+    acc = acc.copy()
+    R, C, M, Kd, N = plan.R, plan.C, plan.M, plan.K, plan.N
+    g = 0
+    for f in range(plan.nfolds):
+        if plan.dataflow == "ws":
+            g += _ws_fold(ctx, f, abits, bbits, acc, faults, g, tr)
+        else:
+            g += _os_fold(ctx, f, abits, bbits, acc, faults, g, tr)
+    return acc, {k: np.array(v) for k, v in tr.items()}, g
+
+
+def _ws_fold(ctx, f, abits, bbits, acc, faults, g0, tr):
+    plan = ctx.plan
+    R, C, M, Kd, N, k, S = plan.R, plan.C, plan.M, plan.K, plan.N, plan.k, plan.S
+    nkf = plan.nfolds // (-(-N // C))
+    nt, kf = divmod(f, nkf)
+    n0, Ru, Cu = nt * C, int(plan.Ru[f]), int(plan.Cu[f])
+    kk = k  # operand elements per PE
+
+    def kcols(r):
+        base = (kf * R + r) * k
+        return [base + t for t in range(kk)]
+
+    wtile = [[[int(bbits[q, n0 + c]) if (r < Ru and c < Cu and q < Kd) else 0 for q in kcols(r)]
+              for c in range(C)] for r in range(R)]
+    names = list(plan.regs)
+    zero_ops = [0] * kk
+    regs = {"a": _grid(R, C, zero_ops), "w": _grid(R, C, zero_ops)}
+    if ctx.dpu:
+        regs.update(prod=_grid(R, C, [(0.0, SENTINEL)] * kk), emax=_grid(R, C, SENTINEL),
+                    aligned=_grid(R, C, [0.0] * (kk + 1)), sum=_grid(R, C, (0.0, SENTINEL)),
+                    psum=_grid(R, C, 0.0))
+    else:
+        for s in range(1, plan.depth):
+            regs[f"prod{s}"] = _grid(R, C, [(0.0, SENTINEL)])
+        regs["psum"] = _grid(R, C, 0.0)
+    fused = ctx.sp.c_fused
+    outs = 0
+    t = 0
+    while outs < M * C:
+        new = {n: _copy(v) for n, v in regs.items()}
+        if t < R:  # preload: the weights for row R-1-t enter at the top and shift down
+            for c in range(C):
+                new["w"][0][c]["v"] = list(wtile[R - 1 - t][c])
+                for r in range(1, R):
+                    new["w"][r][c]["v"] = list(regs["w"][r - 1][c]["v"])
+        for r in range(R):
+            m = t + 1 - R - r * S
+            ok = 0 <= m < M
+            new["a"][r][0] = {"v": ([int(abits[m, q]) if q < Kd and r < Ru else 0 for q in kcols(r)]
+                                    if ok else zero_ops), "tag": m if ok else -1}
+            for c in range(1, C):
+                new["a"][r][c] = dict(regs["a"][r][c - 1])
+
+        def psum_in(r, c, m):
+            if r == 0:
+                return float(acc[m, n0 + c]) if c < Cu else 0.0
+            x = regs["psum"][r - 1][c]
+            assert x["tag"] == m, (x["tag"], m)
+            return x["v"]
+
+        for r in range(R):
+            for c in range(C):
+                a = regs["a"][r][c]
+                if not ctx.dpu:
+                    d = plan.depth
+                    if a["tag"] >= 0:  # multiply
+                        av, ea = ctx.decode_op(a["v"][0])
+                        wv, ew = ctx.decode_op(regs["w"][r][c]["v"][0])
+                        pe = ea + ew if (ea > -511 and ew > -511) else SENTINEL
+                        prod = {"v": [(av * wv, pe)], "tag": a["tag"]}
+                    else:
+                        prod = {"v": [(0.0, SENTINEL)], "tag": -1}
+                    for s in range(1, d):
+                        new[f"prod{s}"][r][c] = prod
+                        prod = regs[f"prod{s}"][r][c]
+                    if prod["tag"] >= 0:  # add
+                        m = prod["tag"]
+                        cin = psum_in(r, c, m)
+                        v = ctx.fma(prod["v"][0][0], cin) if r < Ru else cin
+                        new["psum"][r][c] = {"v": v, "tag": m}
+                    continue
+                # dot-product unit
+                if a["tag"] >= 0:
+                    p = []
+                    for t_ in range(kk):
+                        av, ea = ctx.decode_op(a["v"][t_])
+                        wv, ew = ctx.decode_op(regs["w"][r][c]["v"][t_])
+                        p.append((av * wv, ea + ew if (ea > -511 and ew > -511) else SENTINEL))
+                    new["prod"][r][c] = {"v": p, "tag": a["tag"]}
+                x = regs["prod"][r][c]
+                if x["tag"] >= 0:
+                    m = x["tag"]
+                    cin = psum_in(r, c, m) if fused else 0.0
+                    p = np.array([q[0] for q in x["v"]])
+                    pe = np.array([q[1] for q in x["v"]], np.int64)
+                    terms = np.zeros(kk + 1)
+                    e = AK.dpu_align(p, pe, kk, cin, fused, ctx.sp.frac_bits, ctx.sp.o_emin, terms, ctx.sc, ctx.su)
+                    new["emax"][r][c] = {"v": int(e), "tag": m}
+                    new["aligned"][r][c] = {"v": list(terms[: kk + 1] if fused else terms[:kk]), "tag": m, "cin": cin}
+                x = regs["aligned"][r][c]
+                if x["tag"] >= 0:
+                    terms = np.zeros(kk + 1)
+                    terms[: len(x["v"])] = x["v"]
+                    total = AK.dpu_sum(terms, kk, fused)
+                    new["sum"][r][c] = {"v": (total, regs["emax"][r][c]["v"]), "tag": x["tag"], "cin": x["cin"]}
+                x = regs["sum"][r][c]
+                if x["tag"] >= 0:
+                    m = x["tag"]
+                    cin = x["cin"] if fused else psum_in(r, c, m)
+                    v = ctx.finish(x["v"][0], x["v"][1], cin) if r < Ru else cin
+                    new["psum"][r][c] = {"v": v, "tag": m}
+        _apply_faults(ctx, new, faults, g0 + t, names)
+        if tr:
+            _trace_bits(ctx, new, list(tr), tr)
+        # outputs: what the bottom row latched this cycle
+        for c in range(C):
+            x = new["psum"][R - 1][c]
+            if x["tag"] >= 0 and _fresh(regs["psum"][R - 1][c], x):
+                outs += 1
+                if c < Cu:
+                    acc[x["tag"], n0 + c] = x["v"]
+        # stale registers must not fire again: clear tags that were not rewritten
+        for name in names:
+            if name == "w":
+                continue
+            for r in range(R):
+                for c in range(C):
+                    if not _fresh(regs[name][r][c], new[name][r][c]):
+                        new[name][r][c]["tag"] = -1
+        regs = new
+        t += 1
+    return t
+
+
+def _fresh(old, new):
+    """Whether a register latched a new item this cycle (its tag advanced)."""
+    return new["tag"] >= 0 and new["tag"] != old["tag"]
+
+
+def _os_fold(ctx, f, abits, bbits, acc, faults, g0, tr):
+    plan = ctx.plan
+    R, C, M, Kd, N, d = plan.R, plan.C, plan.M, plan.K, plan.N, plan.depth
+    nnt = -(-N // C)
+    mt, nt = divmod(f, nnt)
+    m0, n0, Ru, Cu = mt * R, nt * C, int(plan.Ru[f]), int(plan.Cu[f])
+    names = list(plan.regs)
+    regs = {"a": _grid(R, C, [0]), "b": _grid(R, C, [0]), "acc": _grid(R, C, 0.0)}
+    for s in range(1, d):
+        regs[f"prod{s}"] = _grid(R, C, [(0.0, SENTINEL)])
+    for r in range(R):
+        for c in range(C):
+            regs["acc"][r][c]["v"] = float(acc[m0 + r, n0 + c]) if (r < Ru and c < Cu) else 0.0
+    if Kd:  # item 0 reaches PE (0, 0) as the fold starts (latched in the cycle before)
+        regs["a"][0][0] = {"v": [int(abits[m0, 0])], "tag": 0}
+        regs["b"][0][0] = {"v": [int(bbits[0, n0]) if Cu else 0], "tag": 0}
+    done = [[0] * C for _ in range(R)]
+    t = 0
+    drain = None  # first drain cycle, once every PE has accumulated all K
+    read = 0
+    while read < R:
+        new = {n: _copy(v) for n, v in regs.items()}
+        if drain is None:
+            for r in range(R):
+                k = t + 1 - r
+                ok = 0 <= k < Kd
+                new["a"][r][0] = {"v": [int(abits[m0 + r, k]) if ok and r < Ru else 0], "tag": k if ok else -1}
+                for c in range(1, C):
+                    new["a"][r][c] = dict(regs["a"][r][c - 1])
+            for c in range(C):
+                k = t + 1 - c
+                ok = 0 <= k < Kd
+                new["b"][0][c] = {"v": [int(bbits[k, n0 + c]) if ok and c < Cu else 0], "tag": k if ok else -1}
+                for r in range(1, R):
+                    new["b"][r][c] = dict(regs["b"][r - 1][c])
+            for r in range(R):
+                for c in range(C):
+                    a, b = regs["a"][r][c], regs["b"][r][c]
+                    if a["tag"] >= 0:
+                        assert a["tag"] == b["tag"]
+                        av, ea = ctx.decode_op(a["v"][0])
+                        bv, eb = ctx.decode_op(b["v"][0])
+                        prod = {"v": [(av * bv, ea + eb if (ea > -511 and eb > -511) else SENTINEL)], "tag": a["tag"]}
+                    else:
+                        prod = {"v": [(0.0, SENTINEL)], "tag": -1}
+                    for s in range(1, d):
+                        new[f"prod{s}"][r][c] = prod
+                        prod = regs[f"prod{s}"][r][c]
+                    if prod["tag"] >= 0:
+                        new["acc"][r][c] = {"v": ctx.fma(prod["v"][0][0], regs["acc"][r][c]["v"]), "tag": prod["tag"]}
+                        done[r][c] += 1
+        else:
+            j = t - drain
+            for c in range(C):  # the bottom row is read out, the rest shifts down
+                if R - 1 - j < Ru and c < Cu:
+                    acc[m0 + R - 1 - j, n0 + c] = regs["acc"][R - 1][c]["v"]
+                new["acc"][0][c] = {"v": 0.0, "tag": -1}
+                for r in range(1, R):
+                    new["acc"][r][c] = dict(regs["acc"][r - 1][c])
+            read += 1
+        _apply_faults(ctx, new, faults, g0 + t, names)
+        if tr:
+            _trace_bits(ctx, new, list(tr), tr)
+        for name in names:
+            if name.startswith("prod") or name in ("a", "b"):
+                for r in range(R):
+                    for c in range(C):
+                        if not _fresh(regs[name][r][c], new[name][r][c]):
+                            new[name][r][c]["tag"] = -1
+        regs = new
+        t += 1
+        if drain is None and all(x == Kd for row in done for x in row):
+            drain = t
+    return t
