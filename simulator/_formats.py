@@ -61,6 +61,14 @@ class Format:
                 raise ValueError(f"{attr} must be an int in [{lo}, {hi}], not {v!r}")
         if not isinstance(self.bias, int) or not 0 < self.bias < (1 << self.exp_bits):
             raise ValueError(f"bias must be an int in [1, {(1 << self.exp_bits) - 1}], not {self.bias!r}")
+        if not isinstance(self.subnormals, bool):
+            raise TypeError(f"subnormals must be a bool, not {self.subnormals!r}")
+        for attr in ("container_bits", "container_shift"):
+            v = getattr(self, attr)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise TypeError(f"{attr} must be an int, not {v!r}")
+            if v < 0:
+                raise ValueError(f"{attr} must be non-negative, not {v!r}")
         if self.specials not in _SPECIALS:
             raise ValueError(f"specials must be one of {_SPECIALS}, not {self.specials!r}")
         width = 1 + self.exp_bits + self.man_bits

@@ -381,14 +381,40 @@ def fused_gemm(a_val, a_exp, b_val, b_exp, a_bad, b_bad, acc, n_pass, pass_len, 
 
 
 @njit(cache=True)
-def fma_gemm(a_val, b_val, acc, o_man, o_emin, o_max, o_ovf):
-    """D = A @ B + C by scalar fused multiply-adds along K, rounding to nearest even.
+def round_sum(c, p, man_bits, emin, max_bits, rne, overflow_inf):
+    """The exact sum c + p of two binary64 values, rounded once (as :func:`round_bits`).
 
-    a_val (M, K), b_val (K, N), acc (M, N) float64 (in place).  Each product is exact
-    in binary64; ``product + c`` in binary64 followed by one rounding to the
-    accumulator is the correctly rounded FMA (53 >= 2 * 24 + 2).  Zero results keep
-    IEEE 754 signs (binary64 addition gives the exact-zero sign; an underflow to
-    zero keeps the sum's sign).
+    c + p in binary64 may itself be rounded; TwoSum recovers the error e exactly
+    (s + e == c + p).  The rounding of s differs from that of the exact sum only when
+    s sits on one of the target's rounding boundaries (a representable value for
+    RZ, a midpoint for RNE) -- those are binary64 numbers, so the exact sum lies
+    strictly on e's side of s: the neighbour of s on that side rounds like it.
+    Zero results keep IEEE 754 signs.  Returns a binary64 value.
+    """
+    s = c + p
+    u = as_bits(s)
+    r = round_bits(u, man_bits, emin, max_bits, rne, overflow_inf)
+    if np.isfinite(s):
+        bb = s - c
+        e = (c - (s - bb)) + (p - bb)
+        if e != 0.0:
+            mag = u & _MAG
+            below = round_bits(((mag - _U1) | (u & _SIGN)), man_bits, emin, max_bits, rne, overflow_inf)
+            above = round_bits(((mag + _U1) | (u & _SIGN)), man_bits, emin, max_bits, rne, overflow_inf)
+            if below != above:  # s is a boundary: take the side the exact sum is on
+                r = above if (e > 0.0) == (s > 0.0) else below
+    if r == _U0:
+        r = u & _SIGN
+    return from_bits(r)
+
+
+@njit(cache=True)
+def fma_gemm(a_val, b_val, acc, o_man, o_emin, o_max, o_rne, o_ovf):
+    """D = A @ B + C by scalar fused multiply-adds along K, each rounded once.
+
+    a_val (M, K), b_val (K, N), acc (M, N) float64 (in place).  Each product of two
+    inputs is exact in binary64; :func:`round_sum` rounds ``c + product`` exactly
+    once into the accumulator (``o_man`` mantissa bits, RNE or RZ).
     """
     M, K = a_val.shape
     N = acc.shape[1]
@@ -396,11 +422,7 @@ def fma_gemm(a_val, b_val, acc, o_man, o_emin, o_max, o_ovf):
         for k in range(K):
             av = a_val[i, k]
             for j in range(N):
-                u = as_bits(acc[i, j] + av * b_val[k, j])
-                r = round_bits(u, o_man, o_emin, o_max, True, o_ovf)
-                if r == _U0:
-                    r = u & _SIGN
-                acc[i, j] = from_bits(r)
+                acc[i, j] = round_sum(acc[i, j], av * b_val[k, j], o_man, o_emin, o_max, o_rne, o_ovf)
 
 
 @njit(cache=True)

@@ -35,7 +35,13 @@ def input_format_of(dtype, input_format=None) -> Format:
     """The catalogue format of an input array's dtype (float32 needs ``input_format="tf32"``)."""
     dtype = np.dtype(dtype)
     if input_format is not None:
-        fmt = get_format(input_format)
+        if not isinstance(input_format, (str, Format)):
+            raise TypeError(f"input_format must be a format name such as 'tf32', not {type(input_format).__name__}")
+        try:
+            fmt = get_format(input_format)
+        except ValueError:
+            raise ValueError(f"input_format must be one of 'fp16', 'bf16', 'tf32', 'e4m3', 'e5m2', "
+                             f"not {input_format!r}") from None
         want = np.dtype(np.float32) if fmt.name == "tf32" else next(
             (d for d, n in _DTYPE_FORMATS.items() if n == fmt.name), None)
         if want is None:
@@ -208,13 +214,13 @@ def _accumulate(a, b, acc, rule: StepRule, fmt: Format, acc_fmt: Format):
             nz_a, nz_b = np.abs(a32[a32 != 0]).astype(np.float64), np.abs(b32[b32 != 0]).astype(np.float64)
             exact = nz_a.size == 0 or nz_b.size == 0 or (
                 nz_a.min() * nz_b.min() >= 2.0 ** -126 and nz_a.max() * nz_b.max() < 2.0 ** 127)
-        if acc_fmt.name == "fp32" and exact:
+        if acc_fmt.name == "fp32" and exact and sp.o_rne and sp.o_man == 23:
             acc32 = acc.astype(np.float32)
             K.fma_gemm_f32(np.ascontiguousarray(a32), np.ascontiguousarray(b32), acc32)
             acc[...] = acc32
         else:
             K.fma_gemm(np.ascontiguousarray(a32, np.float64), np.ascontiguousarray(b32, np.float64), acc,
-                       sp.o_man, sp.o_emin, sp.o_max, sp.o_ovf)
+                       sp.o_man, sp.o_emin, sp.o_max, sp.o_rne, sp.o_ovf)
         return
     av, ae = operand_arrays(a, fmt, rule)
     bv, be = operand_arrays(b, fmt, rule)

@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import MappingProxyType
 
+import numpy as np
+
 from ._formats import FORMATS
 
 __all__ = ["StepRule", "DatapathProfile", "PROFILES", "get_profile", "C_MODES"]
@@ -75,7 +77,8 @@ class StepRule:
     def __post_init__(self):
         if not isinstance(self.k, int) or isinstance(self.k, bool) or not 1 <= self.k <= 256:
             raise ValueError(f"k must be an int in [1, 256], not {self.k!r}")
-        if self.frac_bits is not None and (not isinstance(self.frac_bits, int) or not 1 <= self.frac_bits <= 26):
+        if self.frac_bits is not None and (not isinstance(self.frac_bits, int) or isinstance(self.frac_bits, bool)
+                                           or not 1 <= self.frac_bits <= 26):
             # 26: k * 2**(3 + frac_bits) must stay below 2**53 so a binary64 sum is exact
             raise ValueError(f"frac_bits must be None or an int in [1, 26], not {self.frac_bits!r}")
         if self.frac_bits is None and self.k != 1:
@@ -94,7 +97,8 @@ class StepRule:
             raise ValueError("an exact (frac_bits=None) step has one pass, not several")
         if self.overflow not in ("inf", "ieee"):
             raise ValueError(f"overflow must be 'inf' or 'ieee', not {self.overflow!r}")
-        if not isinstance(self.result_man_bits, int) or not 1 <= self.result_man_bits <= 23:
+        if (not isinstance(self.result_man_bits, int) or isinstance(self.result_man_bits, bool)
+                or not 1 <= self.result_man_bits <= 23):
             raise ValueError(f"result_man_bits must be an int in [1, 23], not {self.result_man_bits!r}")
 
 
@@ -118,15 +122,32 @@ class DatapathProfile:
     nan_fp16: int = 0x7FFF
 
     def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise (TypeError if not isinstance(self.name, str) else ValueError)(
+                f"name must be a non-empty str, not {self.name!r}")
+        if not isinstance(self.description, str):
+            raise TypeError(f"description must be a str, not {type(self.description).__name__}")
+        if not hasattr(self.rules, "items"):
+            raise TypeError(f"rules must be a mapping of format name -> StepRule, not {type(self.rules).__name__}")
         rules = dict(self.rules)
+        if not rules:
+            raise ValueError("rules must name at least one input format, not none")
         for fmt, rule in rules.items():
             if fmt not in FORMATS:
                 raise ValueError(f"rules keys must be formats in {sorted(FORMATS)}, not {fmt!r}")
             if not isinstance(rule, StepRule):
                 raise TypeError(f"rules[{fmt!r}] must be a StepRule, not {type(rule).__name__}")
+        if not isinstance(self.accumulators, tuple) or not self.accumulators:
+            raise ValueError(f"accumulators must be a non-empty tuple of 'fp32'/'fp16', not {self.accumulators!r}")
         for acc in self.accumulators:
             if acc not in ("fp32", "fp16"):
                 raise ValueError(f"accumulators must be 'fp32' or 'fp16', not {acc!r}")
+        for attr, fmt in (("nan_fp32", "fp32"), ("nan_fp16", "fp16")):
+            v = getattr(self, attr)
+            f = FORMATS[fmt]
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < (1 << f.width) \
+                    or not np.isnan(f.decode(np.array([v], f.uint_dtype))[0]):
+                raise ValueError(f"{attr} must be the bits of a {fmt} NaN, not {v!r}")
         object.__setattr__(self, "rules", MappingProxyType(rules))
 
     def rule(self, input_format: str) -> StepRule:

@@ -83,7 +83,9 @@ def reference_step(a, b, c: float, rule: StepRule, in_fmt, acc_fmt="fp32") -> fl
     in_fmt, acc_fmt = get_format(in_fmt), get_format(acc_fmt)
     a = [float(x) for x in a]
     b = [float(x) for x in b]
-    # IEEE special values first: NaN in, inf * 0, inf - inf
+    c_fused = rule.c_mode == "fused"
+    # IEEE special values first: NaN in, inf * 0, inf - inf.  C takes part here only
+    # when it is fused; added after, it meets the products' result in an IEEE addition
     infs = set()
     for x, y in zip(a, b):
         if math.isnan(x) or math.isnan(y):
@@ -92,14 +94,12 @@ def reference_step(a, b, c: float, rule: StepRule, in_fmt, acc_fmt="fp32") -> fl
             if x == 0 or y == 0:
                 return math.nan
             infs.add(math.copysign(1.0, x) * math.copysign(1.0, y))
-    if math.isnan(c):
-        return math.nan
-    if math.isinf(c):
+    if c_fused and math.isinf(c):
         infs.add(math.copysign(1.0, c))
-    if len(infs) == 2:
+    if math.isnan(c) or len(infs) == 2:
         return math.nan
     if infs:
-        return infs.pop() * _INF
+        return infs.pop() * _INF + (0.0 if c_fused else c)
 
     fp32 = get_format("fp32")
     n_pass = max(rule.passes) + 1
@@ -108,7 +108,6 @@ def reference_step(a, b, c: float, rule: StepRule, in_fmt, acc_fmt="fp32") -> fl
         if x != 0 and y != 0:
             groups[rule.passes[k % len(rule.passes)]].append(
                 (Fraction(x) * Fraction(y), _align_exp(x, in_fmt) + _align_exp(y, in_fmt)))
-    c_fused = rule.c_mode == "fused"
     carried = Fraction(c) if c_fused else Fraction(0)  # the term each pass hands on
     carried_fmt = acc_fmt if c_fused else fp32
     for p, terms in enumerate(groups):
@@ -125,8 +124,8 @@ def reference_step(a, b, c: float, rule: StepRule, in_fmt, acc_fmt="fp32") -> fl
             total = sum(int(v / quantum) for v, _ in terms) * quantum
         last = p == n_pass - 1
         out = round_fraction(total, *_acc_target(acc_fmt if (last and c_fused) else fp32, rule))
-        if isinstance(out, float):  # overflow to inf
-            return out if c_fused or not math.isinf(c) or c == out else math.nan
+        if isinstance(out, float):  # overflow to inf: later passes keep it, C after adds to it
+            return out if c_fused else out + c
         carried, carried_fmt = out, fp32
     if c_fused:
         if carried != 0:
@@ -141,6 +140,8 @@ def reference_step(a, b, c: float, rule: StepRule, in_fmt, acc_fmt="fp32") -> fl
                 return -0.0
         return 0.0
     # C after: one binary32 round-to-nearest-even addition
+    if math.isinf(c):
+        return c
     if c == 0 and carried == 0:
         return 0.0
     out = round_fraction(carried + Fraction(c), fp32.man_bits, fp32.emin, Fraction(fp32.max_finite), "rne")

@@ -1,0 +1,164 @@
+"""Datapath profiles: catalogue entries, validation, immutability, lookup."""
+import dataclasses
+from types import MappingProxyType
+
+import numpy as np
+import pytest
+
+import simulator
+from simulator import C_MODES, FORMATS, PROFILES, DatapathProfile, StepRule, get_profile
+
+
+# ---------------------------------------------------------------------------- catalogue
+def test_catalogue_has_the_issue_profiles():
+    assert {"hopper", "hopper_wgmma", "ampere", "turing", "volta", "systolic_fma"} <= set(PROFILES)
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_catalogue_entry_is_valid(name):
+    p = PROFILES[name]
+    assert isinstance(p, DatapathProfile) and p.name == name
+    assert isinstance(p.description, str) and p.description
+    assert isinstance(p.rules, MappingProxyType) and len(p.rules) >= 1
+    assert set(p.rules) <= set(FORMATS) - {"fp32"}
+    assert all(isinstance(r, StepRule) for r in p.rules.values())
+    assert "fp32" in p.accumulators and set(p.accumulators) <= {"fp32", "fp16"}
+    assert np.isnan(np.array([p.nan_fp32], np.uint32).view(np.float32)[0])
+    assert np.isnan(np.array([p.nan_fp16], np.uint16).view(np.float16)[0])
+    assert get_profile(name) is p and get_profile(p) is p
+    for fmt, rule in p.rules.items():
+        assert p.rule(fmt) is rule
+        assert rule.c_mode in C_MODES
+        # a rebuilt rule validates and equals the catalogue's (the entry passed its own checks)
+        assert StepRule(**dataclasses.asdict(rule)) == rule
+    assert DatapathProfile(p.name, p.description, dict(p.rules), p.accumulators, p.nan_fp32, p.nan_fp16) == p
+
+
+def test_hopper_follows_the_published_h100_rule():
+    """The H100 README's 16-bit rule: one fused step per instruction, 25 bits, RZ, NaN 0x7FFFFFFF."""
+    p = PROFILES["hopper"]
+    assert set(p.rules) == {"fp16", "bf16", "tf32", "e4m3", "e5m2"}
+    assert set(p.accumulators) == {"fp32", "fp16"}  # f16f16 is part of hopper
+    assert (p.nan_fp32, p.nan_fp16) == (0x7FFFFFFF, 0x7FFF)
+    for fmt, k in (("fp16", 16), ("bf16", 16), ("tf32", 8)):
+        r = p.rule(fmt)
+        assert (r.k, r.frac_bits, r.c_mode, r.rounding, r.result_man_bits, r.operand_rounding) == \
+            (k, 25, "fused", "rz", 23, "rz")
+    for fmt in ("e4m3", "e5m2"):
+        assert p.rule(fmt).k == 32  # m16n8k32
+
+
+def test_hopper_wgmma_is_hopper_but_for_fp8():
+    h, w = PROFILES["hopper"], PROFILES["hopper_wgmma"]
+    for fmt in ("fp16", "bf16", "tf32"):
+        assert w.rule(fmt) == h.rule(fmt)
+    for fmt in ("e4m3", "e5m2"):
+        r = w.rule(fmt)
+        assert (r.frac_bits, r.result_man_bits) == (13, 13)
+
+
+def test_systolic_fma_is_an_ieee_binary32_fma():
+    p = PROFILES["systolic_fma"]
+    assert p.accumulators == ("fp32",)
+    for fmt in ("fp16", "bf16", "e4m3", "e5m2"):
+        r = p.rule(fmt)
+        assert (r.k, r.frac_bits, r.rounding, r.result_man_bits) == (1, None, "rne", 23)
+
+
+def test_older_tensor_cores_take_fp16():
+    for name, k in (("ampere", 8), ("turing", 8), ("volta", 4)):
+        assert PROFILES[name].rule("fp16").k == k
+
+
+# ---------------------------------------------------------------------------- StepRule validation
+@pytest.mark.parametrize("field,value", [
+    ("k", 0), ("k", 257), ("k", -4), ("k", 16.0), ("k", "16"), ("k", True), ("k", None),
+    ("frac_bits", 0), ("frac_bits", 27), ("frac_bits", 25.0), ("frac_bits", "25"), ("frac_bits", True),
+    ("c_mode", "before"), ("c_mode", None),
+    ("rounding", "rd"), ("rounding", "RZ"), ("rounding", None),
+    ("operand_rounding", "rd"), ("operand_rounding", 0),
+    ("result_man_bits", 0), ("result_man_bits", 24), ("result_man_bits", 23.0), ("result_man_bits", True),
+    ("passes", ()), ("passes", [0]), ("passes", (1,)), ("passes", (0, 2)), ("passes", (0, 1, 1)),
+    ("passes", (0, 0.0)), ("passes", (True, False)), ("passes", (-1, 0)), ("passes", 0),
+    ("overflow", "saturate"), ("overflow", None),
+])
+def test_step_rule_rejects_bad_field(field, value):
+    with pytest.raises((TypeError, ValueError), match=field):
+        StepRule(**{"k": 16, field: value})
+
+
+def test_step_rule_exact_step_must_be_k1():
+    with pytest.raises(ValueError, match="k=1"):
+        StepRule(4, frac_bits=None)
+    assert StepRule(1, frac_bits=None).frac_bits is None
+
+
+def test_step_rule_accepts_valid_corners():
+    for kw in (dict(k=1), dict(k=256, frac_bits=26), dict(k=32, passes=(0, 0, 1, 1)),
+               dict(k=6, passes=(0, 1, 2)), dict(k=16, frac_bits=1, result_man_bits=1, overflow="ieee",
+                                                  rounding="rne", c_mode="after")):
+        r = StepRule(**kw)
+        for f, v in kw.items():
+            assert getattr(r, f) == v
+
+
+# ---------------------------------------------------------------------------- DatapathProfile validation
+RULES = {"fp16": StepRule(16)}
+
+
+@pytest.mark.parametrize("kwargs,field", [
+    (dict(rules={"fp64": StepRule(16)}), "rules"),
+    (dict(rules={"float16": StepRule(16)}), "rules"),
+    (dict(rules={"fp16": 16}), "rules"),
+    (dict(rules={"fp16": {"k": 16}}), "rules"),
+    (dict(rules=16), "rules"),
+    (dict(accumulators=("bf16",)), "accumulators"),
+    (dict(accumulators=("fp32", "fp64")), "accumulators"),
+    (dict(accumulators=()), "accumulators"),
+    (dict(name=""), "name"),
+    (dict(name=3), "name"),
+    (dict(nan_fp32=0x3F800000), "nan_fp32"),   # 1.0, not a NaN
+    (dict(nan_fp32=1 << 32), "nan_fp32"),      # does not fit 32 bits
+    (dict(nan_fp16=0x3C00), "nan_fp16"),       # 1.0, not a NaN
+    (dict(nan_fp16=0x17FFF), "nan_fp16"),
+], ids=lambda v: "-".join(f"{k}={v[k]!r}" for k in v) if isinstance(v, dict) else None)
+def test_datapath_profile_rejects_bad_field(kwargs, field):
+    base = dict(name="x", description="test", rules=RULES)
+    with pytest.raises((TypeError, ValueError), match=field):
+        DatapathProfile(**{**base, **kwargs})
+
+
+def test_profiles_are_frozen_and_their_rules_read_only():
+    p = PROFILES["hopper"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.name = "other"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.nan_fp32 = 0
+    with pytest.raises(TypeError):
+        p.rules["fp16"] = StepRule(4)
+    r = p.rule("fp16")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.k = 4
+    # a profile copies the mapping it was given
+    rules = {"fp16": StepRule(8)}
+    q = DatapathProfile("q", "test", rules)
+    rules["fp16"] = StepRule(4)
+    rules["bf16"] = StepRule(4)
+    assert q.rule("fp16").k == 8 and set(q.rules) == {"fp16"}
+    assert hash(q) == hash(DatapathProfile("q", "test", {"fp16": StepRule(8)}))
+
+
+def test_get_profile_and_rule_errors():
+    with pytest.raises(ValueError, match="profile must be one of"):
+        get_profile("h100")
+    with pytest.raises(ValueError, match="profile must be one of"):
+        get_profile("Hopper")
+    with pytest.raises(TypeError, match="profile must be a str or DatapathProfile"):
+        get_profile(None)
+    with pytest.raises(TypeError, match="profile must be a str or DatapathProfile"):
+        get_profile(PROFILES["hopper"].rule("fp16"))
+    with pytest.raises(ValueError, match="supports input formats"):
+        PROFILES["volta"].rule("bf16")
+    with pytest.raises(ValueError, match="supports input formats"):
+        PROFILES["hopper"].rule("fp32")
+    assert simulator.get_profile is get_profile
