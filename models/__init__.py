@@ -1,2 +1,32 @@
-"""gemmfi.models: JAX models run on the simulated accelerator (planned)."""
-__all__: list[str] = []
+"""gemmfi.models: JAX models run on the simulated accelerator.
+
+The bridge (:func:`accelerated`) runs any JAX function with its ``dot_general`` and
+convolutions computed bit-exactly by :mod:`simulator`; :class:`GoldenRun` caches a
+fault-free run so that GEMM faults re-run only what they reach::
+
+    acc = Accelerator("hopper", "fp16")                  # fp32 accumulation
+    af = accelerated(model.apply, acc)
+    logits = af(params, x)                               # fault-free
+    golden = af.trace(params, x)                         # cached fault-free run
+    golden.gemms                                         # (GemmSite(index, name, groups, M, K, N), ...)
+    a, b, d = golden.operands(1)                         # GEMM 1's rounded operands and result
+    golden.inject(OutputBitFlip(gemm=1, row=5, col=3, bit=30))
+    golden.inject(ReplaceTile(gemm=1, rows=(0, 16), cols=(0, 16),
+                              fn=lambda a_tile, b_tile, d_tile: faulty_array(a_tile, b_tile)))
+
+Models: :data:`MODELS` (``"mlp"``, ``"cnn"``, ``"transformer"``) on scikit-learn's
+digits, shipped weights in ``models/weights``; ``python -m models.accuracy`` prints
+their accuracy per format.
+"""
+from ._accelerator import ACCUMULATORS, INPUT_FORMATS, Accelerator
+from ._bridge import AcceleratedFunction, GoldenRun, InjectStats, accelerated
+from ._faults import GEMM_FAULTS, GemmCall, GemmSite, OutputBitFlip, ReplaceGemmOutput, ReplaceTile
+from ._train import (TABLE_FORMATS, TRAIN_SETTINGS, WEIGHTS_DIR, accuracy, accuracy_table, load_digits, load_params,
+                     predict, retrain_all, save_params, train)
+from ._zoo import MODELS, Model, get_model
+
+__all__ = ["ACCUMULATORS", "INPUT_FORMATS", "Accelerator", "AcceleratedFunction", "GoldenRun", "InjectStats",
+           "accelerated", "GEMM_FAULTS", "GemmCall", "GemmSite", "OutputBitFlip", "ReplaceGemmOutput",
+           "ReplaceTile", "TABLE_FORMATS", "TRAIN_SETTINGS", "WEIGHTS_DIR", "accuracy", "accuracy_table",
+           "load_digits", "load_params", "predict", "retrain_all", "save_params", "train", "MODELS", "Model",
+           "get_model"]
