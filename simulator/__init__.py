@@ -12,3 +12,8 @@ from ._profiles import C_MODES, PROFILES, DatapathProfile, StepRule, get_profile
 __all__ = ["FORMATS", "ROUNDING_MODES", "Format", "get_format", "matmul", "C_MODES", "PROFILES",
            "DatapathProfile", "StepRule", "get_profile",
            "DATAFLOWS", "ArrayResult", "FaultSites", "SystolicArray", "TensorCoreArray"]
+
+# golden runs: fault-free runs kept for fast re-runs under faults (campaigns, protection)
+from ._array import GoldenRun, Injection  # noqa: E402
+
+__all__ += ["GoldenRun", "Injection"]

@@ -25,7 +25,11 @@ Register encodings (a fault flips bits of these; widths in bits):
 * ``emax``: 10-bit two's complement (``0x200``: no nonzero term);
 * ``aligned``: per term, sign-magnitude integer of frac_bits+3 bits;
 * ``sum``: 10-bit exponent above a sign-magnitude integer of frac_bits+3+ceil(log2(terms)) bits;
-* ``psum``/``acc``: the accumulator format's encoding (binary32 or binary16).
+* ``psum``/``acc``: the accumulator format's encoding (binary32 or binary16);
+* ``x1``, ``x2``, ...: a multi-pass step's pass result, binary32.
+
+A DPU's ``emax``/``aligned``/``sum`` events carry the pass in their stage column,
+``x{p}`` events carry p; ``a``/``w``/``prod`` events name the K position (element).
 
 Non-finite values (inf, NaN) travel on a flag path that is not a fault site: a fault
 on a ``prod``/``aligned``/``sum`` register holding one leaves it unchanged.
@@ -40,7 +44,7 @@ from numba import njit, prange
 from ._kernels import SENTINEL, acc_align_exp, round_bits, scale_bits, unscale_bits
 
 # register codes used in events
-REG_A, REG_W, REG_PROD, REG_EMAX, REG_ALIGNED, REG_SUM, REG_PSUM = 0, 1, 2, 3, 4, 5, 6
+REG_A, REG_W, REG_PROD, REG_EMAX, REG_ALIGNED, REG_SUM, REG_PSUM, REG_X = 0, 1, 2, 3, 4, 5, 6, 7
 # event table columns (int64): fold, register, PE row, columns [c0, c1), items [i0, i1),
 # element within a vector register, stage (prod stage, or 0/1 = before/after the MAC)
 EV_FOLD, EV_REG, EV_R, EV_C0, EV_C1, EV_I0, EV_I1, EV_ELEM, EV_STAGE = range(9)
@@ -227,18 +231,30 @@ def dpu_sum(terms, k, c_fused):
 
 
 @njit(cache=True)
-def dpu_finish(total, e_max, c_val, frac, c_fused, p_man, p_emin, p_max, p_rne,
-               o_man, o_emin, o_max, o_rne, o_ovf, f32_max, sc, su):
-    """Normalise and round one step's sum into the accumulator (float64 value)."""
+def dpu_round_pass(total, e_max, frac, p_man, p_emin, p_max, p_rne, o_ovf, sc, su):
+    """Normalise one pass's aligned sum and round it into binary32 (``p_*``): the
+    result of every pass but the last, and the products' part of a c_mode "after"
+    step.  Returns the float64 value."""
     su[0] = unscale_bits(e_max, frac)
     sc[1] = total * sc[0]
+    su[1] = round_bits(su[1], p_man, p_emin, p_max, p_rne, o_ovf)
+    return sc[1]
+
+
+@njit(cache=True)
+def dpu_finish(total, e_max, c_val, frac, c_fused, p_man, p_emin, p_max, p_rne,
+               o_man, o_emin, o_max, o_rne, o_ovf, f32_max, sc, su):
+    """Normalise and round a step's last pass into the accumulator (float64 value);
+    c_mode "after" (``c_fused`` False): then one binary32 RNE addition of C."""
     if c_fused:
+        su[0] = unscale_bits(e_max, frac)
+        sc[1] = total * sc[0]
         su[1] = round_bits(su[1], o_man, o_emin, o_max, o_rne, o_ovf)
         if total == 0.0:
             su[1] = su[1] & _MAG  # an exact zero result is +0
         return sc[1]
-    su[1] = round_bits(su[1], p_man, p_emin, p_max, p_rne, o_ovf)
-    sc[1] = sc[1] + c_val
+    x = dpu_round_pass(total, e_max, frac, p_man, p_emin, p_max, p_rne, o_ovf, sc, su)
+    sc[1] = x + c_val
     su[1] = round_bits(su[1], 23, -126, f32_max, True, o_ovf)
     su[1] = round_bits(su[1], o_man, o_emin, o_max, o_rne, o_ovf)
     return sc[1]
@@ -437,13 +453,26 @@ def _row_has(ev, e0, e1, r, i):
 
 # ---- dot-product unit (tensor core): staged path and the array kernel ----------------
 @njit(cache=True)
-def dpu_hot(row_active, ab, wb, k, c_val, ev, em, e0, e1, r, c, i,
+def _x_ops(x, ev, em, e0, e1, r, c, i, stage):
+    """Events on a pass-result register ``x{stage}`` (binary32 bits)."""
+    if not _has_reg(ev, e0, e1, REG_X, r, c, i):
+        return x
+    bits = _ops(encode_ieee(x, 8, 23, 127), ev, em, e0, e1, REG_X, r, c, i, 0, stage)
+    return decode_fp(bits, 8, 23, 127, False)
+
+
+@njit(cache=True)
+def dpu_hot(row_active, ab, wb, k, c_val, order, start, ev, em, e0, e1, r, c, i,
             op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb, acc_bias,
             frac, c_fused, p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max,
-            p, pe, terms, sc, su):
+            p, pe, pp, ppe, terms, sc, su):
     """One DPU step with every pipeline register as bits and its events applied.
 
-    ab, wb: (k,) operand bits (zero-padded past K); c_val: psum in (float64).
+    ab, wb: (k,) operand bits (zero-padded past K); c_val: psum in (float64);
+    order (k,), start (P+1,): the step's positions by pass (``_pe.pass_layout``);
+    p, pe (k,), pp, ppe (k,), terms (k+1,): scratch.  Each pass aligns its products
+    with the term carried into it (C for pass 0 when fused, else the previous pass's
+    result), sums them and rounds; the last pass rounds into the accumulator.
     Returns psum out (float64).
     """
     v = c_val
@@ -459,23 +488,38 @@ def dpu_hot(row_active, ab, wb, k, c_val, ev, em, e0, e1, r, c, i,
             if np.isfinite(p[t]) and _has_reg(ev, e0, e1, REG_PROD, r, c, i):
                 pb = _ops(prod_encode(p[t], pe[t], m2), ev, em, e0, e1, REG_PROD, r, c, i, t, 0)
                 p[t], pe[t] = prod_decode(pb, m2)
-        e_max = dpu_align(p, pe, k, c_val, c_fused, frac, o_emin, terms, sc, su)
-        e_max = exp_decode(_ops(exp_encode(e_max), ev, em, e0, e1, REG_EMAX, r, c, i, 0, 0))
+        n_pass = len(start) - 1
+        carry = c_val
+        has_c = c_fused
+        c_emin = o_emin
         tw = frac + 3
-        if _has_reg(ev, e0, e1, REG_ALIGNED, r, c, i):
-            for t in range(k + 1):
-                if np.isfinite(terms[t]):
-                    terms[t] = smag_decode(_ops(smag_encode(terms[t], tw), ev, em, e0, e1, REG_ALIGNED,
-                                                r, c, i, t, 0), tw)
-        total = dpu_sum(terms, k, c_fused)
-        if np.isfinite(total) and _has_reg(ev, e0, e1, REG_SUM, r, c, i):
-            sw = sum_int_bits(k, frac, c_fused)
-            bits = (exp_encode(e_max) << np.uint64(sw)) | smag_encode(total, sw)
-            bits = _ops(bits, ev, em, e0, e1, REG_SUM, r, c, i, 0, 0)
-            e_max = exp_decode(bits >> np.uint64(sw))
-            total = smag_decode(bits & ((_U1 << np.uint64(sw)) - _U1), sw)
-        v = dpu_finish(total, e_max, c_val, frac, c_fused, p_man, p_emin, p_max, p_rne,
-                       o_man, o_emin, o_max, o_rne, o_ovf, f32_max, sc, su)
+        for q in range(n_pass):
+            kp = start[q + 1] - start[q]
+            for j in range(kp):
+                pp[j] = p[order[start[q] + j]]
+                ppe[j] = pe[order[start[q] + j]]
+            e_max = dpu_align(pp, ppe, kp, carry, has_c, frac, c_emin, terms, sc, su)
+            e_max = exp_decode(_ops(exp_encode(e_max), ev, em, e0, e1, REG_EMAX, r, c, i, 0, q))
+            if _has_reg(ev, e0, e1, REG_ALIGNED, r, c, i):
+                for t in range(kp + 1 if has_c else kp):  # the carried term is element kp
+                    if np.isfinite(terms[t]):
+                        terms[t] = smag_decode(_ops(smag_encode(terms[t], tw), ev, em, e0, e1, REG_ALIGNED,
+                                                    r, c, i, t, q), tw)
+            total = dpu_sum(terms, kp, has_c)
+            if np.isfinite(total) and _has_reg(ev, e0, e1, REG_SUM, r, c, i):
+                sw = sum_int_bits(kp, frac, has_c)
+                bits = (exp_encode(e_max) << np.uint64(sw)) | smag_encode(total, sw)
+                bits = _ops(bits, ev, em, e0, e1, REG_SUM, r, c, i, 0, q)
+                e_max = exp_decode(bits >> np.uint64(sw))
+                total = smag_decode(bits & ((_U1 << np.uint64(sw)) - _U1), sw)
+            if q < n_pass - 1:
+                carry = dpu_round_pass(total, e_max, frac, p_man, p_emin, p_max, p_rne, o_ovf, sc, su)
+                carry = _x_ops(carry, ev, em, e0, e1, r, c, i, q + 1)
+                has_c = True
+                c_emin = p_emin
+            else:
+                v = dpu_finish(total, e_max, c_val, frac, c_fused, p_man, p_emin, p_max, p_rne,
+                               o_man, o_emin, o_max, o_rne, o_ovf, f32_max, sc, su)
     return _psum_ops(v, ev, em, e0, e1, REG_PSUM, r, c, i, 1, acc_eb, acc_mb, acc_bias, False)
 
 
@@ -490,20 +534,23 @@ def sum_int_bits(k, frac, c_fused):
 
 
 @njit(cache=True, parallel=True)
-def ws_dpu(a_bits, a_val, a_exp, w_bits, w_val, w_exp, acc, R, C, k,
+def ws_dpu(a_bits, a_val, a_exp, w_bits, w_val, w_exp, acc, R, C, k, order, start,
            op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb, acc_bias,
            frac, c_fused, p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max,
            ev, em, fold_ptr, chunk):
     """Weight-stationary array of k-wide dot-product units over a whole GEMM.
 
     a_* (M, K): operand bits (uint64), values (float64), alignment exponents (int32);
-    w_* (K, N) likewise for B; acc (M, N) float64, C in, D out.  PE row r of K-fold
-    kf holds step s = kf*R + r (K columns [s*k, s*k+k)); rows past the last step pass
-    the partial sum through.  A fault-free PE row is computed for all its columns at
-    once (the core's fused_gemm order: exponents, scales, terms, rounding).
+    w_* (K, N) likewise for B; acc (M, N) float64, C in, D out; order (k,), start
+    (P+1,) int64: the step's K positions by pass (``_pe.pass_layout``).  PE row r of
+    K-fold kf holds step s = kf*R + r (K columns [s*k, s*k+k)); rows past the last
+    step pass the partial sum through.  A fault-free PE row is computed for all its
+    columns at once, pass by pass (the core's fused_gemm order: exponents, scales,
+    terms, rounding).
     """
     M, K = a_bits.shape
     N = w_bits.shape[1]
+    n_pass = len(start) - 1
     nsteps = (K + k - 1) // k
     nkf = (nsteps + R - 1) // R
     nnt = (N + C - 1) // C
@@ -515,6 +562,8 @@ def ws_dpu(a_bits, a_val, a_exp, w_bits, w_val, w_exp, acc, R, C, k,
         rowhot = np.zeros(R, np.bool_)
         p = np.empty(k, np.float64)
         pe = np.empty(k, np.int64)
+        pp = np.empty(k, np.float64)
+        ppe = np.empty(k, np.int64)
         terms = np.empty(k + 1, np.float64)
         ab = np.zeros(k, np.uint64)
         wb = np.zeros(k, np.uint64)
@@ -522,6 +571,8 @@ def ws_dpu(a_bits, a_val, a_exp, w_bits, w_val, w_exp, acc, R, C, k,
         scl = np.empty(C, np.float64)
         scl_u = scl.view(np.uint64)
         tot = np.empty(C, np.float64)
+        carry = np.empty(C, np.float64)
+        carry_u = carry.view(np.uint64)
         for nt in range(nnt):
             n0 = nt * C
             Cu = min(C, N - n0)
@@ -541,37 +592,51 @@ def ws_dpu(a_bits, a_val, a_exp, w_bits, w_val, w_exp, acc, R, C, k,
                             for c in range(Cu):
                                 for t in range(k):
                                     wb[t] = w_bits[kb + t, n0 + c] if t < kn else _U0
-                                acc[m, n0 + c] = dpu_hot(r < Ru, ab, wb, k, acc[m, n0 + c], ev, em, e0, e1,
-                                                         r, c, m, op_eb, op_mb, op_bias, op_fn,
+                                acc[m, n0 + c] = dpu_hot(r < Ru, ab, wb, k, acc[m, n0 + c], order, start,
+                                                         ev, em, e0, e1, r, c, m, op_eb, op_mb, op_bias, op_fn,
                                                          acc_eb, acc_mb, acc_bias, frac, c_fused, p_man, p_emin,
                                                          p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf,
-                                                         f32_max, p, pe, terms, sc, su)
+                                                         f32_max, p, pe, pp, ppe, terms, sc, su)
                             continue
                         if r >= Ru:
                             continue
-                        if c_fused:
+                        for q in range(n_pass):
+                            # the term carried in: C (pass 0, fused), the previous pass's result, or none
+                            if q == 0 and c_fused:
+                                for c in range(Cu):
+                                    carry[c] = acc[m, n0 + c]
+                                    emx[c] = acc_align_exp(acc_u[m, n0 + c], o_emin)
+                            elif q == 0:
+                                carry[:Cu] = 0.0
+                                emx[:Cu] = SENTINEL
+                            else:
+                                for c in range(Cu):
+                                    emx[c] = acc_align_exp(carry_u[c], p_emin)
+                            for j in range(start[q], start[q + 1]):
+                                t = order[j]
+                                if t >= kn:
+                                    continue
+                                ea = np.int64(a_exp[m, kb + t])
+                                for c in range(Cu):
+                                    e = ea + w_exp[kb + t, n0 + c]
+                                    if e > emx[c]:
+                                        emx[c] = e
                             for c in range(Cu):
-                                emx[c] = acc_align_exp(acc_u[m, n0 + c], o_emin)
-                        else:
-                            emx[:Cu] = SENTINEL
-                        for t in range(kn):
-                            ea = np.int64(a_exp[m, kb + t])
-                            for c in range(Cu):
-                                e = ea + w_exp[kb + t, n0 + c]
-                                if e > emx[c]:
-                                    emx[c] = e
-                        for c in range(Cu):
-                            scl_u[c] = scale_bits(emx[c], frac)
-                        if c_fused:
-                            for c in range(Cu):
-                                tot[c] = np.trunc(acc[m, n0 + c] * scl[c])
-                        else:
-                            tot[:Cu] = 0.0
-                        for t in range(kn):
-                            av = a_val[m, kb + t]
-                            for c in range(Cu):
-                                tot[c] += np.trunc(av * w_val[kb + t, n0 + c] * scl[c])
-                        for c in range(Cu):
-                            acc[m, n0 + c] = dpu_finish(tot[c], emx[c], acc[m, n0 + c], frac, c_fused, p_man,
-                                                        p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf,
-                                                        f32_max, sc, su)
+                                scl_u[c] = scale_bits(emx[c], frac)
+                                tot[c] = np.trunc(carry[c] * scl[c])
+                            for j in range(start[q], start[q + 1]):
+                                t = order[j]
+                                if t >= kn:
+                                    continue
+                                av = a_val[m, kb + t]
+                                for c in range(Cu):
+                                    tot[c] += np.trunc(av * w_val[kb + t, n0 + c] * scl[c])
+                            if q < n_pass - 1:
+                                for c in range(Cu):
+                                    carry[c] = dpu_round_pass(tot[c], emx[c], frac, p_man, p_emin, p_max, p_rne,
+                                                              o_ovf, sc, su)
+                            else:
+                                for c in range(Cu):
+                                    acc[m, n0 + c] = dpu_finish(tot[c], emx[c], acc[m, n0 + c], frac, c_fused,
+                                                                p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max,
+                                                                o_rne, o_ovf, f32_max, sc, su)

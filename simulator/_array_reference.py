@@ -24,6 +24,30 @@ class _Ctx:
         self.sc = np.empty(2, np.float64)
         self.su = self.sc.view(np.uint64)
         self.dpu = plan.k > 1 or type(array).__name__ == "TensorCoreArray"
+        self.split = {}  # DPU registers stored per pass: name -> positions of each pass
+        if self.dpu:
+            from ._pe import pass_layout
+            rule = array._profile.rule(fmt.name)
+            _, order, start = pass_layout(rule.k, rule.passes)
+            self.pos = [[int(t) for t in order[start[q]:start[q + 1]]] for q in range(len(start) - 1)]
+            self.split = {"a": self.pos, "prod": self.pos}
+
+    # a register's whole value (all elements) at PE (r, c), whatever its storage
+    def get(self, regs, name, r, c):
+        if name not in self.split:
+            return regs[name][r][c]["v"]
+        full = [None] * self.plan.k
+        for q, pos in enumerate(self.split[name]):
+            for j, t in enumerate(pos):
+                full[t] = regs[(name, q)][r][c]["v"][j]
+        return full
+
+    def set(self, regs, name, r, c, v):
+        if name not in self.split:
+            regs[name][r][c]["v"] = v
+            return
+        for q, pos in enumerate(self.split[name]):
+            regs[(name, q)][r][c]["v"] = [v[t] for t in pos]
 
     # register content <-> bits, per element (the encodings of _array_kernels)
     def to_bits(self, reg, v):
@@ -42,6 +66,8 @@ class _Ctx:
                 return [None]
             sw = reg.elem_width - AK.EXP_BITS
             return [(int(AK.exp_encode(e)) << sw) | int(AK.smag_encode(total, sw))]
+        if code == AK.REG_X:
+            return [AK.encode_ieee(v, 8, 23, 127)]
         a = self.acc_fmt
         return [AK.encode_ieee(v, a.exp_bits, a.man_bits, a.bias)]
 
@@ -61,6 +87,8 @@ class _Ctx:
             sw = reg.elem_width - AK.EXP_BITS
             b = int(bits[0])
             return (AK.smag_decode(np.uint64(b & ((1 << sw) - 1)), sw), int(AK.exp_decode(np.uint64(b >> sw))))
+        if code == AK.REG_X:
+            return AK.decode_fp(np.uint64(bits[0]), 8, 23, 127, False)
         a = self.acc_fmt
         return AK.decode_fp(np.uint64(bits[0]), a.exp_bits, a.man_bits, a.bias, False)
 
@@ -70,6 +98,11 @@ class _Ctx:
     def fma(self, p, c):
         sp = self.sp
         return AK.fma_add(p, c, sp.o_man, sp.o_emin, sp.o_max, sp.o_ovf, self.sc, self.su)
+
+    def round_pass(self, total, e):
+        sp = self.sp
+        return AK.dpu_round_pass(total, e, sp.frac_bits, sp.p_man, sp.p_emin, sp.p_max, sp.p_rne, sp.o_ovf,
+                                 self.sc, self.su)
 
     def finish(self, total, e, c):
         sp = self.sp
@@ -84,8 +117,8 @@ def _apply_faults(ctx, regs, faults, g, names):
         if f.cycle <= g and (last is None or g <= last) and f.register in names:
             reg = ctx.plan.regs[f.register]
             r, c = f.pe
-            cur = regs[f.register][r][c]
-            bits = ctx.to_bits(reg, cur["v"])
+            old = ctx.get(regs, f.register, r, c)
+            bits = ctx.to_bits(reg, old)
             for b in range(f.bit, f.bit + f.nbits):
                 j, m = b // reg.elem_width, 1 << (b % reg.elem_width)
                 if bits[j] is None:
@@ -93,7 +126,7 @@ def _apply_faults(ctx, regs, faults, g, names):
                 x = int(bits[j])
                 x = x ^ m if f.kind == "flip" else (x & ~m if f.kind == "stuck0" else x | m)
                 bits[j] = x
-            cur["v"] = ctx.from_bits(reg, bits, cur["v"])
+            ctx.set(regs, f.register, r, c, ctx.from_bits(reg, bits, old))
 
 
 def _grid(R, C, v):
@@ -107,10 +140,10 @@ def _copy(g):
 def _trace_bits(ctx, regs, trace, out):
     for name in trace:
         reg = ctx.plan.regs[name]
-        arr = np.zeros((len(regs[name]), len(regs[name][0]), reg.elems), np.uint64)
-        for r, row in enumerate(regs[name]):
-            for c, x in enumerate(row):
-                for j, b in enumerate(ctx.to_bits(reg, x["v"])):
+        arr = np.zeros((ctx.plan.R, ctx.plan.C, reg.elems), np.uint64)
+        for r in range(ctx.plan.R):
+            for c in range(ctx.plan.C):
+                for j, b in enumerate(ctx.to_bits(reg, ctx.get(regs, name, r, c))):
                     arr[r, c, j] = 0 if b is None else int(b)
         out[name].append(arr)
 
@@ -127,7 +160,9 @@ def step_run(array, plan, abits, bbits, acc, fmt, acc_fmt, sp, faults, trace):
     R, C, M, Kd, N = plan.R, plan.C, plan.M, plan.K, plan.N
     g = 0
     for f in range(plan.nfolds):
-        if plan.dataflow == "ws":
+        if plan.dataflow == "ws" and ctx.dpu:
+            g += _ws_dpu_fold(ctx, f, abits, bbits, acc, faults, g, tr)
+        elif plan.dataflow == "ws":
             g += _ws_fold(ctx, f, abits, bbits, acc, faults, g, tr)
         else:
             g += _os_fold(ctx, f, abits, bbits, acc, faults, g, tr)
@@ -135,12 +170,13 @@ def step_run(array, plan, abits, bbits, acc, fmt, acc_fmt, sp, faults, trace):
 
 
 def _ws_fold(ctx, f, abits, bbits, acc, faults, g0, tr):
+    """One weight-stationary fold of scalar-FMA PEs."""
     plan = ctx.plan
     R, C, M, Kd, N, k, S = plan.R, plan.C, plan.M, plan.K, plan.N, plan.k, plan.S
     nkf = plan.nfolds // (-(-N // C))
     nt, kf = divmod(f, nkf)
     n0, Ru, Cu = nt * C, int(plan.Ru[f]), int(plan.Cu[f])
-    kk = k  # operand elements per PE
+    kk = k  # operand elements per PE (1)
 
     def kcols(r):
         base = (kf * R + r) * k
@@ -151,15 +187,9 @@ def _ws_fold(ctx, f, abits, bbits, acc, faults, g0, tr):
     names = list(plan.regs)
     zero_ops = [0] * kk
     regs = {"a": _grid(R, C, zero_ops), "w": _grid(R, C, zero_ops)}
-    if ctx.dpu:
-        regs.update(prod=_grid(R, C, [(0.0, SENTINEL)] * kk), emax=_grid(R, C, SENTINEL),
-                    aligned=_grid(R, C, [0.0] * (kk + 1)), sum=_grid(R, C, (0.0, SENTINEL)),
-                    psum=_grid(R, C, 0.0))
-    else:
-        for s in range(1, plan.depth):
-            regs[f"prod{s}"] = _grid(R, C, [(0.0, SENTINEL)])
-        regs["psum"] = _grid(R, C, 0.0)
-    fused = ctx.sp.c_fused
+    for s in range(1, plan.depth):
+        regs[f"prod{s}"] = _grid(R, C, [(0.0, SENTINEL)])
+    regs["psum"] = _grid(R, C, 0.0)
     outs = 0
     t = 0
     while outs < M * C:
@@ -187,53 +217,20 @@ def _ws_fold(ctx, f, abits, bbits, acc, faults, g0, tr):
         for r in range(R):
             for c in range(C):
                 a = regs["a"][r][c]
-                if not ctx.dpu:
-                    d = plan.depth
-                    if a["tag"] >= 0:  # multiply
-                        av, ea = ctx.decode_op(a["v"][0])
-                        wv, ew = ctx.decode_op(regs["w"][r][c]["v"][0])
-                        pe = ea + ew if (ea > -511 and ew > -511) else SENTINEL
-                        prod = {"v": [(av * wv, pe)], "tag": a["tag"]}
-                    else:
-                        prod = {"v": [(0.0, SENTINEL)], "tag": -1}
-                    for s in range(1, d):
-                        new[f"prod{s}"][r][c] = prod
-                        prod = regs[f"prod{s}"][r][c]
-                    if prod["tag"] >= 0:  # add
-                        m = prod["tag"]
-                        cin = psum_in(r, c, m)
-                        v = ctx.fma(prod["v"][0][0], cin) if r < Ru else cin
-                        new["psum"][r][c] = {"v": v, "tag": m}
-                    continue
-                # dot-product unit
-                if a["tag"] >= 0:
-                    p = []
-                    for t_ in range(kk):
-                        av, ea = ctx.decode_op(a["v"][t_])
-                        wv, ew = ctx.decode_op(regs["w"][r][c]["v"][t_])
-                        p.append((av * wv, ea + ew if (ea > -511 and ew > -511) else SENTINEL))
-                    new["prod"][r][c] = {"v": p, "tag": a["tag"]}
-                x = regs["prod"][r][c]
-                if x["tag"] >= 0:
-                    m = x["tag"]
-                    cin = psum_in(r, c, m) if fused else 0.0
-                    p = np.array([q[0] for q in x["v"]])
-                    pe = np.array([q[1] for q in x["v"]], np.int64)
-                    terms = np.zeros(kk + 1)
-                    e = AK.dpu_align(p, pe, kk, cin, fused, ctx.sp.frac_bits, ctx.sp.o_emin, terms, ctx.sc, ctx.su)
-                    new["emax"][r][c] = {"v": int(e), "tag": m}
-                    new["aligned"][r][c] = {"v": list(terms[: kk + 1] if fused else terms[:kk]), "tag": m, "cin": cin}
-                x = regs["aligned"][r][c]
-                if x["tag"] >= 0:
-                    terms = np.zeros(kk + 1)
-                    terms[: len(x["v"])] = x["v"]
-                    total = AK.dpu_sum(terms, kk, fused)
-                    new["sum"][r][c] = {"v": (total, regs["emax"][r][c]["v"]), "tag": x["tag"], "cin": x["cin"]}
-                x = regs["sum"][r][c]
-                if x["tag"] >= 0:
-                    m = x["tag"]
-                    cin = x["cin"] if fused else psum_in(r, c, m)
-                    v = ctx.finish(x["v"][0], x["v"][1], cin) if r < Ru else cin
+                if a["tag"] >= 0:  # multiply
+                    av, ea = ctx.decode_op(a["v"][0])
+                    wv, ew = ctx.decode_op(regs["w"][r][c]["v"][0])
+                    pe = ea + ew if (ea > -511 and ew > -511) else SENTINEL
+                    prod = {"v": [(av * wv, pe)], "tag": a["tag"]}
+                else:
+                    prod = {"v": [(0.0, SENTINEL)], "tag": -1}
+                for s in range(1, plan.depth):
+                    new[f"prod{s}"][r][c] = prod
+                    prod = regs[f"prod{s}"][r][c]
+                if prod["tag"] >= 0:  # add
+                    m = prod["tag"]
+                    cin = psum_in(r, c, m)
+                    v = ctx.fma(prod["v"][0][0], cin) if r < Ru else cin
                     new["psum"][r][c] = {"v": v, "tag": m}
         _apply_faults(ctx, new, faults, g0 + t, names)
         if tr:
@@ -247,6 +244,122 @@ def _ws_fold(ctx, f, abits, bbits, acc, faults, g0, tr):
                     acc[x["tag"], n0 + c] = x["v"]
         # stale registers must not fire again: clear tags that were not rewritten
         for name in names:
+            if name == "w":
+                continue
+            for r in range(R):
+                for c in range(C):
+                    if not _fresh(regs[name][r][c], new[name][r][c]):
+                        new[name][r][c]["tag"] = -1
+        regs = new
+        t += 1
+    return t
+
+
+def _ws_dpu_fold(ctx, f, abits, bbits, acc, faults, g0, tr):
+    """One weight-stationary fold of dot-product units, pass by pass (see ``_pe``)."""
+    plan, sp = ctx.plan, ctx.sp
+    R, C, M, Kd, N, k, S = plan.R, plan.C, plan.M, plan.K, plan.N, plan.k, plan.S
+    pos, P, L = ctx.pos, len(ctx.pos), 3  # L: cycles per pass (_pe.PASS_CYCLES)
+    nkf = plan.nfolds // (-(-N // C))
+    nt, kf = divmod(f, nkf)
+    n0, Ru, Cu = nt * C, int(plan.Ru[f]), int(plan.Cu[f])
+    fused = sp.c_fused
+
+    def kbase(r):
+        return (kf * R + r) * k
+
+    wtile = [[[int(bbits[kbase(r) + t, n0 + c]) if (r < Ru and c < Cu and kbase(r) + t < Kd) else 0
+               for t in range(k)] for c in range(C)] for r in range(R)]
+    sfx = ["" if q == 0 else str(q) for q in range(P)]
+    has_c = [fused if q == 0 else True for q in range(P)]
+    regs = {"w": _grid(R, C, [0] * k), "psum": _grid(R, C, 0.0)}
+    for q in range(P):
+        regs[("a", q)] = _grid(R, C, [0] * len(pos[q]))
+        regs[("prod", q)] = _grid(R, C, [(0.0, SENTINEL)] * len(pos[q]))
+        regs["emax" + sfx[q]] = _grid(R, C, SENTINEL)
+        regs["aligned" + sfx[q]] = _grid(R, C, [0.0] * (len(pos[q]) + has_c[q]))
+        regs["sum" + sfx[q]] = _grid(R, C, (0.0, SENTINEL))
+        if q < P - 1:
+            regs[f"x{q + 1}"] = _grid(R, C, 0.0)
+    outs = 0
+    t = 0
+    while outs < M * C:
+        new = {n: _copy(v) for n, v in regs.items()}
+        if t < R:  # preload: the weights for row R-1-t enter at the top and shift down
+            for c in range(C):
+                new["w"][0][c]["v"] = list(wtile[R - 1 - t][c])
+                for r in range(1, R):
+                    new["w"][r][c]["v"] = list(regs["w"][r - 1][c]["v"])
+        for q in range(P):  # pass q's slice of A enters L*q cycles after pass 0's
+            for r in range(R):
+                m = t + 1 - R - r * S - L * q
+                ok = 0 <= m < M
+                new[("a", q)][r][0] = {"v": [int(abits[m, kbase(r) + p]) if ok and r < Ru and kbase(r) + p < Kd
+                                             else 0 for p in pos[q]], "tag": m if ok else -1}
+                for c in range(1, C):
+                    new[("a", q)][r][c] = dict(regs[("a", q)][r][c - 1])
+
+        def psum_in(r, c, m):
+            if r == 0:
+                return float(acc[m, n0 + c]) if c < Cu else 0.0
+            x = regs["psum"][r - 1][c]
+            assert x["tag"] == m, (x["tag"], m)
+            return x["v"]
+
+        for r in range(R):
+            for c in range(C):
+                for q in range(P):
+                    kp = len(pos[q])
+                    a = regs[("a", q)][r][c]
+                    if a["tag"] >= 0:  # multiply (reads the stationary weights now)
+                        pr = []
+                        for j, p in enumerate(pos[q]):
+                            av, ea = ctx.decode_op(a["v"][j])
+                            wv, ew = ctx.decode_op(regs["w"][r][c]["v"][p])
+                            pr.append((av * wv, ea + ew if (ea > -511 and ew > -511) else SENTINEL))
+                        new[("prod", q)][r][c] = {"v": pr, "tag": a["tag"]}
+                    x = regs[("prod", q)][r][c]
+                    if x["tag"] >= 0:  # align, with the term carried in
+                        m = x["tag"]
+                        if q == 0:
+                            cin = psum_in(r, c, m) if fused else 0.0
+                            carried, emin = cin, sp.o_emin
+                        else:
+                            xr = regs[f"x{q}"][r][c]
+                            assert xr["tag"] == m, (xr["tag"], m)
+                            carried, emin, cin = xr["v"], sp.p_emin, xr["cin"]
+                        p = np.array([v for v, _ in x["v"]] + [0.0])
+                        pe = np.array([e for _, e in x["v"]] + [0], np.int64)
+                        terms = np.zeros(kp + 1)
+                        e = AK.dpu_align(p, pe, kp, carried, has_c[q], sp.frac_bits, emin, terms, ctx.sc, ctx.su)
+                        new["emax" + sfx[q]][r][c] = {"v": int(e), "tag": m}
+                        new["aligned" + sfx[q]][r][c] = {"v": list(terms[:kp + has_c[q]]), "tag": m, "cin": cin}
+                    x = regs["aligned" + sfx[q]][r][c]
+                    if x["tag"] >= 0:  # sum
+                        terms = np.zeros(kp + 1)
+                        terms[:len(x["v"])] = x["v"]
+                        total = AK.dpu_sum(terms, kp, has_c[q])
+                        new["sum" + sfx[q]][r][c] = {"v": (total, regs["emax" + sfx[q]][r][c]["v"]),
+                                                     "tag": x["tag"], "cin": x["cin"]}
+                    x = regs["sum" + sfx[q]][r][c]
+                    if x["tag"] >= 0:  # round: into the next pass's x, or into psum
+                        m = x["tag"]
+                        if q < P - 1:
+                            new[f"x{q + 1}"][r][c] = {"v": ctx.round_pass(*x["v"]), "tag": m, "cin": x["cin"]}
+                        else:
+                            cin = x["cin"] if fused else psum_in(r, c, m)
+                            v = ctx.finish(x["v"][0], x["v"][1], cin) if r < Ru else cin
+                            new["psum"][r][c] = {"v": v, "tag": m}
+        _apply_faults(ctx, new, faults, g0 + t, list(plan.regs))
+        if tr:
+            _trace_bits(ctx, new, list(tr), tr)
+        for c in range(C):  # outputs: what the bottom row latched this cycle
+            x = new["psum"][R - 1][c]
+            if x["tag"] >= 0 and _fresh(regs["psum"][R - 1][c], x):
+                outs += 1
+                if c < Cu:
+                    acc[x["tag"], n0 + c] = x["v"]
+        for name in regs:  # stale registers must not fire again
             if name == "w":
                 continue
             for r in range(R):

@@ -46,13 +46,21 @@ def test_systolic_matches_fast_path(seed, M, K, N, R, C, dataflow, depth, dtype)
     assert 0 < res.utilization <= 1
 
 
+# not a catalogue entry: three passes (k % 3), C fused into the first; holds the DPU to
+# the rule's ``passes`` generically, not to hopper's FP8 split
+_THREE_PASS_FUSED = simulator.DatapathProfile(
+    "three_pass_test", "test only", {"fp16": simulator.StepRule(12, frac_bits=24, passes=(0, 1, 2))})
+
+
 @SETTINGS
 @given(st.integers(0, 2 ** 31), st.integers(1, 40), st.integers(1, 70), st.integers(1, 40),
        st.integers(1, 5), st.integers(1, 6),
        st.sampled_from([("hopper", np.float16, np.float32), ("hopper", ml_dtypes.bfloat16, np.float32),
                         ("hopper", np.float16, np.float16), ("hopper_wgmma", ml_dtypes.float8_e4m3fn, np.float32),
                         ("ampere", np.float16, np.float32), ("volta", np.float16, np.float16),
-                        ("hopper_wgmma", ml_dtypes.float8_e5m2, np.float32)]))
+                        ("hopper_wgmma", ml_dtypes.float8_e5m2, np.float32),
+                        ("hopper", ml_dtypes.float8_e4m3fn, np.float32), ("hopper", ml_dtypes.float8_e5m2, np.float32),
+                        ("hopper", ml_dtypes.float8_e4m3fn, np.float16), (_THREE_PASS_FUSED, np.float16, np.float32)]))
 def test_tensor_core_matches_fast_path(seed, M, K, N, R, C, case):
     profile, dtype, c_dtype = case
     a, b, c = _operands(seed, M, K, N, dtype, c_dtype)
@@ -60,9 +68,32 @@ def test_tensor_core_matches_fast_path(seed, M, K, N, R, C, case):
     res = arr.run(a, b, c)
     np.testing.assert_array_equal(_bits(res.output), _bits(simulator.matmul(a, b, c, profile=profile)))
     rule = simulator.get_profile(profile).rule(simulator.matmul.__globals__["input_format_of"](a.dtype).name)
-    S = 3 if rule.c_mode == "fused" else 1
+    P = max(rule.passes) + 1
+    S = 3 * P if rule.c_mode == "fused" else 1
     steps = -(-K // rule.k)
-    assert res.cycles == -(-steps // R) * -(-N // C) * (R + M + C - 2 + (R - 1) * S + 4)
+    assert res.cycles == -(-steps // R) * -(-N // C) * (R + M + C - 2 + (R - 1) * S + 3 * P + 1)
+
+
+def test_multi_pass_registers_and_cycles():
+    arr = TensorCoreArray(4, 3, "hopper")
+    regs = dict(arr.registers("e4m3"))
+    assert list(regs) == ["a", "w", "prod", "emax", "aligned", "sum", "x1", "emax1", "aligned1", "sum1", "psum"]
+    assert regs["a"] == 32 * 8 and regs["prod"] == 32 * (1 + 10 + 8)
+    assert regs["aligned"] == 16 * 28 and regs["aligned1"] == 17 * 28  # pass 1 carries x1
+    assert regs["sum"] == 10 + 28 + 4 and regs["sum1"] == 10 + 28 + 5 and regs["x1"] == 32
+    # two passes, C after: depth 3*2 + 1, skew 1
+    assert arr.cycles(10, 64, 3, "e4m3") == 1 * 1 * (4 + 10 + 3 - 2 + 3 + 7)
+    sites = arr.fault_sites(5, 64, 3, "e4m3")
+    assert sites.cycles == 4 + 5 + 3 - 2 + 3 + 7
+    # pass 1's registers are live three cycles after pass 0's: item m at PE (r, c) has
+    # base cycle R + m + r + c
+    r, c = 1, 2
+    base = 4 + r + c
+    assert sites.live_cycles("emax", (r, c)).tolist() == [base + 1 + m for m in range(5)]
+    assert sites.live_cycles("emax1", (r, c)).tolist() == [base + 4 + m for m in range(5)]
+    assert sites.live_cycles("x1", (r, c)).tolist() == [base + 3 + m for m in range(5)]
+    assert sites.live_cycles("psum", (r, c)).tolist() == [base + 6 + m for m in range(5)]
+    assert set(sites.live_cycles("a", (r, c)).tolist()) == {base - 1 + m + d for m in range(5) for d in (0, 3)}
 
 
 def test_specials_and_tf32_match_fast_path():
@@ -71,23 +102,34 @@ def test_specials_and_tf32_match_fast_path():
     for arr, prof in ((SystolicArray(4, 3), "systolic_fma"), (SystolicArray(3, 4, "os"), "systolic_fma"),
                       (TensorCoreArray(2, 3), "hopper")):
         np.testing.assert_array_equal(_bits(arr.run(a, b, c).output), _bits(simulator.matmul(a, b, c, profile=prof)))
+    for dtype in (ml_dtypes.float8_e5m2, ml_dtypes.float8_e4m3fn):  # two passes: specials in either pass
+        a8, b8, c8 = _operands(4, 7, 70, 5, dtype)
+        a8[0, 2], a8[1, 3], b8[3, 1], b8[34, 4] = np.nan, -np.inf, np.inf, np.inf
+        a8[2, 30] = 240.0
+        b8[30, :] = 240.0  # a binary32 overflow is not possible, but a large pass-0 term is
+        np.testing.assert_array_equal(_bits(TensorCoreArray(3, 2).run(a8, b8, c8).output),
+                                      _bits(simulator.matmul(a8, b8, c8)))
     a32, b32, c = _operands(2, 6, 19, 5, np.float32)
     np.testing.assert_array_equal(_bits(TensorCoreArray(2, 2, "ampere").run(a32, b32, c, input_format="tf32").output),
                                   _bits(simulator.matmul(a32, b32, c, profile="ampere", input_format="tf32")))
 
 
-@pytest.mark.parametrize("arr", [SystolicArray(3, 4), SystolicArray(4, 3, "os"), SystolicArray(2, 3, "ws", pipeline_depth=3),
-                                 SystolicArray(3, 2, "os", pipeline_depth=2), TensorCoreArray(2, 3, "hopper")])
+@pytest.mark.parametrize("arr,dtype", [(SystolicArray(3, 4), np.float16), (SystolicArray(4, 3, "os"), np.float16),
+                                       (SystolicArray(2, 3, "ws", pipeline_depth=3), np.float16),
+                                       (SystolicArray(3, 2, "os", pipeline_depth=2), np.float16),
+                                       (TensorCoreArray(2, 3, "hopper"), np.float16),
+                                       (TensorCoreArray(2, 3, "hopper"), ml_dtypes.float8_e4m3fn)])
 @pytest.mark.parametrize("shape", [(5, 7, 6), (1, 1, 1), (4, 40, 3)])
-def test_reference_stepper_counts_same_cycles_and_bits(arr, shape):
+def test_reference_stepper_counts_same_cycles_and_bits(arr, dtype, shape):
     """The slow stepper shuffles registers until the last output drains."""
-    a, b, c = _operands(3, *shape)
+    a, b, c = _operands(3, *shape, dtype)
     reg = arr.registers()[-1][0]
     fast = arr.run(a, b, c)
     slow = arr.run(a, b, c, trace=(reg, "a"))
     np.testing.assert_array_equal(_bits(fast.output), _bits(slow.output))
     assert slow.trace[reg].shape[:3] == (fast.cycles, arr.rows, arr.cols)
-    assert fast.cycles == arr.cycles(shape[0], shape[1], shape[2])
+    fmt = {np.dtype(np.float16): "fp16", np.dtype(ml_dtypes.float8_e4m3fn): "e4m3"}[np.dtype(dtype)]
+    assert fast.cycles == arr.cycles(shape[0], shape[1], shape[2], fmt)
 
 
 def test_scale_sim_examples():
