@@ -1,0 +1,174 @@
+"""Running a :class:`faults.ModelCampaign` into its results database, here, on a local
+process pool, or on a Dask distributed cluster.
+
+Workers compute result rows (:func:`faults._model_campaign.run_trials`, a runner with
+its golden runs cached per process); this process is the only writer and stores each
+batch of rows in one transaction as it arrives.  Which trials run where changes
+nothing: trial ``i``'s fault and result are pure functions of ``(campaign, i)``.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._model_campaign import ModelCampaign, _Runner, run_trials, site_space
+from ._store import ResultStore
+
+__all__ = ["run_model_campaign", "resume_model_campaign", "CampaignRun", "EXECUTORS"]
+
+#: Executors of :func:`run_model_campaign` (a Dask scheduler address selects ``"dask"``).
+EXECUTORS = ("process", "serial", "dask")
+
+
+@dataclass(frozen=True)
+class CampaignRun:
+    """What one call of :func:`run_model_campaign` / :func:`resume_model_campaign` did.
+
+    Attributes:
+        path: the results database; campaign: the campaign; total: trials planned;
+        ran: trials run by this call; done: trials stored now; seconds: wall time of
+        this call; trial_seconds: wall time from the first trial submitted to the last
+        stored (setup excluded); executor: which executor ran them.
+    """
+
+    path: Path
+    campaign: ModelCampaign
+    total: int
+    ran: int
+    done: int
+    seconds: float
+    trial_seconds: float
+    executor: str
+
+    @property
+    def complete(self) -> bool:
+        return self.done == self.total
+
+
+def _batches(ids, size):
+    return [ids[i:i + size] for i in range(0, len(ids), size)]
+
+
+def _bar(total, progress, desc):
+    from tqdm import tqdm
+
+    return tqdm(total=total, disable=not progress, desc=desc, unit="trial", smoothing=0.1)
+
+
+def run_model_campaign(campaign: ModelCampaign, path, *, executor: str = "process", workers: int | None = None,
+                 scheduler=None, batch_size: int | None = None, progress: bool = False,
+                 max_trials: int | None = None) -> CampaignRun:
+    """Run a campaign into the database at ``path``, creating it or continuing it.
+
+    Args:
+        campaign: the :class:`ModelCampaign`.
+        path: the SQLite results database.  An existing one must hold this campaign
+            (else :class:`faults.CampaignMismatchError`); its stored trials are kept
+            and only the missing ones run.
+        executor: ``"process"`` (a local process pool, the default; spawned
+            processes, so a calling script needs ``if __name__ == "__main__":``),
+            ``"serial"`` (this process) or ``"dask"``.
+        workers: pool processes (default: ``os.cpu_count()``).
+        scheduler: a Dask scheduler address (``"tcp://host:port"``) or a
+            ``distributed.Client``; implies ``executor="dask"``.
+        batch_size: trials per task (default: about 8 tasks per worker, 4..64 trials).
+        progress: show a tqdm progress bar.
+        max_trials: stop after this many new trials (None: all).
+    Returns:
+        A :class:`CampaignRun`.
+    """
+    if not isinstance(campaign, ModelCampaign):
+        raise TypeError(f"campaign must be a ModelCampaign, not {type(campaign).__name__}")
+    if scheduler is not None:
+        executor = "dask"
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, not {executor!r}")
+    if executor == "dask" and scheduler is None:
+        raise ValueError("scheduler must be a Dask scheduler address or Client for executor 'dask', not None")
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"workers must be an int >= 1 or None, not {workers!r}")
+    t0 = time.perf_counter()
+    path = Path(path)
+    if path.exists():
+        store = ResultStore.open(path, campaign)
+    else:
+        space = site_space(campaign)
+        store = ResultStore.create(path, campaign, space.strata)
+    try:
+        return _execute(store, executor, workers, scheduler, batch_size, progress, max_trials, t0)
+    finally:
+        store.close()
+
+
+def resume_model_campaign(path, **kw) -> CampaignRun:
+    """Run the trials a database's campaign is missing (keywords as :func:`run_model_campaign`)."""
+    with ResultStore.open(path) as store:
+        campaign = store.campaign
+    return run_model_campaign(campaign, path, **kw)
+
+
+def _execute(store, executor, workers, scheduler, batch_size, progress, max_trials, t0):
+    campaign = store.campaign
+    pending = store.pending()
+    if max_trials is not None:
+        pending = pending[:max_trials]
+    workers = workers or os.cpu_count() or 1
+    if executor == "serial":
+        workers = 1
+    size = batch_size or max(4, min(64, -(-len(pending) // (8 * workers)) if pending else 4))
+    batches = _batches(pending, size)
+    cj = campaign.to_json()
+    bar = _bar(len(pending), progress, f"campaign {campaign.digest}")
+    ts = None
+
+    def store_rows(rows):
+        store.write(rows)
+        bar.update(len(rows))
+
+    try:
+        if not batches:
+            pass
+        elif executor == "serial":
+            runner = _Runner(campaign)
+            ts = time.perf_counter()
+            for b in batches:
+                store_rows(runner.run_many(b))
+        elif executor == "process":
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            ctx = multiprocessing.get_context("spawn")  # JAX is multithreaded: never fork it
+            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+                ts = time.perf_counter()
+                it = iter(batches)
+                inflight = set()
+                for b in it:  # at most 2 tasks per worker in flight: little lost work on a kill
+                    inflight.add(pool.submit(run_trials, cj, b, threads))
+                    if len(inflight) >= 2 * workers:
+                        break
+                while inflight:
+                    done, inflight = wait(inflight, return_when=FIRST_COMPLETED)
+                    for f in done:
+                        store_rows(f.result())
+                        nxt = next(it, None)
+                        if nxt is not None:
+                            inflight.add(pool.submit(run_trials, cj, nxt, threads))
+        else:
+            from distributed import Client, as_completed
+
+            client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
+            try:
+                ts = time.perf_counter()
+                futs = [client.submit(run_trials, cj, b, 1, pure=False) for b in batches]
+                for f in as_completed(futs):
+                    store_rows(f.result())
+            finally:
+                if client is not scheduler:
+                    client.close()
+    finally:
+        bar.close()
+    t1 = time.perf_counter()
+    return CampaignRun(store.path, campaign, store.total, len(pending), store.count(), t1 - t0,
+                       0.0 if ts is None else t1 - ts, executor)

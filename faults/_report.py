@@ -1,0 +1,181 @@
+"""Vulnerability reports of a campaign's results database, with confidence intervals.
+
+Each trial weighs ``population / trials`` of its stratum, so groups that span strata
+(a format's rate under layer stratification) are population-weighted estimates; a
+rate's interval uses the effective sample size ``(sum w)^2 / sum w^2`` (Kish), which
+is the plain count when the weights are equal.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ._model_campaign import OUTCOMES, TRIAL_COLUMNS
+from ._stats import proportion_interval
+from ._store import ResultStore
+
+__all__ = ["CampaignReport", "ReportRow", "model_campaign_report", "GROUPINGS"]
+
+#: Report groupings: name -> the trial columns that form a group's key.
+GROUPINGS = {"format": ("format",), "layer": ("format", "layer"), "register": ("format", "register"),
+             "bit": ("format", "register", "bit")}
+_IDX = {c: i for i, c in enumerate(TRIAL_COLUMNS)}
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One group of trials.
+
+    Attributes:
+        key: the group's values of the grouping's columns.
+        n: trials; rates: outcome -> estimated fraction (population-weighted);
+        sdc: fraction with an undetected corrupted output (benign + critical + NaN/Inf),
+        sdc_ci: its (lo, hi); critical: critical SDC + NaN/Inf fraction (a wrong or
+        non-finite prediction), critical_ci: its (lo, hi).
+    """
+
+    key: tuple
+    n: int
+    rates: dict
+    sdc: float
+    sdc_ci: tuple
+    critical: float
+    critical_ci: tuple
+
+
+@dataclass(frozen=True)
+class CampaignReport:
+    """A campaign's results summarised by :data:`GROUPINGS`.
+
+    Attributes:
+        path: the database; campaign: its :class:`faults.ModelCampaign`;
+        total, done: trials planned and stored; confidence, method: of the intervals;
+        tables: grouping name -> tuple of :class:`ReportRow`.
+    """
+
+    path: Path
+    campaign: object
+    total: int
+    done: int
+    confidence: float
+    method: str
+    tables: dict
+
+    def text(self, groupings=("format", "layer", "register")) -> str:
+        """A plain-text table per grouping."""
+        c = self.campaign
+        pct = int(round(self.confidence * 100))
+        lines = [f"campaign {c.digest}: {c.model} on {c.batch} images, {type(c.array).__name__} "
+                 f"{c.array.rows}x{c.array.cols} {c.array.profile}, {c.level}-level faults, "
+                 f"formats {','.join(c.formats)}; {self.done}/{self.total} trials; {pct}% {self.method} intervals"]
+        for g in groupings:
+            rows = self.tables[g]
+            lines.append("")
+            head = f"{'/'.join(GROUPINGS[g]):<40} {'n':>6}  " + " ".join(f"{o[:8]:>8}" for o in OUTCOMES)
+            lines.append(head + f"  {'SDC [CI]':>22}  {'critical [CI]':>22}")
+            for r in rows:
+                key = "/".join(str(k) for k in r.key)
+                rates = " ".join(f"{100 * r.rates[o]:7.2f}%" for o in OUTCOMES)
+                lines.append(f"{key[:40]:<40} {r.n:>6}  {rates}  "
+                             f"{_ci(r.sdc, r.sdc_ci):>22}  {_ci(r.critical, r.critical_ci):>22}")
+        return "\n".join(lines)
+
+    def plot(self, directory=None) -> list:
+        """Bar charts (per layer, per register) and per-bit curves with error bars,
+        saved as PNG next to the database (or in ``directory``); returns the paths."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        out = []
+        base = Path(directory) if directory else self.path.parent
+        stem = self.path.stem
+        for g in ("layer", "register"):
+            rows = self.tables[g]
+            if not rows:
+                continue
+            fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(rows) + 2), 4))
+            x = np.arange(len(rows))
+            for off, (name, get, ci) in zip((-0.2, 0.2), (("SDC", "sdc", "sdc_ci"),
+                                                          ("critical", "critical", "critical_ci"))):
+                v = np.array([getattr(r, get) for r in rows]) * 100
+                lo = np.array([getattr(r, ci)[0] for r in rows]) * 100
+                hi = np.array([getattr(r, ci)[1] for r in rows]) * 100
+                ax.bar(x + off, v, 0.4, yerr=[np.maximum(v - lo, 0), np.maximum(hi - v, 0)], capsize=3, label=name)
+            ax.set_xticks(x, ["/".join(str(k) for k in r.key).replace("/conv_general_dilated", "")
+                              .replace("/dot_general", "") for r in rows], rotation=30, ha="right", fontsize=8)
+            ax.set_ylabel("% of trials")
+            ax.set_title(f"vulnerability per {g} ({int(self.confidence * 100)}% CI)")
+            ax.legend()
+            fig.tight_layout()
+            p = base / f"{stem}_{g}.png"
+            fig.savefig(p, dpi=100)
+            plt.close(fig)
+            out.append(p)
+        rows = self.tables["bit"]
+        if rows:
+            fig, ax = plt.subplots(figsize=(7, 4))
+            series: dict = {}
+            for r in rows:
+                series.setdefault(r.key[:2], []).append(r)
+            for (fmt, reg), rs in series.items():
+                b = np.array([r.key[2] for r in rs])
+                v = np.array([r.sdc for r in rs]) * 100
+                lo = np.array([r.sdc_ci[0] for r in rs]) * 100
+                hi = np.array([r.sdc_ci[1] for r in rs]) * 100
+                ax.errorbar(b, v, yerr=[np.maximum(v - lo, 0), np.maximum(hi - v, 0)], marker="o", ms=3, capsize=2, label=f"{fmt} {reg}")
+            ax.set_xlabel("bit position")
+            ax.set_ylabel("SDC % of trials")
+            ax.set_title("SDC rate per bit position")
+            ax.legend(fontsize=7)
+            fig.tight_layout()
+            p = base / f"{stem}_bit.png"
+            fig.savefig(p, dpi=100)
+            plt.close(fig)
+            out.append(p)
+        return out
+
+
+def _ci(v, ci):
+    return f"{100 * v:5.1f}% [{100 * ci[0]:4.1f},{100 * ci[1]:5.1f}]"
+
+
+def model_campaign_report(path, confidence: float | None = None, method: str = "wilson") -> CampaignReport:
+    """Summarise a results database.
+
+    Args:
+        path: the database.
+        confidence: interval confidence (default: the campaign's).
+        method: ``"wilson"`` or ``"clopper-pearson"``.
+    """
+    with ResultStore.open(path) as store:
+        rows = store.rows()
+        strata = store.strata()
+        campaign, total = store.campaign, store.total
+    confidence = campaign.confidence if confidence is None else confidence
+    done_per = {}
+    for r in rows:
+        done_per[r[_IDX["stratum"]]] = done_per.get(r[_IDX["stratum"]], 0) + 1
+    weight = {s: pop / done_per[s] for s, _, _, pop, _, _ in strata if done_per.get(s)}
+    tables = {}
+    for g, cols in GROUPINGS.items():
+        groups: dict = {}
+        for r in rows:
+            groups.setdefault(tuple(r[_IDX[c]] for c in cols), []).append(r)
+        out = []
+        for key in sorted(groups):
+            rs = groups[key]
+            w = np.array([weight[r[_IDX["stratum"]]] for r in rs])
+            w = w / w.sum()
+            n_eff = 1.0 / float((w ** 2).sum())
+            oc = np.array([r[_IDX["outcome"]] for r in rs])
+            rates = {o: float(w[oc == o].sum()) for o in OUTCOMES}
+            sdc = rates["benign_sdc"] + rates["critical_sdc"] + rates["nan_inf"]
+            crit = rates["critical_sdc"] + rates["nan_inf"]
+            out.append(ReportRow(key, len(rs), rates, sdc, proportion_interval(sdc * n_eff, n_eff, confidence, method),
+                                 crit, proportion_interval(crit * n_eff, n_eff, confidence, method)))
+        tables[g] = tuple(out)
+    return CampaignReport(Path(path), campaign, total, len(rows), confidence, method, tables)
