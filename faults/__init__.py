@@ -1,7 +1,9 @@
 """gemmfi.faults: fault specifications, fault sites, campaigns and outcome classes."""
 from ._fault import FAULT_KINDS, Fault, OutputFault, apply_output_faults
+from ._campaign import CampaignResult, compare_schemes, count_false_alarms, coverage_table, run_campaign
 
-__all__: list[str] = ["FAULT_KINDS", "Fault", "OutputFault", "apply_output_faults"]
+__all__: list[str] = ["FAULT_KINDS", "Fault", "OutputFault", "apply_output_faults",
+                      "CampaignResult", "run_campaign", "compare_schemes", "count_false_alarms", "coverage_table"]
 
 # ---- model campaigns (issue 5): statistics, campaigns, results store, executors, reports ----
 from ._executor import EXECUTORS, CampaignRun, resume_model_campaign, run_model_campaign  # noqa: E402

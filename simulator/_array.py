@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 from faults._fault import Fault, OutputFault, apply_output_faults
@@ -710,8 +711,15 @@ class GoldenRun:
         else:
             acc = self.c[i0:i1, n0:n1].astype(np.float64)
             before = self.output[i0:i1, n0:n1].astype(np.float64)
-        self.array._kernel_run(self.ops.sub(i0, i1, k0, k1, n0, n1), acc, ev, em,
-                               np.array([0, len(ev)], np.int64))
+        # one thread: the sub-problem is a few rows of one fold, and a parallel region's
+        # barrier costs more than it saves (much more on a loaded machine)
+        threads = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            self.array._kernel_run(self.ops.sub(i0, i1, k0, k1, n0, n1), acc, ev, em,
+                                   np.array([0, len(ev)], np.int64))
+        finally:
+            numba.set_num_threads(threads)
         changed = not _same(acc, before).all()
         out = self.output
         if changed:

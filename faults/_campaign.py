@@ -1,0 +1,205 @@
+"""Fault-injection campaigns: N random single-bit register faults against one GEMM.
+
+A campaign draws faults uniformly over a configuration's fault sites x bits x live
+cycles (datapath registers and the protection schemes' check bits and checker
+registers alike; :meth:`protection.ProtectedSites.draw`), runs each against one GEMM
+on a shared golden run (only the fold and rows a fault touches are recomputed), and
+counts outcomes (:data:`protection.OUTCOMES`): masked, detected-and-corrected,
+detected-uncorrected, silent data corruption.  False alarms are counted on fault-free
+runs.  Costs (added cycles, added register bits) come with the ratio to the
+unprotected array.
+
+Fault i of a campaign depends only on (seed, i), and with ``store`` each finished trial
+is appended to a JSON-lines file at once, so a killed campaign resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+__all__ = ["CampaignResult", "run_campaign", "compare_schemes", "count_false_alarms", "coverage_table"]
+
+_OUTCOMES = ("masked", "corrected", "detected", "sdc")
+
+
+@dataclass(frozen=True)
+class CampaignResult:
+    """Outcome counts and costs of one campaign.
+
+    Attributes:
+        scheme: the protected configuration's name ("none": unprotected).
+        n: injections; counts: outcome -> count (read-only mapping).
+        false_alarms: fault-free runs that raised an alarm; clean_runs: how many ran.
+        base_cycles, cycles: of the GEMM without / with the schemes' stages (no re-runs).
+        recompute_cycles: mean cycles re-computing after a detection, per injection.
+        base_bits, added_bits: register bits of the array and what the schemes add.
+        sites: live fault points (bits x cycles) the faults were drawn from.
+        seconds: wall time of the injections.
+        by_register: register -> (outcome -> count): where the faults landed.
+    """
+
+    scheme: str
+    n: int
+    counts: MappingProxyType
+    false_alarms: int
+    clean_runs: int
+    base_cycles: int
+    cycles: int
+    recompute_cycles: float
+    base_bits: int
+    added_bits: int
+    sites: int
+    seconds: float
+    by_register: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+
+    def fraction(self, outcome: str) -> float:
+        """Share of injections with that outcome."""
+        if outcome not in _OUTCOMES:
+            raise ValueError(f"outcome must be one of {_OUTCOMES}, not {outcome!r}")
+        return self.counts.get(outcome, 0) / self.n if self.n else 0.0
+
+    @property
+    def added_cycles(self) -> int:
+        return self.cycles - self.base_cycles
+
+    @property
+    def cycles_ratio(self) -> float:
+        return self.cycles / self.base_cycles if self.base_cycles else 1.0
+
+    @property
+    def bits_ratio(self) -> float:
+        return (self.base_bits + self.added_bits) / self.base_bits if self.base_bits else 1.0
+
+    @property
+    def rate(self) -> float:
+        """Injections per second."""
+        return self.n / self.seconds if self.seconds else float("inf")
+
+
+def _protected(array):
+    from protection import ProtectedArray
+    return array if isinstance(array, ProtectedArray) else ProtectedArray(array, ())
+
+
+def run_campaign(array, a, b, c=None, *, n: int = 1000, seed: int = 0, input_format=None, golden=None,
+                 store: str | None = None, clean=()) -> CampaignResult:
+    """Inject n random single-bit transient flips into one GEMM and count outcomes.
+
+    Args:
+        array: a SystolicArray / TensorCoreArray (unprotected) or a
+            :class:`protection.ProtectedArray`.
+        a, b, c: the GEMM (as ``array.run``).
+        n: injections (>= 0); seed: the fault stream (fault i depends on (seed, i)).
+        golden: a :class:`simulator.GoldenRun` of this GEMM on the array, to share
+            across campaigns (built here when None).
+        store: JSON-lines file: each trial is appended as it finishes; trials already
+            there (same configuration, seed and shape) are not re-run.
+        clean: extra fault-free GEMMs ((a, b, c) tuples) whose false alarms are counted,
+            besides this GEMM's own fault-free run.
+    """
+    from protection import OUTCOMES
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ValueError(f"n must be an int >= 0, not {n!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, not {seed!r}")
+    parray = _protected(array)
+    if golden is None:
+        golden = parray.array.golden(a, b, c, input_format=input_format)
+    ev = parray.evaluator(golden)
+    M, K, N = golden.shape
+    sites = parray.fault_sites(M, K, N, golden.fmt.name, golden.acc_fmt.name)
+    done = {}
+    header = {"config": repr(parray), "seed": seed, "shape": [M, K, N], "format": golden.fmt.name}
+    if store is not None:
+        done = _load(store, header)
+    counts = dict.fromkeys(OUTCOMES, 0)
+    by_reg = {}
+    rec = 0
+    t0 = time.perf_counter()
+    fh = None
+    try:
+        for i in range(n):
+            if i in done:
+                outcome, cyc, reg = done[i]
+            else:
+                fault = sites.draw(seed, i)
+                res = ev.evaluate((fault,))
+                outcome, cyc, reg = res.outcome, res.recompute_cycles, fault.register
+                if store is not None:
+                    if fh is None:
+                        fh = open(store, "a")
+                        if os.path.getsize(store) == 0:
+                            fh.write(json.dumps({"header": header}) + "\n")
+                    fh.write(json.dumps({"i": i, "outcome": outcome, "recompute": cyc, "register": reg}) + "\n")
+                    fh.flush()
+            counts[outcome] += 1
+            br = by_reg.setdefault(reg, dict.fromkeys(OUTCOMES, 0))
+            br[outcome] += 1
+            rec += cyc
+    finally:
+        if fh is not None:
+            fh.close()
+    seconds = time.perf_counter() - t0
+    fa = int(bool(ev.false_alarms)) + count_false_alarms(parray, clean, input_format=input_format)
+    cost = parray.cost(M, K, N, golden.fmt.name, golden.acc_fmt.name)
+    return CampaignResult(parray.name, n, MappingProxyType(counts), fa, 1 + len(clean), cost.base_cycles,
+                          cost.cycles, rec / n if n else 0.0, cost.base_bits, cost.added_bits, sites.size, seconds,
+                          MappingProxyType({k: MappingProxyType(v) for k, v in by_reg.items()}))
+
+
+def _load(path, header):
+    done = {}
+    if not os.path.exists(path):
+        return done
+    with open(path) as fh:
+        lines = [json.loads(x) for x in fh if x.strip()]
+    if lines and lines[0].get("header") != header:
+        raise ValueError(f"store must hold trials of this campaign ({header}), not {lines[0].get('header')}")
+    for x in lines[1:]:
+        done[int(x["i"])] = (x["outcome"], int(x["recompute"]), x["register"])
+    return done
+
+
+def count_false_alarms(array, gemms, *, input_format=None) -> int:
+    """Fault-free GEMMs ((a, b, c) tuples) on which a scheme raises an alarm."""
+    parray = _protected(array)
+    if not parray.schemes:
+        return 0
+    n = 0
+    for g in gemms:
+        a, b, c = (tuple(g) + (None,))[:3]
+        ev = parray.evaluator(parray.array.golden(a, b, c, input_format=input_format))
+        n += bool(ev.false_alarms)
+    return n
+
+
+def compare_schemes(array, schemes, a, b, c=None, *, n: int = 1000, seed: int = 0, input_format=None,
+                    clean=()) -> tuple:
+    """One campaign on the unprotected array and one per scheme (or tuple of schemes),
+    sharing one golden run.  Returns (baseline, *per-scheme) CampaignResults."""
+    from protection import ProtectedArray
+    golden = array.golden(a, b, c, input_format=input_format)
+    out = [run_campaign(array, a, b, c, n=n, seed=seed, input_format=input_format, golden=golden)]
+    for s in schemes:
+        s = s if isinstance(s, tuple) else (s,)
+        out.append(run_campaign(ProtectedArray(array, s), a, b, c, n=n, seed=seed, input_format=input_format,
+                                golden=golden, clean=clean))
+    return tuple(out)
+
+
+def coverage_table(results) -> str:
+    """A Markdown table: scheme x outcome shares x added cycles x added bits (ratios to
+    the first row's unprotected array)."""
+    head = ("| scheme | masked | corrected | detected | SDC | false alarms | added cycles (ratio) "
+            "| re-run cycles/inj. | added bits (ratio) | inj./s |")
+    lines = [head, "|" + "---|" * 10]
+    for r in results:
+        lines.append(f"| {r.scheme} | {r.fraction('masked'):.3f} | {r.fraction('corrected'):.3f} | "
+                     f"{r.fraction('detected'):.3f} | {r.fraction('sdc'):.3f} | {r.false_alarms}/{r.clean_runs} | "
+                     f"{r.added_cycles} ({r.cycles_ratio:.3f}) | {r.recompute_cycles:.0f} | "
+                     f"{r.added_bits} ({r.bits_ratio:.3f}) | {r.rate:.0f} |")
+    return "\n".join(lines)
