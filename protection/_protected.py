@@ -280,7 +280,7 @@ class Evaluator:
 
     def __init__(self, parray, golden):
         self.golden = golden
-        self.L = L = _Layout(parray, golden.plan, golden.fmt, golden.acc_fmt)
+        self.L = _Layout(parray, golden.plan, golden.fmt, golden.acc_fmt)
         self.out_bits = golden.output.view(golden.acc_fmt.uint_dtype)
         self._abft = None
         self._abft_sums = None

@@ -39,13 +39,12 @@ from . import _array_kernels as AK
 from . import _kernels as K
 from . import _pe
 from ._formats import Format, get_format
-from ._matmul import input_format_of, operand_arrays, step_params
+from ._matmul import check_gemm_args, operand_arrays, step_params
 from ._profiles import DatapathProfile, get_profile
 
 __all__ = ["SystolicArray", "TensorCoreArray", "ArrayResult", "FaultSites", "DATAFLOWS"]
 
 DATAFLOWS = ("ws", "os")
-_ACC_DTYPES = {np.dtype(np.float32): "fp32", np.dtype(np.float16): "fp16"}
 _ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 _CHUNK = 32  # rows of M per thread task in the weight-stationary kernels
 
@@ -324,30 +323,7 @@ def _bits64(vals: np.ndarray, fmt: Format, x: np.ndarray) -> np.ndarray:
 
 class _ArrayBase:
     def _prepare(self, a, b, c, input_format):
-        prof: DatapathProfile = self._profile
-        for name, x in (("a", a), ("b", b)):
-            if not isinstance(x, np.ndarray):
-                raise TypeError(f"{name} must be a numpy array, not {type(x).__name__}")
-            if x.ndim != 2:
-                raise ValueError(f"{name} must be 2-D, not {x.ndim}-D with shape {x.shape}")
-        if a.dtype != b.dtype:
-            raise TypeError(f"a and b must have the same dtype, not {a.dtype} and {b.dtype}")
-        fmt = input_format_of(a.dtype, input_format)
-        rule = prof.rule(fmt.name)
-        M, Kd = a.shape
-        if b.shape[0] != Kd:
-            raise ValueError(f"b must have shape ({Kd}, N) to match a's K={Kd}, not {b.shape}")
-        N = b.shape[1]
-        if c is None:
-            c = np.zeros((M, N), np.float32)
-        if not isinstance(c, np.ndarray) or c.dtype not in _ACC_DTYPES:
-            raise TypeError(f"c must be a float32 or float16 array, not {getattr(c, 'dtype', type(c).__name__)}")
-        if c.shape != (M, N):
-            raise ValueError(f"c must have shape {(M, N)}, not {c.shape}")
-        acc = get_format(_ACC_DTYPES[c.dtype])
-        if acc.name not in prof.accumulators:
-            raise ValueError(f"profile {prof.name!r} supports accumulators {prof.accumulators}, not {acc.name}")
-        return fmt, rule, acc, c, (M, Kd, N)
+        return check_gemm_args(self._profile, a, b, c, input_format)
 
     def _check_faults(self, plan, faults):
         reg_faults, out_faults = [], []
@@ -460,10 +436,10 @@ class SystolicArray(_ArrayBase):
         if self.dataflow not in DATAFLOWS:
             raise ValueError(f"dataflow must be one of {DATAFLOWS}, not {self.dataflow!r}")
         prof = get_profile(self.profile)
-        bad = [f for f, r in prof.rules.items() if r.k != 1 or r.frac_bits is not None]
+        bad = [f for f, r in prof.rules.items() if r.k != 1 or r.frac_bits is not None or r.rounding != "rne"]
         if bad:
-            raise ValueError(f"profile must be a scalar-FMA profile (every rule k=1, frac_bits=None) such as "
-                             f"'systolic_fma', not {prof.name!r} (use TensorCoreArray)")
+            raise ValueError(f"profile must be a scalar-FMA profile (every rule k=1, frac_bits=None, rounding "
+                             f"'rne') such as 'systolic_fma', not {prof.name!r} (use TensorCoreArray)")
         if not isinstance(self.pipeline_depth, int) or not 1 <= self.pipeline_depth <= 16:
             raise ValueError(f"pipeline_depth must be an int in [1, 16], not {self.pipeline_depth!r}")
 

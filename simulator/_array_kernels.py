@@ -41,7 +41,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._kernels import SENTINEL, acc_align_exp, round_bits, scale_bits, unscale_bits
+from ._kernels import SENTINEL, acc_align_exp, round_bits, round_sum, scale_bits, unscale_bits
 
 # register codes used in events
 REG_A, REG_W, REG_PROD, REG_EMAX, REG_ALIGNED, REG_SUM, REG_PSUM, REG_X = 0, 1, 2, 3, 4, 5, 6, 7
@@ -189,13 +189,12 @@ def wrap_mag(t, width):
 # ---- datapath stages -----------------------------------------------------------------
 @njit(cache=True)
 def fma_add(p, c, o_man, o_emin, o_max, o_ovf, sc, su):
-    """The scalar PE's add stage: round(c + p) (p exact) -> float64, as ``fma_gemm``."""
-    sc[0] = c + p
-    u = su[0]
-    su[0] = round_bits(u, o_man, o_emin, o_max, True, o_ovf)
-    if su[0] == _U0:
-        su[0] = u & ~_MAG  # zero results keep IEEE 754 signs, as the core's fma_gemm
-    return sc[0]
+    """The scalar PE's add stage: c + p (p exact) rounded once to nearest even -> float64.
+
+    The core's :func:`round_sum`, as ``fma_gemm`` uses it (SystolicArray admits only
+    round-to-nearest-even FMA rules).
+    """
+    return round_sum(np.float64(c), np.float64(p), o_man, o_emin, o_max, True, o_ovf)
 
 
 @njit(cache=True)

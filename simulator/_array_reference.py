@@ -157,7 +157,6 @@ def step_run(array, plan, abits, bbits, acc, fmt, acc_fmt, sp, faults, trace):
     faults = sorted(faults, key=lambda f: f.cycle)  # stable: ties keep the caller's order
     tr = {name: [] for name in trace}
     acc = acc.copy()
-    R, C, M, Kd, N = plan.R, plan.C, plan.M, plan.K, plan.N
     g = 0
     for f in range(plan.nfolds):
         if plan.dataflow == "ws" and ctx.dpu:
@@ -378,7 +377,7 @@ def _fresh(old, new):
 
 def _os_fold(ctx, f, abits, bbits, acc, faults, g0, tr):
     plan = ctx.plan
-    R, C, M, Kd, N, d = plan.R, plan.C, plan.M, plan.K, plan.N, plan.depth
+    R, C, Kd, N, d = plan.R, plan.C, plan.K, plan.N, plan.depth
     nnt = -(-N // C)
     mt, nt = divmod(f, nnt)
     m0, n0, Ru, Cu = mt * R, nt * C, int(plan.Ru[f]), int(plan.Cu[f])

@@ -253,31 +253,11 @@ def round_block(src, dst, n, man_bits, emin, max_bits, rne, overflow_inf):
 def _unscale_round(total, itot, emax, dst, n, frac_bits, man_bits, emin, max_bits, rne, overflow_inf):
     """dst[j] = round((total[j] + itot[j]) * 2**(E_j - frac_bits)) for j < n.
 
-    The exact value is left in ``total`` (binary64); the rounding is
-    :func:`round_block`'s, fused into the same sweep.
+    The exact value is left in ``total`` (binary64); rounding is :func:`round_block`.
     """
-    drop = np.uint64(52 - man_bits)
-    keep = ~((_U1 << drop) - _U1)
-    half_m1 = (_U1 << (drop - _U1)) - _U1 if rne else _U0
-    lsb_add = _U1 if rne else _U0
-    be_lo = np.uint64(1023 + emin)
-    slow = 0
     for j in range(n):
-        t = (total[j] + itot[j]) * pow2(max(np.int64(emax[j]), E_FLOOR) - frac_bits)
-        total[j] = t
-        u = as_bits(t)
-        mag = u & _MAG
-        r = (mag + half_m1 + (((mag >> drop) & _U1) & lsb_add)) & keep
-        be = mag >> _U52
-        slow += np.int64((be < be_lo) | (be == _EXP_ALL) | (r > max_bits))
-        dst[j] = from_bits((u & _SIGN) | r)
-    if slow:
-        for j in range(n):
-            u = as_bits(total[j])
-            mag = u & _MAG
-            be = mag >> _U52
-            if be < be_lo or be == _EXP_ALL or (as_bits(dst[j]) & _MAG) > max_bits:
-                dst[j] = from_bits(round_bits(u, man_bits, emin, max_bits, rne, overflow_inf))
+        total[j] = (total[j] + itot[j]) * pow2(max(np.int64(emax[j]), E_FLOOR) - frac_bits)
+    round_block(total, dst, n, man_bits, emin, max_bits, rne, overflow_inf)
 
 
 @njit(cache=True)

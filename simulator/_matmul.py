@@ -15,7 +15,7 @@ from . import _kernels as K
 from ._formats import Format, get_format
 from ._profiles import DatapathProfile, StepRule, get_profile
 
-__all__ = ["matmul", "input_format_of", "operand_arrays", "StepParams", "step_params", "step_layout"]
+__all__ = ["matmul", "check_gemm_args", "input_format_of", "operand_arrays", "StepParams", "step_params", "step_layout"]
 
 # numpy dtype of an input array -> catalogue format name
 _DTYPE_FORMATS = {
@@ -236,6 +236,35 @@ def _accumulate(a, b, acc, rule: StepRule, fmt: Format, acc_fmt: Format):
     K.fused_gemm(av, ae, bv, be, a_bad, b_bad, acc, n_pass, pass_len, p_floor, *sp.fused_args()[1:])
 
 
+def check_gemm_args(prof: DatapathProfile, a, b, c, input_format):
+    """Validate a GEMM's operands against a profile (shared by every path).
+
+    Returns ``(input Format, StepRule, accumulator Format, c, (M, K, N))`` with ``c``
+    a float32 zero matrix when None.  TypeError/ValueError name the bad argument.
+    """
+    _check_array("a", a, 2)
+    _check_array("b", b, 2)
+    if a.dtype != b.dtype:
+        raise TypeError(f"a and b must have the same dtype, not {a.dtype} and {b.dtype}")
+    fmt = input_format_of(a.dtype, input_format)
+    rule = prof.rule(fmt.name)
+    M, Kd = a.shape
+    if b.shape[0] != Kd:
+        raise ValueError(f"b must have shape ({Kd}, N) to match a's K={Kd}, not {b.shape}")
+    N = b.shape[1]
+    if c is None:
+        c = np.zeros((M, N), np.float32)
+    _check_array("c", c, 2)
+    if c.dtype not in _ACC_DTYPES:
+        raise TypeError(f"c must be float32 or float16, not {c.dtype}")
+    if c.shape != (M, N):
+        raise ValueError(f"c must have shape {(M, N)}, not {c.shape}")
+    acc_fmt = get_format(_ACC_DTYPES[c.dtype])
+    if acc_fmt.name not in prof.accumulators:
+        raise ValueError(f"profile {prof.name!r} supports accumulators {prof.accumulators}, not {acc_fmt.name}")
+    return fmt, rule, acc_fmt, c, (M, Kd, N)
+
+
 def matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1):
     """D = A @ B + C, bit for bit as the profile's matrix unit computes it.
 
@@ -260,27 +289,8 @@ def matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1):
         D, (M, N), with c's dtype (float32 when c is None).  NaN results carry the
         profile's NaN bits.
     """
-    prof: DatapathProfile = get_profile(profile)
-    _check_array("a", a, 2)
-    _check_array("b", b, 2)
-    if a.dtype != b.dtype:
-        raise TypeError(f"a and b must have the same dtype, not {a.dtype} and {b.dtype}")
-    fmt = input_format_of(a.dtype, input_format)
-    rule = prof.rule(fmt.name)
-    M, Kd = a.shape
-    if b.shape[0] != Kd:
-        raise ValueError(f"b must have shape ({Kd}, N) to match a's K={Kd}, not {b.shape}")
-    N = b.shape[1]
-    if c is None:
-        c = np.zeros((M, N), np.float32)
-    _check_array("c", c, 2)
-    if c.dtype not in _ACC_DTYPES:
-        raise TypeError(f"c must be float32 or float16, not {c.dtype}")
-    if c.shape != (M, N):
-        raise ValueError(f"c must have shape {(M, N)}, not {c.shape}")
-    acc_fmt = get_format(_ACC_DTYPES[c.dtype])
-    if acc_fmt.name not in prof.accumulators:
-        raise ValueError(f"profile {prof.name!r} supports accumulators {prof.accumulators}, not {acc_fmt.name}")
+    prof = get_profile(profile)
+    fmt, rule, acc_fmt, c, (M, Kd, N) = check_gemm_args(prof, a, b, c, input_format)
     if not isinstance(split_k, (int, np.integer)) or isinstance(split_k, bool):
         raise TypeError(f"split_k must be an int, not {type(split_k).__name__}")
     if split_k < 1 or (Kd % split_k != 0 if Kd else split_k != 1):

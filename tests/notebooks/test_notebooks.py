@@ -1,7 +1,6 @@
 """Every study notebook runs top to bottom in its small mode and writes its figures."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nbformat

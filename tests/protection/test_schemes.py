@@ -192,7 +192,6 @@ def test_no_false_alarms_on_random_gemms(profile, fmt):
 
 
 def test_abft_tolerance_bounds_the_error():
-    rng = np.random.default_rng(5)
     a, b, c = _gemm(5, 20, 200, 20, c=True)
     for prof in ("hopper", "systolic_fma", "ampere"):
         d = simulator.matmul(a, b, c, profile=prof).astype(np.float64)
