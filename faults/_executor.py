@@ -131,7 +131,7 @@ def _execute(store, executor, workers, scheduler, batch_size, progress, max_tria
 
     try:
         if not batches:
-            pass
+            ts = None  # nothing left to run: the campaign is complete
         elif executor == "serial":
             runner = _Runner(campaign)
             ts = time.perf_counter()

@@ -110,6 +110,16 @@ class _Ctx:
                              sp.o_man, sp.o_emin, sp.o_max, sp.o_rne, sp.o_ovf, sp.f32_max, self.sc, self.su)
 
 
+
+def _preload(new, regs, wtile, t, R, C):
+    """Weight preload, cycle t < R: the weights for row R-1-t enter at the top, the rest shift down."""
+    if t >= R:
+        return
+    for c in range(C):
+        new["w"][0][c]["v"] = list(wtile[R - 1 - t][c])
+        for r in range(1, R):
+            new["w"][r][c]["v"] = list(regs["w"][r - 1][c]["v"])
+
 def _apply_faults(ctx, regs, faults, g, names):
     """Act on the registers latched at global cycle g (faults sorted by start cycle)."""
     for f in faults:
@@ -193,11 +203,7 @@ def _ws_fold(ctx, f, abits, bbits, acc, faults, g0, tr):
     t = 0
     while outs < M * C:
         new = {n: _copy(v) for n, v in regs.items()}
-        if t < R:  # preload: the weights for row R-1-t enter at the top and shift down
-            for c in range(C):
-                new["w"][0][c]["v"] = list(wtile[R - 1 - t][c])
-                for r in range(1, R):
-                    new["w"][r][c]["v"] = list(regs["w"][r - 1][c]["v"])
+        _preload(new, regs, wtile, t, R, C)
         for r in range(R):
             m = t + 1 - R - r * S
             ok = 0 <= m < M
@@ -284,11 +290,7 @@ def _ws_dpu_fold(ctx, f, abits, bbits, acc, faults, g0, tr):
     t = 0
     while outs < M * C:
         new = {n: _copy(v) for n, v in regs.items()}
-        if t < R:  # preload: the weights for row R-1-t enter at the top and shift down
-            for c in range(C):
-                new["w"][0][c]["v"] = list(wtile[R - 1 - t][c])
-                for r in range(1, R):
-                    new["w"][r][c]["v"] = list(regs["w"][r - 1][c]["v"])
+        _preload(new, regs, wtile, t, R, C)
         for q in range(P):  # pass q's slice of A enters L*q cycles after pass 0's
             for r in range(R):
                 m = t + 1 - R - r * S - L * q
