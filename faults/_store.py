@@ -15,6 +15,7 @@ written.  Resuming runs exactly the trials that are not in ``trials``.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -73,7 +74,11 @@ class ResultStore:
         path = Path(path)
         if path.exists():
             raise FileExistsError(f"path must not exist for a new campaign, not {str(path)!r}")
-        conn = cls._connect(path)
+        # built under a temporary name and renamed into place once complete, so a kill
+        # at any moment leaves either no database or a whole one (never an empty file)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        conn = cls._connect(tmp)
         total = sum(s.trials for s in strata)
         cols = ", ".join(f'"{c}" {_TYPES[c]}' for c in TRIAL_COLUMNS)
         with conn:
@@ -87,7 +92,10 @@ class ResultStore:
                 ("total", str(total))])
             conn.executemany("INSERT INTO strata VALUES (?, ?, ?, ?, ?, ?)", [
                 (s.index, s.format, json.dumps(list(s.gemms)), str(s.population), s.trials, s.first) for s in strata])
-        return cls(path, conn, campaign, total)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()  # the last connection: SQLite folds the WAL back and removes it
+        os.replace(tmp, path)
+        return cls(path, cls._connect(path), campaign, total)
 
     @classmethod
     def open(cls, path, campaign: ModelCampaign | None = None) -> "ResultStore":

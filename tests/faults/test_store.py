@@ -119,3 +119,24 @@ def test_layer_strata_are_weighted(tmp_path):
     gem = {s.name: s.index for s in faults.site_space(c).gemms["fp16"]}
     want = sum(lay[n].sdc * pops[gem[n]] / total for n in names)
     assert abs(fmt.sdc - want) < 1e-12
+
+
+
+def test_create_leaves_no_partial_file_behind(tmp_path, monkeypatch):
+    """A kill while a database is being created must not leave a file that blocks resume:
+    the database appears under its name only once its tables are committed."""
+    seen = []
+    real_connect = ResultStore._connect
+
+    def spy(path):
+        seen.append((path.name, (tmp_path / "c.db").exists()))
+        return real_connect(path)
+
+    monkeypatch.setattr(ResultStore, "_connect", staticmethod(spy))
+    r = run_model_campaign(C, tmp_path / "c.db", executor="serial", max_trials=2)
+    assert r.done == 2
+    # the tables were built under another name while c.db did not exist yet
+    assert seen[0][0] != "c.db" and seen[0][1] is False
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".db") == ["c.db"]
+    assert not list(tmp_path.glob("*.tmp"))
+    assert faults.resume_model_campaign(tmp_path / "c.db", executor="serial").done == 16
