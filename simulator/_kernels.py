@@ -157,10 +157,10 @@ def unscale_bits(e, frac_bits):
 
 # columns per block: one step's slice of B (16 x 256 values and int16
 # exponents) and the block's working rows stay in a 48 KiB L1 data cache
-_JB = 256
+_JB = 512
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _max_exps(a_exp, i, k, b_exp, emax, j0, j1):
     """emax[j-j0] = max(emax, a_exp[i, k+t] + b_exp[k+t, j]) for t < 4, j in [j0, j1)."""
     a0 = a_exp[i, k]
@@ -177,7 +177,7 @@ def _max_exps(a_exp, i, k, b_exp, emax, j0, j1):
                       max(max(np.int16(a1 + b1[j]), np.int16(a2 + b2[j])), np.int16(a3 + b3[j])))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _add_terms(a_val, i, k, b_val, scale, itot, j0, j1):
     """itot[j-j0] += trunc(a[i, k+t] * b[k+t, j] * scale[j-j0]) for t < 4, j in [j0, j1).
 
@@ -219,45 +219,65 @@ def _add_terms_special(a_val, i, k, b_val, scale, itot, special, j0, j1):
                 special[j] += x
 
 
-@njit(cache=True)
-def round_block(src, dst, n, man_bits, emin, max_bits, rne, overflow_inf):
-    """dst[:n] = rounded src[:n] (binary64 arrays, distinct), as :func:`round_bits`.
+@njit(cache=True, inline="always")
+def _round_fast(u, man_bits, emin, max_bits, rne):
+    """:func:`round_bits` for the common case, branch-free so that sweeps vectorise.
 
-    The first pass handles finite values in the target's normal range that do not
-    overflow by masking (RZ) or add-and-mask (RNE), vectorised, and counts the rest;
-    only if some remain does a second pass call :func:`round_bits` on them.
+    Returns (bits, slow): the rounded bits, right when ``slow`` is 0; ``slow`` is 1 for
+    values outside the target's normal range, overflows, infinities and NaNs.
     """
     drop = np.uint64(52 - man_bits)
     keep = ~((_U1 << drop) - _U1)
     half_m1 = (_U1 << (drop - _U1)) - _U1 if rne else _U0
     lsb_add = _U1 if rne else _U0
-    be_lo = np.uint64(1023 + emin)
+    mag = u & _MAG
+    r = (mag + half_m1 + (((mag >> drop) & _U1) & lsb_add)) & keep
+    be = mag >> _U52
+    slow = np.int64((be < np.uint64(1023 + emin)) | (be == _EXP_ALL) | (r > max_bits))
+    return (u & _SIGN) | r, slow
+
+
+@njit(cache=True)
+def _round_fixup(src, dst, n, man_bits, emin, max_bits, rne, overflow_inf):
+    """Second pass of :func:`round_block`: :func:`round_bits` where the fast path was not right."""
+    for j in range(n):
+        r, slow = _round_fast(as_bits(src[j]), man_bits, emin, max_bits, rne)
+        if slow:
+            dst[j] = from_bits(round_bits(as_bits(src[j]), man_bits, emin, max_bits, rne, overflow_inf))
+
+
+@njit(cache=True)
+def round_block(src, dst, n, man_bits, emin, max_bits, rne, overflow_inf):
+    """dst[:n] = rounded src[:n] (binary64 arrays, distinct), as :func:`round_bits`.
+
+    One vectorised sweep of :func:`_round_fast`; only if it met values it cannot round
+    does :func:`_round_fixup` go over them again.
+    """
     slow = 0
     for j in range(n):
-        u = as_bits(src[j])
-        mag = u & _MAG
-        r = (mag + half_m1 + (((mag >> drop) & _U1) & lsb_add)) & keep
-        be = mag >> _U52
-        slow += np.int64((be < be_lo) | (be == _EXP_ALL) | (r > max_bits))
-        dst[j] = from_bits((u & _SIGN) | r)
+        r, sl = _round_fast(as_bits(src[j]), man_bits, emin, max_bits, rne)
+        dst[j] = from_bits(r)
+        slow += sl
     if slow:
-        for j in range(n):
-            u = as_bits(src[j])
-            mag = u & _MAG
-            be = mag >> _U52
-            if be < be_lo or be == _EXP_ALL or (as_bits(dst[j]) & _MAG) > max_bits:
-                dst[j] = from_bits(round_bits(u, man_bits, emin, max_bits, rne, overflow_inf))
+        _round_fixup(src, dst, n, man_bits, emin, max_bits, rne, overflow_inf)
 
 
 @njit(cache=True)
 def _unscale_round(total, itot, emax, dst, n, frac_bits, man_bits, emin, max_bits, rne, overflow_inf):
     """dst[j] = round((total[j] + itot[j]) * 2**(E_j - frac_bits)) for j < n.
 
-    The exact value is left in ``total`` (binary64); rounding is :func:`round_block`.
+    The exact value is left in ``total`` (binary64); the rounding is
+    :func:`round_block`'s, fused into the same sweep.
     """
+    slow = 0
     for j in range(n):
-        total[j] = (total[j] + itot[j]) * pow2(max(np.int64(emax[j]), E_FLOOR) - frac_bits)
-    round_block(total, dst, n, man_bits, emin, max_bits, rne, overflow_inf)
+        t = (total[j] + itot[j]) * pow2(max(np.int64(emax[j]), E_FLOOR) - frac_bits)
+        total[j] = t
+        r, sl = _round_fast(as_bits(t), man_bits, emin, max_bits, rne)
+        dst[j] = from_bits(r)
+        slow += sl
+    if slow:
+        _round_fixup(total, dst, n, man_bits, emin, max_bits, rne, overflow_inf)
 
 
 @njit(cache=True)

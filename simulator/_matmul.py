@@ -66,16 +66,17 @@ def _operand_from_bits(bits: np.ndarray, fmt: Format):
 
 
 @functools.lru_cache(maxsize=None)
-def _operand_tables(fmt: Format):
-    """(values, exponents) for every encoding of a format of at most 16 bits."""
+def _operand_tables(fmt: Format, dtype=np.float64):
+    """(values as ``dtype``, exponents) for every encoding of a format of at most 16 bits."""
     vals, e = _operand_from_bits(fmt.all_bit_patterns(), fmt)
+    vals = vals.astype(dtype)  # exact: the caller asks for binary32 only where it holds every value
     vals.setflags(write=False)
     e.setflags(write=False)
     return vals, e
 
 
-def operand_arrays(x: np.ndarray, fmt: Format, rule: StepRule):
-    """Input array -> (binary64 values, int16 alignment exponents), same shape.
+def operand_arrays(x: np.ndarray, fmt: Format, rule: StepRule, dtype=np.float64):
+    """Input array -> (values as ``dtype``, int16 alignment exponents), same shape.
 
     The alignment exponent of a nonzero finite value is its unbiased exponent, at
     least the format's ``emin`` (subnormals); zeros, infinities and NaNs get
@@ -89,9 +90,10 @@ def operand_arrays(x: np.ndarray, fmt: Format, rule: StepRule):
         else:
             bits = fmt.encode(x32, "rne")
         vals, e = _operand_from_bits(bits, fmt)
+        vals = vals.astype(dtype)
     else:
         # formats of at most 16 bits: a table lookup per element
-        tv, te = _operand_tables(fmt)
+        tv, te = _operand_tables(fmt, np.dtype(dtype).type)
         idx = np.ascontiguousarray(x).view(fmt.uint_dtype)
         vals, e = tv[idx], te[idx]
     return np.ascontiguousarray(vals), np.ascontiguousarray(e)
@@ -126,7 +128,7 @@ def _lay_out(v: np.ndarray, e: np.ndarray, index: np.ndarray, axis: int):
         return v, e
     pad_shape = list(v.shape)
     pad_shape[axis] = 1
-    v = np.concatenate([v, np.zeros(pad_shape)], axis=axis)
+    v = np.concatenate([v, np.zeros(pad_shape, v.dtype)], axis=axis)
     e = np.concatenate([e, np.full(pad_shape, K.SENTINEL, np.int16)], axis=axis)
     return (np.ascontiguousarray(np.take(v, index, axis=axis)),
             np.ascontiguousarray(np.take(e, index, axis=axis)))
@@ -222,17 +224,20 @@ def _accumulate(a, b, acc, rule: StepRule, fmt: Format, acc_fmt: Format):
             K.fma_gemm(np.ascontiguousarray(a32, np.float64), np.ascontiguousarray(b32, np.float64), acc,
                        sp.o_man, sp.o_emin, sp.o_max, sp.o_rne, sp.o_ovf)
         return
-    av, ae = operand_arrays(a, fmt, rule)
-    bv, be = operand_arrays(b, fmt, rule)
+    p_floor = 2 * fmt.emin  # no nonzero product has a smaller alignment exponent
+    # binary32 holds every product and every scaled product exactly: twice the lanes
+    f32 = _products_exact_in_fp32(fmt) and rule.frac_bits - p_floor < 127
+    vdt = np.float32 if f32 else np.float64
+    av, ae = operand_arrays(a, fmt, rule, vdt)
+    bv, be = operand_arrays(b, fmt, rule, vdt)
     index, n_pass, pass_len = step_layout(rule, av.shape[1])
     av, ae = _lay_out(av, ae, index, axis=1)
     bv, be = _lay_out(bv, be, index, axis=0)
-    a_bad = ~np.isfinite(av).reshape(av.shape[0], -1, 4).all(axis=2)
-    b_bad = ~np.isfinite(bv).reshape(-1, 4, bv.shape[1]).all(axis=(1, 2))
-    p_floor = 2 * fmt.emin  # no nonzero product has a smaller alignment exponent
-    if _products_exact_in_fp32(fmt) and rule.frac_bits - p_floor < 127:
-        # binary32 holds every product and every scaled product exactly: twice the lanes
-        av, bv = av.astype(np.float32), bv.astype(np.float32)
+    # sweeps of four K positions that hold an inf or NaN take the kernels' special path
+    fin_a, fin_b = np.isfinite(av), np.isfinite(bv)
+    a_bad = np.zeros((av.shape[0], av.shape[1] // 4), bool) if fin_a.all() else \
+        ~fin_a.reshape(av.shape[0], -1, 4).all(axis=2)
+    b_bad = np.zeros(bv.shape[0] // 4, bool) if fin_b.all() else ~fin_b.reshape(-1, 4, bv.shape[1]).all(axis=(1, 2))
     K.fused_gemm(av, ae, bv, be, a_bad, b_bad, acc, n_pass, pass_len, p_floor, *sp.fused_args()[1:])
 
 
