@@ -200,11 +200,12 @@ def _narrow(x: np.ndarray, fmt: Format, rule: StepRule) -> np.ndarray:
     return fmt.encode(x32, "rne").view(np.float32)
 
 
-def _accumulate(a, b, acc, rule: StepRule, fmt: Format, acc_fmt: Format):
-    """acc += a @ b under one rule, in place.
+def _accumulate(a, b, acc, rule: StepRule, fmt: Format, acc_fmt: Format) -> np.ndarray:
+    """acc + a @ b under one rule.
 
-    a (M, K), b (K, N): input arrays (dtype of ``fmt``); acc (M, N) float64 holding
-    accumulator values.
+    a (M, K), b (K, N): input arrays (dtype of ``fmt``); acc (M, N) float32 or float64
+    holding accumulator values (exactly), updated in place when the path computes in
+    its dtype.  Returns the result array (float32 or float64).
     """
     sp = step_params(rule, acc_fmt)
     if rule.frac_bits is None:
@@ -217,13 +218,14 @@ def _accumulate(a, b, acc, rule: StepRule, fmt: Format, acc_fmt: Format):
             exact = nz_a.size == 0 or nz_b.size == 0 or (
                 nz_a.min() * nz_b.min() >= 2.0 ** -126 and nz_a.max() * nz_b.max() < 2.0 ** 127)
         if acc_fmt.name == "fp32" and exact and sp.o_rne and sp.o_man == 23:
-            acc32 = acc.astype(np.float32)
+            acc32 = np.ascontiguousarray(acc, np.float32)
             K.fma_gemm_f32(np.ascontiguousarray(a32), np.ascontiguousarray(b32), acc32)
-            acc[...] = acc32
-        else:
-            K.fma_gemm(np.ascontiguousarray(a32, np.float64), np.ascontiguousarray(b32, np.float64), acc,
-                       sp.o_man, sp.o_emin, sp.o_max, sp.o_rne, sp.o_ovf)
-        return
+            return acc32
+        acc = np.ascontiguousarray(acc, np.float64)
+        K.fma_gemm(np.ascontiguousarray(a32, np.float64), np.ascontiguousarray(b32, np.float64), acc,
+                   sp.o_man, sp.o_emin, sp.o_max, sp.o_rne, sp.o_ovf)
+        return acc
+    acc = np.ascontiguousarray(acc, np.float64)
     p_floor = 2 * fmt.emin  # no nonzero product has a smaller alignment exponent
     # binary32 holds every product and every scaled product exactly: twice the lanes
     f32 = _products_exact_in_fp32(fmt) and rule.frac_bits - p_floor < 127
@@ -239,6 +241,7 @@ def _accumulate(a, b, acc, rule: StepRule, fmt: Format, acc_fmt: Format):
         ~fin_a.reshape(av.shape[0], -1, 4).all(axis=2)
     b_bad = np.zeros(bv.shape[0] // 4, bool) if fin_b.all() else ~fin_b.reshape(-1, 4, bv.shape[1]).all(axis=(1, 2))
     K.fused_gemm(av, ae, bv, be, a_bad, b_bad, acc, n_pass, pass_len, p_floor, *sp.fused_args()[1:])
+    return acc
 
 
 def check_gemm_args(prof: DatapathProfile, a, b, c, input_format):
@@ -301,22 +304,21 @@ def matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1):
     if split_k < 1 or (Kd % split_k != 0 if Kd else split_k != 1):
         raise ValueError(f"split_k must be a positive divisor of K={Kd}, not {split_k}")
 
-    c_vals = c.astype(np.float64)
+    # a float32 C is its own exact working copy; a float16 one is widened (exactly)
+    c_vals = c.astype(np.float32 if c.dtype == np.float32 else np.float64)
     chunk = Kd // split_k if Kd else 0
     if split_k == 1:
-        acc = c_vals
-        _accumulate(a, b, acc, rule, fmt, acc_fmt)
+        acc = _accumulate(a, b, c_vals, rule, fmt, acc_fmt)
     else:
         f32 = np.float32
         total = None
         for s in range(split_k):
-            part = np.zeros((M, N))
             sl = slice(s * chunk, (s + 1) * chunk)
-            _accumulate(a[:, sl], b[sl], part, rule, fmt, acc_fmt)
+            part = _accumulate(a[:, sl], b[sl], np.zeros((M, N)), rule, fmt, acc_fmt)
             with np.errstate(over="ignore", invalid="ignore"):
                 total = part.astype(f32) if total is None else total + part.astype(f32)
         with np.errstate(over="ignore", invalid="ignore"):
-            acc = (total + c_vals.astype(f32)).astype(np.float64)
+            acc = total + c_vals.astype(f32)
     with np.errstate(over="ignore"):
         out = acc.astype(c.dtype)
     nan = np.isnan(acc)
