@@ -31,7 +31,8 @@ class CampaignResult:
     """Outcome counts and costs of one campaign.
 
     Attributes:
-        scheme: the protected configuration's name ("none": unprotected).
+        scheme: the protected configuration's label, e.g. ``"parity(psum; flag)"``
+            (``"none"``: unprotected).
         n: injections; counts: outcome -> count (read-only mapping).
         false_alarms: fault-free runs that raised an alarm; clean_runs: how many ran.
         base_cycles, cycles: of the GEMM without / with the schemes' stages (no re-runs).
@@ -146,7 +147,7 @@ def run_campaign(array, a, b, c=None, *, n: int = 1000, seed: int = 0, input_for
     seconds = time.perf_counter() - t0
     fa = int(bool(ev.false_alarms)) + count_false_alarms(parray, clean, input_format=input_format)
     cost = parray.cost(M, K, N, golden.fmt.name, golden.acc_fmt.name)
-    return CampaignResult(parray.name, n, MappingProxyType(counts), fa, 1 + len(clean), cost.base_cycles,
+    return CampaignResult(parray.label, n, MappingProxyType(counts), fa, 1 + len(clean), cost.base_cycles,
                           cost.cycles, rec / n if n else 0.0, cost.base_bits, cost.added_bits, sites.size, seconds,
                           MappingProxyType({k: MappingProxyType(v) for k, v in by_reg.items()}))
 

@@ -231,6 +231,12 @@ class ProtectedArray:
         """The schemes' names joined by ``+`` ("none" when unprotected)."""
         return "+".join(s.name for s in self.schemes) or "none"
 
+    @property
+    def label(self) -> str:
+        """As :attr:`name`, each scheme with its registers and action, e.g.
+        ``"parity(psum; recompute)"``: unique across the configurations of a study."""
+        return "+".join(_scheme_label(s) for s in self.schemes) or "none"
+
     def _layout(self, m, k, n, input_format, accumulator):
         fmt, acc = get_format(input_format), get_format(accumulator)
         prof = self.array._profile
@@ -613,3 +619,17 @@ def _strata(L):
                 add(name, (p.R, c), (0,), s.width,
                     lambda Ru, Cu, fin, c=c, fo=s.live == "final": L.edge_ranges(c, Ru, Cu, fo, fin))
     return tuple(out)
+
+
+def _scheme_label(s) -> str:
+    """A scheme's name with the fields that tell two configurations of it apart."""
+    parts = []
+    regs = getattr(s, "registers", None)
+    if regs:
+        parts.append(",".join(regs))
+    for attr in ("max_exp", "safety"):
+        if hasattr(s, attr):
+            parts.append(f"{attr}={getattr(s, attr)}")
+    if hasattr(s, "action"):
+        parts.append(s.action)
+    return f"{s.name}({'; '.join(parts)})" if parts else s.name

@@ -95,11 +95,11 @@ def test_compare_schemes_and_table():
     a = rng.standard_normal((16, 32)).astype(np.float16)
     b = rng.standard_normal((32, 16)).astype(np.float16)
     res = compare_schemes(SystolicArray(4, 4), (Parity(), SecDed(), (Dmr(), Abft())), a, b, n=400, seed=1)
-    assert [r.scheme for r in res] == ["none", "parity", "sec-ded", "dmr+abft"]
+    assert [r.scheme for r in res] == ["none", "parity(flag)", "sec-ded(flag)", "dmr(recompute)+abft(safety=2.0; correct)"]
     none, par, sd, both = res
     assert none.added_cycles == 0 and none.added_bits == 0 and none.fraction("detected") == 0
     assert par.fraction("detected") > 0.3 and sd.fraction("corrected") > 0.3
     assert both.fraction("sdc") < none.fraction("sdc")
     assert all(r.false_alarms == 0 and r.bits_ratio >= 1 and r.cycles_ratio >= 1 for r in res)
     table = coverage_table(res)
-    assert table.count("\n") == 5 and "| sec-ded |" in table
+    assert table.count("\n") == 5 and "| sec-ded(flag) |" in table
