@@ -54,7 +54,7 @@ def coverage(args):
           f"{n3}^3 fp16 GEMM, {args.n} single-bit flips per row; unprotected: {results[0].base_cycles} cycles, "
           f"{results[0].base_bits} register bits")
     print(coverage_table(results))
-    sd = next(r for r in results if r.scheme == "sec-ded")
+    sd = next(r for r in results if r.scheme.startswith("sec-ded"))
     hits = {k: v for k, v in sd.by_register.items() if k in ("psum", "psum.ecc")}
     n_hit = sum(sum(v.values()) for v in hits.values())
     frac = sum(v["corrected"] for v in hits.values()) / n_hit if n_hit else float("nan")
