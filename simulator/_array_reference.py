@@ -111,6 +111,15 @@ class _Ctx:
 
 
 
+
+def _psum_in(regs, acc, r, c, m, n0, Cu):
+    """The partial sum entering PE (r, c) for row m: C at the top row, else the PE above's."""
+    if r == 0:
+        return float(acc[m, n0 + c]) if c < Cu else 0.0
+    x = regs["psum"][r - 1][c]
+    assert x["tag"] == m, (x["tag"], m)
+    return x["v"]
+
 def _preload(new, regs, wtile, t, R, C):
     """Weight preload, cycle t < R: the weights for row R-1-t enter at the top, the rest shift down."""
     if t >= R:
@@ -213,11 +222,7 @@ def _ws_fold(ctx, f, abits, bbits, acc, faults, g0, tr):
                 new["a"][r][c] = dict(regs["a"][r][c - 1])
 
         def psum_in(r, c, m):
-            if r == 0:
-                return float(acc[m, n0 + c]) if c < Cu else 0.0
-            x = regs["psum"][r - 1][c]
-            assert x["tag"] == m, (x["tag"], m)
-            return x["v"]
+            return _psum_in(regs, acc, r, c, m, n0, Cu)
 
         for r in range(R):
             for c in range(C):
@@ -301,11 +306,7 @@ def _ws_dpu_fold(ctx, f, abits, bbits, acc, faults, g0, tr):
                     new[("a", q)][r][c] = dict(regs[("a", q)][r][c - 1])
 
         def psum_in(r, c, m):
-            if r == 0:
-                return float(acc[m, n0 + c]) if c < Cu else 0.0
-            x = regs["psum"][r - 1][c]
-            assert x["tag"] == m, (x["tag"], m)
-            return x["v"]
+            return _psum_in(regs, acc, r, c, m, n0, Cu)
 
         for r in range(R):
             for c in range(C):
