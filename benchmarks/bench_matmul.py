@@ -27,6 +27,10 @@ CASES = {
 
 
 def median_time(fn, repeats):
+    # OpenBLAS's worker threads spin for about 0.1 s after a call, and Numba's after a
+    # parallel region: on 2 cores that takes a core from whatever runs next.  A short
+    # idle gap before each phase keeps one library's spinning out of the other's timing.
+    time.sleep(0.3)
     fn()  # warm-up: Numba compile / cache load, BLAS thread start
     times = []
     for _ in range(repeats):

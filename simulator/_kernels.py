@@ -13,7 +13,7 @@ The slow reference beside these kernels is :mod:`simulator._reference`.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, types
+from numba import njit, prange, types
 from numba.extending import intrinsic
 
 # alignment exponent of a zero or non-finite operand: far below any real exponent so
@@ -280,9 +280,9 @@ def _unscale_round(total, itot, emax, dst, n, frac_bits, man_bits, emin, max_bit
         _round_fixup(total, dst, n, man_bits, emin, max_bits, rne, overflow_inf)
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def fused_gemm(a_val, a_exp, b_val, b_exp, a_bad, b_bad, acc, n_pass, pass_len, p_floor, frac_bits,
-               c_fused, p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max):
+               c_fused, p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max, n_chunks=1):
     """D = A @ B + C through chained fused steps.
 
     One step is ``n_pass`` passes of ``pass_len`` K positions each (the caller lays
@@ -307,8 +307,23 @@ def fused_gemm(a_val, a_exp, b_val, b_exp, a_bad, b_bad, acc, n_pass, pass_len, 
         p_*: binary32 rounding between passes (mantissa bits, emin, max bits, rne).
         o_*: rounding into the accumulator (mantissa bits, emin, max bits, rne,
             overflow-to-inf); f32_max: bits of the binary32 maximum.
+        n_chunks: row chunks run in parallel (the caller passes Numba's thread count).
     """
-    M, K = a_val.shape
+    M = a_val.shape[0]
+    # rows are independent: n_chunks chunks of rows (one per thread), each with its own scratch
+    n_chunks = max(1, min(M, n_chunks))
+    for ch in prange(n_chunks):
+        i0 = ch * M // n_chunks
+        i1 = (ch + 1) * M // n_chunks
+        _fused_rows(a_val, a_exp, b_val, b_exp, a_bad, b_bad, acc, i0, i1, n_pass, pass_len, p_floor,
+                    frac_bits, c_fused, p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max)
+
+
+@njit(cache=True)
+def _fused_rows(a_val, a_exp, b_val, b_exp, a_bad, b_bad, acc, i0, i1, n_pass, pass_len, p_floor, frac_bits,
+                c_fused, p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max):
+    """:func:`fused_gemm` for rows [i0, i1) of A and D."""
+    K = a_val.shape[1]
     N = acc.shape[1]
     k_step = n_pass * pass_len
     emax = np.empty(_JB, np.int16)
@@ -322,7 +337,7 @@ def fused_gemm(a_val, a_exp, b_val, b_exp, a_bad, b_bad, acc, n_pass, pass_len, 
         j1 = min(j0 + _JB, N)
         n = j1 - j0
         for k0 in range(0, K, k_step):
-            for i in range(M):
+            for i in range(i0, i1):
                 for j in range(n):
                     row[j] = acc[i, j0 + j]
                     carry[j] = row[j] if c_fused else 0.0
@@ -453,7 +468,7 @@ def _fma_rows4(a32, i, b32, acc32, K4):
             r3[j] = (((r3[j] + a30 * x0) + a31 * x1) + a32_ * x2) + a33 * x3
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def fma_gemm_f32(a32, b32, acc32):
     """As :func:`fma_gemm` in binary32, valid only when every product is exact in binary32.
 
@@ -467,8 +482,8 @@ def fma_gemm_f32(a32, b32, acc32):
     N = acc32.shape[1]
     K4 = K - K % 4
     M4 = M - M % 4
-    for i in range(0, M4, 4):
-        _fma_rows4(a32, i, b32, acc32, K4)
+    for q in prange(M4 // 4):  # blocks of four rows are independent
+        _fma_rows4(a32, 4 * q, b32, acc32, K4)
     for i in range(M4, M):
         r = acc32[i]
         for k in range(0, K4, 4):

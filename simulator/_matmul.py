@@ -9,6 +9,7 @@ import functools
 from dataclasses import dataclass
 
 import ml_dtypes
+import numba
 import numpy as np
 
 from . import _kernels as K
@@ -240,7 +241,8 @@ def _accumulate(a, b, acc, rule: StepRule, fmt: Format, acc_fmt: Format) -> np.n
     a_bad = np.zeros((av.shape[0], av.shape[1] // 4), bool) if fin_a.all() else \
         ~fin_a.reshape(av.shape[0], -1, 4).all(axis=2)
     b_bad = np.zeros(bv.shape[0] // 4, bool) if fin_b.all() else ~fin_b.reshape(-1, 4, bv.shape[1]).all(axis=(1, 2))
-    K.fused_gemm(av, ae, bv, be, a_bad, b_bad, acc, n_pass, pass_len, p_floor, *sp.fused_args()[1:])
+    K.fused_gemm(av, ae, bv, be, a_bad, b_bad, acc, n_pass, pass_len, p_floor, *sp.fused_args()[1:],
+                 numba.get_num_threads())
     return acc
 
 
