@@ -125,6 +125,16 @@ def round_bits(u, man_bits, emin, max_bits, rne, overflow_inf):
 
 
 @njit(cache=True)
+def gather_operands(idx, tv, te, vals, exps):
+    """vals.flat[i] = tv[idx.flat[i]], exps.flat[i] = te[idx.flat[i]]: one pass over the
+    bit patterns of an input array (1-D views), filling values and alignment exponents."""
+    for i in range(idx.shape[0]):
+        x = idx[i]
+        vals[i] = tv[x]
+        exps[i] = te[x]
+
+
+@njit(cache=True)
 def acc_align_exp(u, acc_emin):
     """Alignment exponent (int16) of an accumulator value from its binary64 bits.
 

@@ -96,7 +96,8 @@ def operand_arrays(x: np.ndarray, fmt: Format, rule: StepRule, dtype=np.float64)
         # formats of at most 16 bits: a table lookup per element
         tv, te = _operand_tables(fmt, np.dtype(dtype).type)
         idx = np.ascontiguousarray(x).view(fmt.uint_dtype)
-        vals, e = tv[idx], te[idx]
+        vals, e = np.empty(idx.shape, tv.dtype), np.empty(idx.shape, te.dtype)
+        K.gather_operands(idx.reshape(-1), tv, te, vals.reshape(-1), e.reshape(-1))
     return np.ascontiguousarray(vals), np.ascontiguousarray(e)
 
 
