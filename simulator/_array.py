@@ -39,7 +39,7 @@ from . import _array_kernels as AK
 from . import _kernels as K
 from . import _pe
 from ._formats import Format, get_format
-from ._matmul import check_gemm_args, operand_arrays, step_params
+from ._matmul import check_gemm_args, fused_layout, operand_arrays, step_params
 from ._profiles import DatapathProfile, get_profile
 
 __all__ = ["SystolicArray", "TensorCoreArray", "ArrayResult", "FaultSites", "DATAFLOWS"]
@@ -536,8 +536,10 @@ class TensorCoreArray(_ArrayBase):
         """Run the weight-stationary DPU kernel over ``ops`` (a prepared (sub-)GEMM), acc in place."""
         fmt, acc_fmt, sp, rule = ops.fmt, ops.acc_fmt, ops.sp, ops.rule
         _, order, start = _pe.pass_layout(rule.k, rule.passes)
-        AK.ws_dpu(ops.abits, ops.av, ops.ae, ops.bbits, ops.bv, ops.be, acc, self.rows, self.cols, rule.k, order,
-                  start, fmt.exp_bits, fmt.man_bits, fmt.bias, fmt.specials == "fn",
+        lav, lae, lbv, lbe, la_bad, lb_bad, _, pass_len, p_floor = fused_layout(ops.av, ops.ae, ops.bv, ops.be,
+                                                                              fmt, rule)
+        AK.ws_dpu(ops.abits, ops.bbits, acc, self.rows, self.cols, rule.k, order, start,
+                  lav, lae, lbv, lbe, la_bad, lb_bad, pass_len, p_floor, fmt.exp_bits, fmt.man_bits, fmt.bias, fmt.specials == "fn",
                   acc_fmt.exp_bits, acc_fmt.man_bits, acc_fmt.bias,
                   sp.frac_bits, sp.c_fused, sp.p_man, sp.p_emin, sp.p_max, sp.p_rne,
                   sp.o_man, sp.o_emin, sp.o_max, sp.o_rne, sp.o_ovf, sp.f32_max, ev, em, ptr, _CHUNK)

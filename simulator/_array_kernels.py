@@ -41,7 +41,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._kernels import SENTINEL, acc_align_exp, round_bits, round_sum, scale_bits, unscale_bits
+from ._kernels import SENTINEL, acc_align_exp, fused_step_rows, round_bits, round_sum, scale_bits, unscale_bits
 
 # register codes used in events
 REG_A, REG_W, REG_PROD, REG_EMAX, REG_ALIGNED, REG_SUM, REG_PSUM, REG_X = 0, 1, 2, 3, 4, 5, 6, 7
@@ -533,28 +533,30 @@ def sum_int_bits(k, frac, c_fused):
 
 
 @njit(cache=True, parallel=True)
-def ws_dpu(a_bits, a_val, a_exp, w_bits, w_val, w_exp, acc, R, C, k, order, start,
+def ws_dpu(a_bits, w_bits, acc, R, C, k, order, start,
+           lav, lae, lbv, lbe, la_bad, lb_bad, pass_len, p_floor,
            op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb, acc_bias,
            frac, c_fused, p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max,
            ev, em, fold_ptr, chunk):
     """Weight-stationary array of k-wide dot-product units over a whole GEMM.
 
-    a_* (M, K): operand bits (uint64), values (float64), alignment exponents (int32);
-    w_* (K, N) likewise for B; acc (M, N) float64, C in, D out; order (k,), start
-    (P+1,) int64: the step's K positions by pass (``_pe.pass_layout``).  PE row r of
-    K-fold kf holds step s = kf*R + r (K columns [s*k, s*k+k)); rows past the last
-    step pass the partial sum through.  A fault-free PE row is computed for all its
-    columns at once, pass by pass (the core's fused_gemm order: exponents, scales,
-    terms, rounding).
+    a_bits (M, K), w_bits (K, N): operand encodings (uint64) in K order, for the
+    staged path; acc (M, N) float64, C in, D out; order (k,), start (P+1,) int64: the
+    step's K positions by pass (``_pe.pass_layout``).  lav, lae, lbv, lbe, la_bad,
+    lb_bad, pass_len, p_floor: the same operands in the core's layout
+    (``simulator._matmul.fused_layout``).  PE row r of K-fold kf holds step
+    s = kf*R + r (K columns [s*k, s*k+k)); rows past the last step pass the partial
+    sum through.  A fault-free PE row is the core's :func:`fused_step_rows` over the
+    fold's columns; a row a fault touches runs the staged path, every register as bits.
     """
     M, K = a_bits.shape
     N = w_bits.shape[1]
     n_pass = len(start) - 1
+    k_step = n_pass * pass_len
     nsteps = (K + k - 1) // k
     nkf = (nsteps + R - 1) // R
     nnt = (N + C - 1) // C
     nch = (M + chunk - 1) // chunk
-    acc_u = acc.view(np.uint64)
     for ch in prange(nch):
         sc = np.empty(2, np.float64)
         su = sc.view(np.uint64)
@@ -566,12 +568,13 @@ def ws_dpu(a_bits, a_val, a_exp, w_bits, w_val, w_exp, acc, R, C, k, order, star
         terms = np.empty(k + 1, np.float64)
         ab = np.zeros(k, np.uint64)
         wb = np.zeros(k, np.uint64)
-        emx = np.empty(C, np.int64)
-        scl = np.empty(C, np.float64)
-        scl_u = scl.view(np.uint64)
+        emx = np.empty(C, np.int16)
+        scl = np.empty(C, lav.dtype)
+        itot = np.empty(C, np.int32)
+        special = np.zeros(C, np.float64)
         tot = np.empty(C, np.float64)
         carry = np.empty(C, np.float64)
-        carry_u = carry.view(np.uint64)
+        row = np.empty(C, np.float64)
         for nt in range(nnt):
             n0 = nt * C
             Cu = min(C, N - n0)
@@ -599,43 +602,8 @@ def ws_dpu(a_bits, a_val, a_exp, w_bits, w_val, w_exp, acc, R, C, k, order, star
                             continue
                         if r >= Ru:
                             continue
-                        for q in range(n_pass):
-                            # the term carried in: C (pass 0, fused), the previous pass's result, or none
-                            if q == 0 and c_fused:
-                                for c in range(Cu):
-                                    carry[c] = acc[m, n0 + c]
-                                    emx[c] = acc_align_exp(acc_u[m, n0 + c], o_emin)
-                            elif q == 0:
-                                carry[:Cu] = 0.0
-                                emx[:Cu] = SENTINEL
-                            else:
-                                for c in range(Cu):
-                                    emx[c] = acc_align_exp(carry_u[c], p_emin)
-                            for j in range(start[q], start[q + 1]):
-                                t = order[j]
-                                if t >= kn:
-                                    continue
-                                ea = np.int64(a_exp[m, kb + t])
-                                for c in range(Cu):
-                                    e = ea + w_exp[kb + t, n0 + c]
-                                    if e > emx[c]:
-                                        emx[c] = e
-                            for c in range(Cu):
-                                scl_u[c] = scale_bits(emx[c], frac)
-                                tot[c] = np.trunc(carry[c] * scl[c])
-                            for j in range(start[q], start[q + 1]):
-                                t = order[j]
-                                if t >= kn:
-                                    continue
-                                av = a_val[m, kb + t]
-                                for c in range(Cu):
-                                    tot[c] += np.trunc(av * w_val[kb + t, n0 + c] * scl[c])
-                            if q < n_pass - 1:
-                                for c in range(Cu):
-                                    carry[c] = dpu_round_pass(tot[c], emx[c], frac, p_man, p_emin, p_max, p_rne,
-                                                              o_ovf, sc, su)
-                            else:
-                                for c in range(Cu):
-                                    acc[m, n0 + c] = dpu_finish(tot[c], emx[c], acc[m, n0 + c], frac, c_fused,
-                                                                p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max,
-                                                                o_rne, o_ovf, f32_max, sc, su)
+                        # a fault-free unit row: the core's fused step over the fold's columns
+                        fused_step_rows(lav, lae, lbv, lbe, la_bad, lb_bad, acc, m, m + 1, (kf * R + r) * k_step,
+                                        n0, n0 + Cu, n_pass, pass_len, p_floor, frac, c_fused, p_man, p_emin,
+                                        p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max,
+                                        emx, scl, itot, special, tot, carry, row)

@@ -345,64 +345,82 @@ def _fused_rows(a_val, a_exp, b_val, b_exp, a_bad, b_bad, acc, i0, i1, n_pass, p
     row = np.empty(_JB, np.float64)
     for j0 in range(0, N, _JB):
         j1 = min(j0 + _JB, N)
-        n = j1 - j0
         for k0 in range(0, K, k_step):
-            for i in range(i0, i1):
-                for j in range(n):
-                    row[j] = acc[i, j0 + j]
-                    carry[j] = row[j] if c_fused else 0.0
-                for p in range(n_pass):
-                    kp = k0 + p * pass_len
-                    # 1. the alignment exponent: largest exponent among nonzero terms
-                    # (the products' first, then the carried term's, in the next sweep)
-                    emax[:n] = SENTINEL
-                    for k in range(kp, kp + pass_len, 4):
-                        _max_exps(a_exp, i, k, b_exp, emax, j0, j1)
-                    # 2. aligned terms, each truncated toward zero, summed exactly.  The
-                    # carried term is scaled in binary64 by 2**(frac_bits - E) (see
-                    # scale_bits); products by the same factor, floored at p_floor: below
-                    # it no product is nonzero, and the factor stays finite in a_val's dtype
-                    c_emin = o_emin if (p == 0 and c_fused) else p_emin
+            fused_step_rows(a_val, a_exp, b_val, b_exp, a_bad, b_bad, acc, i0, i1, k0, j0, j1, n_pass, pass_len,
+                            p_floor, frac_bits, c_fused, p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max,
+                            o_rne, o_ovf, f32_max, emax, scale, itot, special, total, carry, row)
+
+
+@njit(cache=True)
+def fused_step_rows(a_val, a_exp, b_val, b_exp, a_bad, b_bad, acc, i0, i1, k0, j0, j1, n_pass, pass_len, p_floor,
+                    frac_bits, c_fused, p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max,
+                    emax, scale, itot, special, total, carry, row):
+    """One fused step of rows [i0, i1) over columns [j0, j1): the numerics of every fused datapath.
+
+    The step is the ``n_pass * pass_len`` laid-out K positions from ``k0`` (arrays and
+    parameters as :func:`fused_gemm`); ``acc`` (M, N) float64 holds D before the step
+    and after it.  emax (int16), scale (a_val's dtype), itot (int32), special
+    (float64, zeros), total, carry and row (float64): scratch of at least j1 - j0
+    elements.  The fast path calls it for every block of rows and step; the
+    cycle-level tensor-core array for every fault-free unit row of a fold.
+    """
+    n = j1 - j0
+    for i in range(i0, i1):
+        for j in range(n):
+            row[j] = acc[i, j0 + j]
+        for j in range(n):
+            carry[j] = row[j] if c_fused else 0.0
+        for p in range(n_pass):
+            kp = k0 + p * pass_len
+            # 1. the alignment exponent: largest exponent among nonzero terms
+            # (the products' first, then the carried term's, in the next sweep)
+            emax[:n] = SENTINEL
+            for k in range(kp, kp + pass_len, 4):
+                _max_exps(a_exp, i, k, b_exp, emax, j0, j1)
+            # 2. aligned terms, each truncated toward zero, summed exactly.  The carried
+            # term is scaled in binary64 by 2**(frac_bits - E) (see scale_bits); products by
+            # the same factor, floored at p_floor: below it no product is nonzero, and the
+            # factor stays finite in a_val's dtype
+            c_emin = o_emin if (p == 0 and c_fused) else p_emin
+            for j in range(n):
+                c = carry[j]
+                e = max(np.int64(emax[j]), np.int64(acc_align_exp(as_bits(c), c_emin)))
+                emax[j] = e
+                total[j] = np.trunc(c * pow2(frac_bits - max(e, E_FLOOR)))
+                scale[j] = pow2(frac_bits - max(e, p_floor))
+                itot[j] = 0
+            any_bad = False
+            for k in range(kp, kp + pass_len, 4):
+                if a_bad[i, k // 4] or b_bad[k // 4]:
+                    any_bad = True
+                    _add_terms_special(a_val, i, k, b_val, scale, itot, special, j0, j1)
+                else:
+                    _add_terms(a_val, i, k, b_val, scale, itot, j0, j1)
+                if (k - kp) % 16 == 12 and k + 4 < kp + pass_len:
+                    # sixteen terms: empty the int32 sum before it could overflow
                     for j in range(n):
-                        c = carry[j]
-                        e = max(np.int64(emax[j]), np.int64(acc_align_exp(as_bits(c), c_emin)))
-                        emax[j] = e
-                        total[j] = np.trunc(c * pow2(frac_bits - max(e, E_FLOOR)))
-                        scale[j] = pow2(frac_bits - max(e, p_floor))
+                        total[j] += itot[j]
                         itot[j] = 0
-                    any_bad = False
-                    for k in range(kp, kp + pass_len, 4):
-                        if a_bad[i, k // 4] or b_bad[k // 4]:
-                            any_bad = True
-                            _add_terms_special(a_val, i, k, b_val, scale, itot, special, j0, j1)
-                        else:
-                            _add_terms(a_val, i, k, b_val, scale, itot, j0, j1)
-                        if (k - kp) % 16 == 12 and k + 4 < kp + pass_len:
-                            # sixteen terms: empty the int32 sum before it could overflow
-                            for j in range(n):
-                                total[j] += itot[j]
-                                itot[j] = 0
-                    if any_bad:
-                        for j in range(n):
-                            if not np.isfinite(special[j]):
-                                total[j] += special[j]  # inf, -inf or NaN decides the class
-                            special[j] = 0.0
-                    # 3. back to a value (exact: a power-of-two scaling), then rounded
-                    if p < n_pass - 1:
-                        _unscale_round(total, itot, emax, carry, n, frac_bits, p_man, p_emin, p_max, p_rne, o_ovf)
-                    elif c_fused:
-                        _unscale_round(total, itot, emax, row, n, frac_bits, o_man, o_emin, o_max, o_rne, o_ovf)
-                    else:
-                        _unscale_round(total, itot, emax, carry, n, frac_bits, p_man, p_emin, p_max, p_rne, o_ovf)
-                        # one binary32 round-to-nearest-even addition of C: exact in
-                        # binary64 up to one rounding, then rounded once more
-                        # (innocuous: 53 >= 2 * 24 + 2)
-                        for j in range(n):
-                            total[j] = carry[j] + row[j]
-                        round_block(total, carry, n, 23, -126, f32_max, True, o_ovf)
-                        round_block(carry, row, n, o_man, o_emin, o_max, o_rne, o_ovf)
+            if any_bad:
                 for j in range(n):
-                    acc[i, j0 + j] = row[j]
+                    if not np.isfinite(special[j]):
+                        total[j] += special[j]  # inf, -inf or NaN decides the class
+                    special[j] = 0.0
+            # 3. back to a value (exact: a power-of-two scaling), then rounded
+            if p < n_pass - 1:
+                _unscale_round(total, itot, emax, carry, n, frac_bits, p_man, p_emin, p_max, p_rne, o_ovf)
+            elif c_fused:
+                _unscale_round(total, itot, emax, row, n, frac_bits, o_man, o_emin, o_max, o_rne, o_ovf)
+            else:
+                _unscale_round(total, itot, emax, carry, n, frac_bits, p_man, p_emin, p_max, p_rne, o_ovf)
+                # one binary32 round-to-nearest-even addition of C: exact in binary64 up to
+                # one rounding, then rounded once more (innocuous: 53 >= 2 * 24 + 2)
+                for j in range(n):
+                    total[j] = carry[j] + row[j]
+                round_block(total, carry, n, 23, -126, f32_max, True, o_ovf)
+                round_block(carry, row, n, o_man, o_emin, o_max, o_rne, o_ovf)
+        for j in range(n):
+            acc[i, j0 + j] = row[j]
 
 
 @njit(cache=True)

@@ -16,7 +16,7 @@ from . import _kernels as K
 from ._formats import Format, get_format
 from ._profiles import DatapathProfile, StepRule, get_profile
 
-__all__ = ["matmul", "check_gemm_args", "input_format_of", "operand_arrays", "StepParams", "step_params", "step_layout"]
+__all__ = ["matmul", "check_gemm_args", "fused_layout", "input_format_of", "operand_arrays", "StepParams", "step_params", "step_layout"]
 
 # numpy dtype of an input array -> catalogue format name
 _DTYPE_FORMATS = {
@@ -202,6 +202,34 @@ def _narrow(x: np.ndarray, fmt: Format, rule: StepRule) -> np.ndarray:
     return fmt.encode(x32, "rne").view(np.float32)
 
 
+def _fused_in_fp32(fmt: Format, rule: StepRule) -> bool:
+    """Whether binary32 holds every product of ``fmt`` values and every aligned one."""
+    return _products_exact_in_fp32(fmt) and rule.frac_bits - 2 * fmt.emin < 127
+
+
+def fused_layout(av, ae, bv, be, fmt: Format, rule: StepRule):
+    """Operands in K order -> the layout :func:`simulator._kernels.fused_step_rows` reads.
+
+    av (M, K), bv (K, N) values and ae, be int16 alignment exponents (as
+    :func:`operand_arrays`).  Returns ``(av, ae, bv, be, a_bad, b_bad, n_pass,
+    pass_len, p_floor)``: each step laid out pass by pass (:func:`step_layout`), values
+    in binary32 where that is exact, the flags of sweeps of four positions that hold
+    an inf or NaN, and the floor of a nonzero product's alignment exponent.
+    """
+    vdt = np.float32 if _fused_in_fp32(fmt, rule) else np.float64
+    av, bv = np.ascontiguousarray(av, vdt), np.ascontiguousarray(bv, vdt)
+    ae, be = np.ascontiguousarray(ae, np.int16), np.ascontiguousarray(be, np.int16)
+    index, n_pass, pass_len = step_layout(rule, av.shape[1])
+    av, ae = _lay_out(av, ae, index, axis=1)
+    bv, be = _lay_out(bv, be, index, axis=0)
+    # sweeps of four K positions that hold an inf or NaN take the kernels' special path
+    fin_a, fin_b = np.isfinite(av), np.isfinite(bv)
+    a_bad = np.zeros((av.shape[0], av.shape[1] // 4), bool) if fin_a.all() else \
+        ~fin_a.reshape(av.shape[0], -1, 4).all(axis=2)
+    b_bad = np.zeros(bv.shape[0] // 4, bool) if fin_b.all() else ~fin_b.reshape(-1, 4, bv.shape[1]).all(axis=(1, 2))
+    return av, ae, bv, be, a_bad, b_bad, n_pass, pass_len, 2 * fmt.emin
+
+
 def _accumulate(a, b, acc, rule: StepRule, fmt: Format, acc_fmt: Format) -> np.ndarray:
     """acc + a @ b under one rule.
 
@@ -228,20 +256,11 @@ def _accumulate(a, b, acc, rule: StepRule, fmt: Format, acc_fmt: Format) -> np.n
                    sp.o_man, sp.o_emin, sp.o_max, sp.o_rne, sp.o_ovf)
         return acc
     acc = np.ascontiguousarray(acc, np.float64)
-    p_floor = 2 * fmt.emin  # no nonzero product has a smaller alignment exponent
     # binary32 holds every product and every scaled product exactly: twice the lanes
-    f32 = _products_exact_in_fp32(fmt) and rule.frac_bits - p_floor < 127
-    vdt = np.float32 if f32 else np.float64
+    vdt = np.float32 if _fused_in_fp32(fmt, rule) else np.float64
     av, ae = operand_arrays(a, fmt, rule, vdt)
     bv, be = operand_arrays(b, fmt, rule, vdt)
-    index, n_pass, pass_len = step_layout(rule, av.shape[1])
-    av, ae = _lay_out(av, ae, index, axis=1)
-    bv, be = _lay_out(bv, be, index, axis=0)
-    # sweeps of four K positions that hold an inf or NaN take the kernels' special path
-    fin_a, fin_b = np.isfinite(av), np.isfinite(bv)
-    a_bad = np.zeros((av.shape[0], av.shape[1] // 4), bool) if fin_a.all() else \
-        ~fin_a.reshape(av.shape[0], -1, 4).all(axis=2)
-    b_bad = np.zeros(bv.shape[0] // 4, bool) if fin_b.all() else ~fin_b.reshape(-1, 4, bv.shape[1]).all(axis=(1, 2))
+    av, ae, bv, be, a_bad, b_bad, n_pass, pass_len, p_floor = fused_layout(av, ae, bv, be, fmt, rule)
     K.fused_gemm(av, ae, bv, be, a_bad, b_bad, acc, n_pass, pass_len, p_floor, *sp.fused_args()[1:],
                  numba.get_num_threads())
     return acc
