@@ -120,6 +120,27 @@ def _psum_in(regs, acc, r, c, m, n0, Cu):
     assert x["tag"] == m, (x["tag"], m)
     return x["v"]
 
+
+def _end_ws_cycle(regs, new, acc, R, C, Cu, n0):
+    """End of a weight-stationary cycle: store what the bottom row latched into D and
+    clear the tags of registers that were not rewritten (stale values must not fire
+    again; the stationary ``w`` keeps its own).  Returns how many outputs left."""
+    outs = 0
+    for c in range(C):
+        x = new["psum"][R - 1][c]
+        if x["tag"] >= 0 and _fresh(regs["psum"][R - 1][c], x):
+            outs += 1
+            if c < Cu:
+                acc[x["tag"], n0 + c] = x["v"]
+    for name in regs:
+        if name == "w":
+            continue
+        for r in range(R):
+            for c in range(C):
+                if not _fresh(regs[name][r][c], new[name][r][c]):
+                    new[name][r][c]["tag"] = -1
+    return outs
+
 def _preload(new, regs, wtile, t, R, C):
     """Weight preload, cycle t < R: the weights for row R-1-t enter at the top, the rest shift down."""
     if t >= R:
@@ -245,21 +266,7 @@ def _ws_fold(ctx, f, abits, bbits, acc, faults, g0, tr):
         _apply_faults(ctx, new, faults, g0 + t, names)
         if tr:
             _trace_bits(ctx, new, list(tr), tr)
-        # outputs: what the bottom row latched this cycle
-        for c in range(C):
-            x = new["psum"][R - 1][c]
-            if x["tag"] >= 0 and _fresh(regs["psum"][R - 1][c], x):
-                outs += 1
-                if c < Cu:
-                    acc[x["tag"], n0 + c] = x["v"]
-        # stale registers must not fire again: clear tags that were not rewritten
-        for name in names:
-            if name == "w":
-                continue
-            for r in range(R):
-                for c in range(C):
-                    if not _fresh(regs[name][r][c], new[name][r][c]):
-                        new[name][r][c]["tag"] = -1
+        outs += _end_ws_cycle(regs, new, acc, R, C, Cu, n0)
         regs = new
         t += 1
     return t
@@ -355,19 +362,7 @@ def _ws_dpu_fold(ctx, f, abits, bbits, acc, faults, g0, tr):
         _apply_faults(ctx, new, faults, g0 + t, list(plan.regs))
         if tr:
             _trace_bits(ctx, new, list(tr), tr)
-        for c in range(C):  # outputs: what the bottom row latched this cycle
-            x = new["psum"][R - 1][c]
-            if x["tag"] >= 0 and _fresh(regs["psum"][R - 1][c], x):
-                outs += 1
-                if c < Cu:
-                    acc[x["tag"], n0 + c] = x["v"]
-        for name in regs:  # stale registers must not fire again
-            if name == "w":
-                continue
-            for r in range(R):
-                for c in range(C):
-                    if not _fresh(regs[name][r][c], new[name][r][c]):
-                        new[name][r][c]["tag"] = -1
+        outs += _end_ws_cycle(regs, new, acc, R, C, Cu, n0)
         regs = new
         t += 1
     return t
