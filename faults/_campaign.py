@@ -95,7 +95,7 @@ def run_campaign(array, a, b, c=None, *, n: int = 1000, seed: int = 0, input_for
             :class:`protection.ProtectedArray`.
         a, b, c: the GEMM (as ``array.run``).
         n: injections (>= 0); seed: the fault stream (fault i depends on (seed, i)).
-        golden: a :class:`simulator.GoldenRun` of this GEMM on the array, to share
+        golden: a :class:`simulator.ArrayGoldenRun` of this GEMM on the array, to share
             across campaigns (built here when None).
         store: JSON-lines file: each trial is appended as it finishes; trials already
             there (same configuration, seed and shape) are not re-run.

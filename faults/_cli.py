@@ -134,7 +134,7 @@ def _ranges(v) -> str:
 def cmd_tile(args, out) -> int:
     import ml_dtypes
 
-    from ._fault import Fault
+    from simulator import Fault
 
     arr = _make_array(args)
     m, k, n = args.mkn or (arr.rows, 2 * arr.rows, arr.cols)

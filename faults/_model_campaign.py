@@ -22,7 +22,7 @@ population.
 A trial (:class:`_Runner`): the faulty tile is computed by the cycle-level array on the
 tile's sub-GEMM, A[rows, :] @ B[:, cols]; a tile bitwise equal to the golden tile
 stops the trial (masked).  Otherwise the tile replaces the golden one and only the
-layers after the GEMM are recomputed (:meth:`models.GoldenRun.inject`), and only for
+layers after the GEMM are recomputed (:meth:`models.GoldenTrace.inject`), and only for
 the images the changed rows belong to: the evaluation batch has a cached golden run
 per chunk of ``chunk`` images, checked at start-up to be bitwise the full batch's run
 sliced (else the whole batch is recomputed).
@@ -44,9 +44,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-import simulator  # attributes read at call time: simulator imports faults._fault
+import simulator
 
-from ._fault import Fault
+from simulator import Fault
 from ._stats import KeyedPermutation, sample_size
 
 __all__ = ["ModelCampaign", "TileCheck", "Stratum", "TrialSite", "OUTCOMES", "LEVELS", "STRATIFY",

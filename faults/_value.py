@@ -4,7 +4,7 @@
 with one bit of one element of one GEMM's output flipped; the GEMM index, element
 and bit are runtime arguments, so every injection is one call of the same compiled
 function.  GEMMs (``dot_general`` and ``conv_general_dilated`` on floating operands)
-are numbered in execution order, as :class:`models.GoldenRun` numbers them.  Its
+are numbered in execution order, as :class:`models.GoldenTrace` numbers them.  Its
 numbers are XLA's float32, not the simulated accelerator's: it measures what a
 software injector costs, for comparison with the register-level campaigns.
 """

@@ -1,7 +1,7 @@
 """gemmfi.models: JAX models run on the simulated accelerator.
 
 The bridge (:func:`accelerated`) runs any JAX function with its ``dot_general`` and
-convolutions computed bit-exactly by :mod:`simulator`; :class:`GoldenRun` caches a
+convolutions computed bit-exactly by :mod:`simulator`; :class:`GoldenTrace` caches a
 fault-free run so that GEMM faults re-run only what they reach::
 
     acc = Accelerator("hopper", "fp16")                  # fp32 accumulation
@@ -19,13 +19,13 @@ digits, shipped weights in ``models/weights``; ``python -m models.accuracy`` pri
 their accuracy per format.
 """
 from ._accelerator import ACCUMULATORS, INPUT_FORMATS, Accelerator
-from ._bridge import AcceleratedFunction, GoldenRun, InjectStats, accelerated
+from ._bridge import AcceleratedFunction, GoldenTrace, InjectStats, accelerated
 from ._faults import GEMM_FAULTS, GemmCall, GemmSite, OutputBitFlip, ReplaceGemmOutput, ReplaceTile
 from ._train import (TABLE_FORMATS, TRAIN_SETTINGS, WEIGHTS_DIR, accuracy, accuracy_table, load_digits, load_params,
                      predict, retrain_all, save_params, train)
 from ._zoo import MODELS, Model, get_model
 
-__all__ = ["ACCUMULATORS", "INPUT_FORMATS", "Accelerator", "AcceleratedFunction", "GoldenRun", "InjectStats",
+__all__ = ["ACCUMULATORS", "INPUT_FORMATS", "Accelerator", "AcceleratedFunction", "GoldenTrace", "InjectStats",
            "accelerated", "GEMM_FAULTS", "GemmCall", "GemmSite", "OutputBitFlip", "ReplaceGemmOutput",
            "ReplaceTile", "TABLE_FORMATS", "TRAIN_SETTINGS", "WEIGHTS_DIR", "accuracy", "accuracy_table",
            "load_digits", "load_params", "predict", "retrain_all", "save_params", "train", "MODELS", "Model",

@@ -11,7 +11,7 @@ GEMMs inside them run on the accelerator too.
 Every equation execution has a *key*: its path of equation indices through the nested
 jaxprs, with loop iterations and cond branches in it.  A fault-free run
 (:meth:`AcceleratedFunction.trace`) stores every equation's outputs by key; a faulty
-run (:meth:`GoldenRun.inject`) marks values that may differ from that run as
+run (:meth:`GoldenTrace.inject`) marks values that may differ from that run as
 *tainted* and recomputes only equations with a tainted input (or a fault under them),
 reusing the stored outputs for everything else.  A recomputed output that comes out
 bitwise equal to the stored one is untainted again, so a fault that is masked stops
@@ -30,7 +30,7 @@ from ._accelerator import Accelerator
 from ._faults import GEMM_FAULTS, GemmCall, GemmSite
 from ._lowering import lower_conv, lower_dot_general
 
-__all__ = ["accelerated", "AcceleratedFunction", "GoldenRun", "InjectStats"]
+__all__ = ["accelerated", "AcceleratedFunction", "GoldenTrace", "InjectStats"]
 
 _GEMM_PRIMS = ("dot_general", "conv_general_dilated")
 _CALL_PRIMS = {  # primitive name -> param holding the jaxpr it calls with all its operands
@@ -340,7 +340,7 @@ class AcceleratedFunction:
         it, _, _, _ = self._run(args, kwargs, keep_operands=False)
         return tuple(it.sites)
 
-    def trace(self, *args, keep_operands: bool = True, **kwargs) -> "GoldenRun":
+    def trace(self, *args, keep_operands: bool = True, **kwargs) -> "GoldenTrace":
         """Run fault-free, keeping every intermediate for fast faulty re-runs.
 
         ``keep_operands`` also keeps each GEMM's rounded operands and result, so a
@@ -350,7 +350,7 @@ class AcceleratedFunction:
         cj, dyn, out_tree = self._prepare(args, kwargs)
         it = _Interpreter(self.accelerator, record=True, keep_operands=keep_operands)
         outs, _ = it.eval(cj.jaxpr, list(cj.consts), list(dyn), [False] * len(dyn), (), "")
-        return GoldenRun(self, cj, dyn, out_tree, outs, it.cache, it.gemm_cache, tuple(it.sites))
+        return GoldenTrace(self, cj, dyn, out_tree, outs, it.cache, it.gemm_cache, tuple(it.sites))
 
 
 def _iter_static(leaves, mask):
@@ -358,7 +358,7 @@ def _iter_static(leaves, mask):
         yield None if m else x
 
 
-class GoldenRun:
+class GoldenTrace:
     """A cached fault-free run of an accelerated function on fixed inputs.
 
     Attributes:
@@ -434,7 +434,7 @@ def accelerated(fn, accelerator: Accelerator, faults=()) -> AcceleratedFunction:
         faults: GEMM faults applied on every call (``gemm`` = execution index).
     Returns:
         An :class:`AcceleratedFunction`: call it like ``fn``; ``.gemms(*args)``
-        enumerates GEMMs, ``.trace(*args)`` returns a :class:`GoldenRun` for fast
+        enumerates GEMMs, ``.trace(*args)`` returns a :class:`GoldenTrace` for fast
         fault injection.  It runs eagerly on concrete values (it cannot itself be
         traced by ``jax.jit``/``grad``).
     """

@@ -8,7 +8,7 @@ golden run serves the unprotected and every protected variant of an array in a
 campaign.
 
 How a run is judged.  Faults on the datapath's registers run on the array's own
-kernels (only the fold and rows they touch: :class:`simulator.GoldenRun`); a register
+kernels (only the fold and rows they touch: :class:`simulator.ArrayGoldenRun`); a register
 code (parity, SEC-DED, residue) decides from the error pattern it sees on a live word
 what reaches the datapath (nothing, after a correction) and whether it alarms; DMR
 compares the two copies' fold outputs; output checks (range, ABFT) look at D; then
@@ -26,9 +26,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from faults._fault import Fault, OutputFault
+from simulator import Fault, OutputFault
 from simulator import SystolicArray, TensorCoreArray
-from simulator._array import GoldenRun
+from simulator import ArrayGoldenRun
 from simulator._formats import get_format
 
 from ._schemes import EDGE, SCHEMES, Abft, Dmr, RangeCheck, _CodeScheme, _acc_register, abft_tolerance
@@ -269,10 +269,10 @@ class ProtectedArray:
         """The fault sites (datapath and schemes) of an (m x k) @ (k x n) GEMM."""
         return ProtectedSites(self._layout(m, k, n, input_format, accumulator))
 
-    def evaluator(self, golden: GoldenRun) -> "Evaluator":
+    def evaluator(self, golden: ArrayGoldenRun) -> "Evaluator":
         """Judge faults against a golden run of the unprotected array (see the module)."""
-        if not isinstance(golden, GoldenRun) or golden.array != self.array:
-            raise TypeError("golden must be a GoldenRun of this ProtectedArray's array (array.golden(a, b, c))")
+        if not isinstance(golden, ArrayGoldenRun) or golden.array != self.array:
+            raise TypeError("golden must be a ArrayGoldenRun of this ProtectedArray's array (array.golden(a, b, c))")
         return Evaluator(self, golden)
 
     def run(self, a, b, c=None, *, faults=(), input_format=None) -> ProtectedResult:

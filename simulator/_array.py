@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from faults._fault import Fault, OutputFault, apply_output_faults
+from ._fault import Fault, OutputFault, apply_output_faults
 
 from . import _array_kernels as AK
 from . import _kernels as K
@@ -405,9 +405,9 @@ class _ArrayBase:
             self._kernel_run(ops, acc, *plan.events(reg_faults))
         return self._finish(acc, c, acc_fmt, plan, out_faults, M * Kd * N, plan.k, trace_out)
 
-    def golden(self, a, b, c=None, *, input_format=None) -> "GoldenRun":
+    def golden(self, a, b, c=None, *, input_format=None) -> "ArrayGoldenRun":
         """The fault-free run of this GEMM, kept for fast re-runs under single faults."""
-        return GoldenRun(self, a, b, c, input_format)
+        return ArrayGoldenRun(self, a, b, c, input_format)
 
 
 @dataclass(frozen=True)
@@ -604,7 +604,7 @@ class Injection:
     fold_changed: bool
 
 
-class GoldenRun:
+class ArrayGoldenRun:
     """A fault-free run of one configuration on one GEMM, kept for fast fault re-runs.
 
     :meth:`inject` re-runs faults whose events fall in one fold by running that fold's

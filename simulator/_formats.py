@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import ml_dtypes
 import numpy as np
 
 __all__ = ["Format", "FORMATS", "get_format", "ROUNDING_MODES"]
@@ -41,6 +42,9 @@ class Format:
         container_bits: bits of the unsigned integer that holds one value
             (TF32 lives in the top 19 bits of a 32-bit container).
         container_shift: how far the encoding sits above bit 0 of its container.
+        numpy_name: the numpy / ml_dtypes dtype name arrays of this format use
+            (``"float16"``, ``"bfloat16"``, ``"float8_e4m3fn"``; TF32 travels in
+            ``"float32"`` arrays); ``""`` for a format no numpy dtype holds.
     """
 
     name: str
@@ -51,6 +55,7 @@ class Format:
     subnormals: bool = True
     container_bits: int = 0
     container_shift: int = 0
+    numpy_name: str = ""
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -71,6 +76,8 @@ class Format:
                 raise ValueError(f"{attr} must be non-negative, not {v!r}")
         if self.specials not in _SPECIALS:
             raise ValueError(f"specials must be one of {_SPECIALS}, not {self.specials!r}")
+        if not isinstance(self.numpy_name, str):
+            raise TypeError(f"numpy_name must be a str, not {type(self.numpy_name).__name__}")
         width = 1 + self.exp_bits + self.man_bits
         container = self.container_bits or max(8, 1 << (width - 1).bit_length())
         if container not in (8, 16, 32, 64) or width + self.container_shift > container:
@@ -115,6 +122,14 @@ class Format:
     @property
     def has_inf(self) -> bool:
         return self.specials == "ieee"
+
+    @property
+    def dtype(self) -> np.dtype | None:
+        """The numpy dtype arrays of this format use (ml_dtypes' for bfloat16 and FP8),
+        or None when no numpy dtype holds it."""
+        if not self.numpy_name:
+            return None
+        return np.dtype(getattr(ml_dtypes, self.numpy_name, None) or self.numpy_name)
 
     @property
     def uint_dtype(self) -> np.dtype:
@@ -258,12 +273,13 @@ class Format:
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
-        Format("fp32", exp_bits=8, man_bits=23, bias=127),
-        Format("tf32", exp_bits=8, man_bits=10, bias=127, container_bits=32, container_shift=13),
-        Format("fp16", exp_bits=5, man_bits=10, bias=15),
-        Format("bf16", exp_bits=8, man_bits=7, bias=127),
-        Format("e4m3", exp_bits=4, man_bits=3, bias=7, specials="fn"),
-        Format("e5m2", exp_bits=5, man_bits=2, bias=15),
+        Format("fp32", exp_bits=8, man_bits=23, bias=127, numpy_name="float32"),
+        Format("tf32", exp_bits=8, man_bits=10, bias=127, container_bits=32, container_shift=13,
+               numpy_name="float32"),
+        Format("fp16", exp_bits=5, man_bits=10, bias=15, numpy_name="float16"),
+        Format("bf16", exp_bits=8, man_bits=7, bias=127, numpy_name="bfloat16"),
+        Format("e4m3", exp_bits=4, man_bits=3, bias=7, specials="fn", numpy_name="float8_e4m3fn"),
+        Format("e5m2", exp_bits=5, man_bits=2, bias=15, numpy_name="float8_e5m2"),
     )
 }
 
