@@ -3,39 +3,43 @@
 :class:`NativeValueInjector` runs a JAX function natively (XLA, jit-compiled once)
 with one bit of one element of one GEMM's output flipped; the GEMM index, element
 and bit are runtime arguments, so every injection is one call of the same compiled
-function.  GEMMs (``dot_general`` and ``conv_general_dilated`` on floating operands)
-are numbered in execution order, as :class:`models.GoldenTrace` numbers them.  Its
-numbers are XLA's float32, not the simulated accelerator's: it measures what a
-software injector costs, for comparison with the register-level campaigns.
+function.  The function is walked by the same jaxpr walker as the bridge
+(:class:`models.JaxprEvaluator`, under tracing), so GEMMs are numbered in execution
+order exactly as :class:`models.GoldenTrace` numbers them.  Its numbers are XLA's
+float32, not the simulated accelerator's: it measures what a software injector
+costs, for comparison with the register-level campaigns.
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend.core import ClosedJaxpr, Jaxpr, Literal
+
+from models import JaxprEvaluator
 
 __all__ = ["NativeValueInjector"]
 
-_GEMMS = ("dot_general", "conv_general_dilated")
-_CALLS = {"pjit": "jaxpr", "jit": "jaxpr", "closed_call": "call_jaxpr", "core_call": "call_jaxpr",
-          "custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr", "checkpoint": "jaxpr",
-          "remat": "jaxpr"}
 
+class _FlipEvaluator(JaxprEvaluator):
+    """Binds every GEMM natively and XORs ``mask`` into element ``index`` of GEMM
+    ``gemm``'s output (all three are traced runtime values)."""
 
-def _open(j):
-    return (j.jaxpr, list(j.consts)) if isinstance(j, ClosedJaxpr) else (j, [])
+    label = "NativeValueInjector"
 
+    def __init__(self, gemm, index, mask):
+        super().__init__(concrete=False)
+        self.target, self.index, self.mask = gemm, index, mask
+        self.shapes: list = []
 
-def _subs(params):
-    for v in params.values():
-        for x in (v if isinstance(v, (tuple, list)) else (v,)):
-            if isinstance(x, (Jaxpr, ClosedJaxpr)):
-                yield _open(x)[0]
-
-
-def _has_gemm(j) -> bool:
-    return any(e.primitive.name in _GEMMS or any(_has_gemm(s) for s in _subs(e.params)) for e in j.eqns)
+    def gemm(self, eqn, invals, key, scope, tainted):
+        prim = eqn.primitive
+        y = prim.bind(*invals, **prim.get_bind_params(eqn.params))
+        self.shapes.append((tuple(y.shape), np.dtype(y.dtype)))
+        ut = {2: jnp.uint16, 4: jnp.uint32}[y.dtype.itemsize]
+        bits = jax.lax.bitcast_convert_type(y.reshape(-1), ut)
+        hit = (self.target == len(self.shapes) - 1) & (jnp.arange(bits.shape[0]) == self.index)
+        bits = bits ^ jnp.where(hit, self.mask.astype(ut), ut(0))
+        return jax.lax.bitcast_convert_type(bits, y.dtype).reshape(y.shape)
 
 
 class NativeValueInjector:
@@ -50,65 +54,18 @@ class NativeValueInjector:
     """
 
     def __init__(self, fn, *args):
-        closed = jax.make_jaxpr(fn)(*args)
-        self._closed = closed
+        self._closed = jax.make_jaxpr(fn)(*args)
         self._args = args
-        self.gemms = []
-        self._walk(closed.jaxpr)
-        self.gemms = tuple(self.gemms)
+        self._shapes: tuple = ()
         self._jit = jax.jit(self._run)
-        self.golden = self(-1, 0, 0)
-
-    def _walk(self, j):
-        for e in j.eqns:
-            n = e.primitive.name
-            if n in _GEMMS and np.dtype(e.outvars[0].aval.dtype).kind == "f":
-                self.gemms.append((tuple(e.outvars[0].aval.shape), np.dtype(e.outvars[0].aval.dtype)))
-            elif n in _CALLS and _CALLS[n] in e.params:
-                self._walk(_open(e.params[_CALLS[n]])[0])
-            elif any(_has_gemm(s) for s in _subs(e.params)):
-                raise NotImplementedError(f"NativeValueInjector cannot number GEMMs inside a {n!r} primitive")
+        self.golden = self(-1, 0, 0)  # traces once: walks the jaxpr and numbers its GEMMs
+        self.gemms = self._shapes
 
     def _run(self, gemm, index, mask, args):
-        counter = [0]
-
-        def ev(j, consts, vals):
-            env = {}
-
-            def read(v):
-                return v.val if isinstance(v, Literal) else env[v]
-
-            for v, x in zip(j.constvars, consts):
-                env[v] = x
-            for v, x in zip(j.invars, vals):
-                env[v] = x
-            for e in j.eqns:
-                ins = [read(v) for v in e.invars]
-                n = e.primitive.name
-                if n in _CALLS and _CALLS[n] in e.params:
-                    sj, sc = _open(e.params[_CALLS[n]])
-                    nin = len(sj.invars)
-                    outs = ev(sj, sc, ins[-nin:] if nin else [])
-                else:
-                    out = e.primitive.bind(*ins, **e.primitive.get_bind_params(e.params))
-                    outs = list(out) if e.primitive.multiple_results else [out]
-                    if n in _GEMMS and np.dtype(e.outvars[0].aval.dtype).kind == "f":
-                        outs = [self._flip(outs[0], counter[0], gemm, index, mask)]
-                        counter[0] += 1
-                for v, x in zip(e.outvars, outs):
-                    env[v] = x
-            return [read(v) for v in j.outvars]
-
-        flat_args = jax.tree_util.tree_leaves(args)
-        return ev(self._closed.jaxpr, list(self._closed.consts), flat_args)
-
-    @staticmethod
-    def _flip(y, i, gemm, index, mask):
-        ut = {2: jnp.uint16, 4: jnp.uint32}[y.dtype.itemsize]
-        bits = jax.lax.bitcast_convert_type(y.reshape(-1), ut)
-        hit = (gemm == i) & (jnp.arange(bits.shape[0]) == index)
-        bits = bits ^ jnp.where(hit, mask.astype(ut), ut(0))
-        return jax.lax.bitcast_convert_type(bits, y.dtype).reshape(y.shape)
+        ev = _FlipEvaluator(gemm, index, mask)
+        outs, _ = ev.run(self._closed, jax.tree_util.tree_leaves(args))
+        self._shapes = tuple(ev.shapes)
+        return outs
 
     def __call__(self, gemm: int, index: int, bit: int) -> np.ndarray:
         """The output (numpy) with bit ``bit`` of element ``index`` (flat, row-major) of

@@ -20,13 +20,14 @@ their accuracy per format.
 """
 from ._accelerator import ACCUMULATORS, INPUT_FORMATS, Accelerator
 from ._bridge import AcceleratedFunction, GoldenTrace, InjectStats, accelerated
+from ._jaxpr import GEMM_PRIMITIVES, JaxprEvaluator, is_gemm
 from ._faults import GEMM_FAULTS, GemmCall, GemmSite, OutputBitFlip, ReplaceGemmOutput, ReplaceTile
 from ._train import (TABLE_FORMATS, TRAIN_SETTINGS, WEIGHTS_DIR, accuracy, accuracy_table, load_digits, load_params,
                      predict, retrain_all, save_params, train)
 from ._zoo import MODELS, Model, get_model
 
 __all__ = ["ACCUMULATORS", "INPUT_FORMATS", "Accelerator", "AcceleratedFunction", "GoldenTrace", "InjectStats",
-           "accelerated", "GEMM_FAULTS", "GemmCall", "GemmSite", "OutputBitFlip", "ReplaceGemmOutput",
+           "accelerated", "GEMM_PRIMITIVES", "JaxprEvaluator", "is_gemm", "GEMM_FAULTS", "GemmCall", "GemmSite", "OutputBitFlip", "ReplaceGemmOutput",
            "ReplaceTile", "TABLE_FORMATS", "TRAIN_SETTINGS", "WEIGHTS_DIR", "accuracy", "accuracy_table",
            "load_digits", "load_params", "predict", "retrain_all", "save_params", "train", "MODELS", "Model",
            "get_model"]

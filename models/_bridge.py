@@ -1,15 +1,15 @@
-"""Run a JAX function with its GEMMs computed by the simulator: a jaxpr interpreter.
+"""Run a JAX function with its GEMMs computed by the simulator.
 
 ``accelerated(fn, accelerator)`` traces ``fn`` to a jaxpr and evaluates it equation by
-equation on concrete values.  ``dot_general`` and ``conv_general_dilated`` on floating
+equation on concrete values with the jaxpr walker (:class:`models.JaxprEvaluator`,
+which owns keys, taint and nested jaxprs).  ``dot_general`` and ``conv_general_dilated`` on floating
 operands are rounded to the accelerator's input format, lowered to 2-D GEMMs
 (:mod:`models._lowering`) and run by :func:`simulator.matmul`; every other primitive
 is bound natively.  Nested jaxprs (jit/pjit, closed_call, custom_jvp_call,
 custom_vjp_call, checkpoint, cond, while, scan) are interpreted recursively, so the
 GEMMs inside them run on the accelerator too.
 
-Every equation execution has a *key*: its path of equation indices through the nested
-jaxprs, with loop iterations and cond branches in it.  A fault-free run
+A fault-free run
 (:meth:`AcceleratedFunction.trace`) stores every equation's outputs by key; a faulty
 run (:meth:`GoldenTrace.inject`) marks values that may differ from that run as
 *tainted* and recomputes only equations with a tainted input (or a fault under them),
@@ -24,52 +24,13 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend.core import ClosedJaxpr, DropVar, Jaxpr, Literal
 
 from ._accelerator import Accelerator
 from ._faults import GEMM_FAULTS, GemmCall, GemmSite
+from ._jaxpr import JaxprEvaluator, _same
 from ._lowering import lower_conv, lower_dot_general
 
 __all__ = ["accelerated", "AcceleratedFunction", "GoldenTrace", "InjectStats"]
-
-_GEMM_PRIMS = ("dot_general", "conv_general_dilated")
-_CALL_PRIMS = {  # primitive name -> param holding the jaxpr it calls with all its operands
-    "pjit": "jaxpr", "jit": "jaxpr", "closed_call": "call_jaxpr", "core_call": "call_jaxpr",
-    "checkpoint": "jaxpr", "remat": "jaxpr", "remat2": "jaxpr", "custom_jvp_call": "call_jaxpr",
-    "custom_vjp_call": "call_jaxpr", "custom_vjp_call_jaxpr": "fun_jaxpr",
-}
-
-
-def _open(j):
-    """(Jaxpr, consts) of a Jaxpr or ClosedJaxpr."""
-    if isinstance(j, ClosedJaxpr):
-        return j.jaxpr, list(j.consts)
-    return j, []
-
-
-def _sub_jaxprs(params):
-    for v in params.values():
-        for x in (v if isinstance(v, (tuple, list)) else (v,)):
-            if isinstance(x, (Jaxpr, ClosedJaxpr)):
-                yield _open(x)[0]
-
-
-def _has_gemm(jaxpr: Jaxpr) -> bool:
-    return any(e.primitive.name in _GEMM_PRIMS or any(_has_gemm(s) for s in _sub_jaxprs(e.params))
-               for e in jaxpr.eqns)
-
-
-def _bits(x) -> np.ndarray:
-    x = np.asarray(x)
-    if x.dtype.kind in "fc" and x.dtype.itemsize in (1, 2, 4, 8):
-        return x.view(np.dtype(f"uint{x.dtype.itemsize * 8}"))
-    return x
-
-
-def _same(x, y) -> bool:
-    """Bitwise equality of two arrays (NaN payloads included)."""
-    x, y = np.asarray(x), np.asarray(y)
-    return x.shape == y.shape and x.dtype == y.dtype and np.array_equal(_bits(x), _bits(y))
 
 
 @dataclass(frozen=True)
@@ -87,134 +48,28 @@ class InjectStats:
     masked: bool
 
 
-class _Interpreter:
-    """One evaluation of a jaxpr; see the module docstring for keys and taint.
+class _Interpreter(JaxprEvaluator):
+    """One evaluation of a jaxpr with its GEMMs on the accelerator.
 
     golden: key -> outputs of a fault-free run (None: compute everything).
     record: store outputs (and GEMM operands) by key, number GEMM sites.
     faults_by_index / faults_by_key: faults to apply at GEMM index / key.
     """
 
+    label = "the bridge"
+
     def __init__(self, acc: Accelerator, *, golden=None, golden_sites=None, golden_gemm=None, record=False,
                  faults_by_index=None, faults_by_key=None, keep_operands=True):
-        self.acc = acc
-        self.golden = golden
-        self.golden_sites = golden_sites or {}
-        self.golden_gemm = golden_gemm or {}
-        self.record = record
-        self.keep_operands = keep_operands
-        self.cache: dict = {}
-        self.gemm_cache: dict = {}
-        self.sites: list[GemmSite] = []
         self.faults_by_index = faults_by_index or {}
         self.faults_by_key = faults_by_key or {}
-        self.fault_prefixes = {k[:i] for k in self.faults_by_key for i in range(1, len(k) + 1)}
-        self.eqns = 0
+        super().__init__(golden=golden, record=record, dirty=self.faults_by_key)
+        self.acc = acc
+        self.golden_sites = golden_sites or {}
+        self.golden_gemm = golden_gemm or {}
+        self.keep_operands = keep_operands
+        self.gemm_cache: dict = {}
+        self.sites: list[GemmSite] = []
         self.gemms = 0
-
-    # ---- jaxpr evaluation ------------------------------------------------------
-    def eval(self, jaxpr: Jaxpr, consts, args, taints, prefix: tuple, scope: str):
-        env, tenv = {}, {}
-
-        def read(v):
-            return (v.val, False) if isinstance(v, Literal) else (env[v], tenv[v])
-
-        for v, x in zip(jaxpr.constvars, consts):
-            env[v], tenv[v] = x, False
-        for v, x, t in zip(jaxpr.invars, args, taints):
-            env[v], tenv[v] = x, t
-        golden = self.golden
-        for i, eqn in enumerate(jaxpr.eqns):
-            key = prefix + (i,)
-            ins = [read(v) for v in eqn.invars]
-            invals = [x for x, _ in ins]
-            intaint = [t for _, t in ins]
-            tainted = any(intaint)
-            if golden is not None and not tainted and key in golden and key not in self.fault_prefixes:
-                outs, outt = golden[key], [False] * len(eqn.outvars)
-            else:
-                outs, outt = self.eval_eqn(eqn, invals, intaint, key, scope)
-                if golden is not None and key in golden:
-                    ref = golden[key]
-                    outt = [t and not _same(o, r) for o, r, t in zip(outs, ref, outt)]
-                if self.record:
-                    self.cache[key] = outs
-            for v, x, t in zip(eqn.outvars, outs, outt):
-                if not isinstance(v, DropVar):
-                    env[v], tenv[v] = x, t
-        outs = [read(v) for v in jaxpr.outvars]
-        return [x for x, _ in outs], [t for _, t in outs]
-
-    def eval_eqn(self, eqn, invals, intaint, key, scope):
-        """Evaluate one equation; returns (outputs list, taint list)."""
-        self.eqns += 1
-        prim = eqn.primitive
-        name = prim.name
-        tainted = any(intaint)
-        if name in _GEMM_PRIMS and all(np.dtype(v.aval.dtype).kind == "f" for v in eqn.invars):
-            return [self.gemm(eqn, invals, key, scope, tainted)], [tainted or key in self.faults_by_key]
-        if name in _CALL_PRIMS and _CALL_PRIMS[name] in eqn.params:
-            jaxpr, consts = _open(eqn.params[_CALL_PRIMS[name]])
-            sub = eqn.params.get("name")
-            sub_scope = f"{scope}/{sub}" if sub and scope else (sub or scope)
-            nin = len(jaxpr.invars)
-            return self.eval(jaxpr, consts, invals[-nin:] if nin else [], intaint[-nin:] if nin else [],
-                             key, sub_scope)
-        if name == "cond":
-            branches = eqn.params["branches"]
-            idx = int(np.clip(int(np.asarray(invals[0])), 0, len(branches) - 1))
-            jaxpr, consts = _open(branches[idx])
-            outs, outt = self.eval(jaxpr, consts, invals[1:], intaint[1:], key + ("br", idx), scope)
-            return outs, [t or intaint[0] for t in outt]
-        if name == "while":
-            return self.eval_while(eqn, invals, intaint, key, scope)
-        if name == "scan":
-            return self.eval_scan(eqn, invals, intaint, key, scope)
-        if any(_has_gemm(s) for s in _sub_jaxprs(eqn.params)):
-            raise NotImplementedError(f"the bridge cannot route GEMMs inside a {name!r} primitive")
-        outs = prim.bind(*invals, **prim.get_bind_params(eqn.params))
-        outs = list(outs) if prim.multiple_results else [outs]
-        return outs, [tainted] * len(outs)
-
-    def eval_while(self, eqn, invals, intaint, key, scope):
-        p = eqn.params
-        cj, cc = _open(p["cond_jaxpr"])
-        bj, bc = _open(p["body_jaxpr"])
-        nc, nb = p["cond_nconsts"], p["body_nconsts"]
-        cconsts, ct = invals[:nc], intaint[:nc]
-        bconsts, bt = invals[nc:nc + nb], intaint[nc:nc + nb]
-        carry, carry_t = invals[nc + nb:], intaint[nc + nb:]
-        t = 0
-        while True:
-            (pred,), (pt,) = self.eval(cj, cc, cconsts + carry, ct + carry_t, key + ("c", t), scope)
-            if not bool(np.asarray(pred)):
-                break
-            carry, carry_t = self.eval(bj, bc, bconsts + carry, bt + carry_t, key + ("b", t), scope)
-            carry_t = [x or pt for x in carry_t]
-            t += 1
-        return carry, carry_t
-
-    def eval_scan(self, eqn, invals, intaint, key, scope):
-        p = eqn.params
-        jaxpr, consts = _open(p["jaxpr"])
-        n_c, n_carry, length = p["num_consts"], p["num_carry"], p["length"]
-        cvals, ct = invals[:n_c], intaint[:n_c]
-        carry, carry_t = invals[n_c:n_c + n_carry], intaint[n_c:n_c + n_carry]
-        xs, xs_t = [np.asarray(x) for x in invals[n_c + n_carry:]], intaint[n_c + n_carry:]
-        ys_avals = [v.aval for v in eqn.outvars[n_carry:]]
-        ys, ys_t = [[] for _ in ys_avals], [False] * len(ys_avals)
-        steps = range(length - 1, -1, -1) if p["reverse"] else range(length)
-        for t in steps:
-            outs, outt = self.eval(jaxpr, consts, cvals + carry + [x[t] for x in xs], ct + carry_t + xs_t,
-                                   key + ("s", t), scope)
-            carry, carry_t = outs[:n_carry], outt[:n_carry]
-            for j, (y, yt) in enumerate(zip(outs[n_carry:], outt[n_carry:])):
-                ys[j].append(np.asarray(y))
-                ys_t[j] = ys_t[j] or yt
-        if p["reverse"]:
-            ys = [y[::-1] for y in ys]
-        stacked = [np.stack(y) if y else np.zeros(a.shape, a.dtype) for y, a in zip(ys, ys_avals)]
-        return list(carry) + stacked, list(carry_t) + ys_t
 
     # ---- GEMMs -------------------------------------------------------------------
     def _site(self, eqn, key, scope, G, M, K, N) -> GemmSite:
@@ -323,7 +178,7 @@ class AcceleratedFunction:
     def _run(self, args, kwargs, **kw):
         cj, dyn, out_tree = self._prepare(args, kwargs)
         it = _Interpreter(self.accelerator, **kw)
-        outs, taints = it.eval(cj.jaxpr, list(cj.consts), list(dyn), [False] * len(dyn), (), "")
+        outs, taints = it.run(cj, dyn)
         return it, outs, taints, out_tree
 
     def __call__(self, *args, **kwargs):
@@ -349,7 +204,7 @@ class AcceleratedFunction:
         """
         cj, dyn, out_tree = self._prepare(args, kwargs)
         it = _Interpreter(self.accelerator, record=True, keep_operands=keep_operands)
-        outs, _ = it.eval(cj.jaxpr, list(cj.consts), list(dyn), [False] * len(dyn), (), "")
+        outs, _ = it.run(cj, dyn)
         return GoldenTrace(self, cj, dyn, out_tree, outs, it.cache, it.gemm_cache, tuple(it.sites))
 
 
@@ -406,8 +261,7 @@ class GoldenTrace:
             by_key.setdefault(self.gemms[f.gemm].key, []).append(f)
         it = _Interpreter(self.accelerator, golden=self._cache, golden_sites=self._by_key,
                           golden_gemm=self._gemm_cache, faults_by_key=by_key)
-        cj = self._cj
-        outs, taints = it.eval(cj.jaxpr, list(cj.consts), list(self._dyn), [False] * len(self._dyn), (), "")
+        outs, taints = it.run(self._cj, self._dyn)
         masked = all(_same(o, g) for o, g in zip(outs, self._flat))
         res = jax.tree_util.tree_unflatten(self._out_tree, [jnp.asarray(x) for x in outs])
         if return_stats:
