@@ -1,23 +1,44 @@
-"""gemmfi.faults: fault specifications, fault sites, campaigns and outcome classes."""
+"""gemmfi.faults: fault-injection campaigns, their statistics, store, executors and reports.
+
+Fault specifications live with the arrays that take them (:mod:`simulator`) and are
+re-exported here (``faults.Fault is simulator.Fault``).
+
+* Single-GEMM campaigns on a (protected) array: :func:`run_campaign`,
+  :func:`compare_schemes`, :func:`count_false_alarms`, :func:`coverage_table`
+  (outcomes: :data:`protection.OUTCOMES`).
+* Model campaigns: a :class:`ModelCampaign` (spec) whose trials land on
+  :class:`TrialSite` s of a :class:`SiteSpace` (:func:`site_space`) and end as
+  :class:`TrialResult` s (outcomes :data:`TRIAL_OUTCOMES`) in a :class:`ResultStore`;
+  :func:`run_model_campaign` / :func:`resume_model_campaign` run them here, on a
+  process pool or on Dask; :func:`model_campaign_report` summarises them.
+* Statistics: :func:`sample_size` and proportion intervals.
+* :class:`NativeValueInjector`: the native-JAX value-level baseline.
+"""
 from simulator import FAULT_KINDS, Fault, OutputFault, apply_output_faults  # the specs live with the arrays
+
 from ._campaign import CampaignResult, compare_schemes, count_false_alarms, coverage_table, run_campaign
+from ._executor import EXECUTORS, CampaignRun, resume_model_campaign, run_model_campaign
+from ._report import GROUPINGS, CampaignReport, ReportRow, model_campaign_report
+from ._sites import SiteSpace, Stratum, TrialSite
+from ._spec import LEVELS, STRATIFY, ModelCampaign, make_array
+from ._stats import CI_METHODS, clopper_pearson_interval, proportion_interval, sample_size, wilson_interval
+from ._store import CampaignMismatchError, ResultStore, StoreError
+from ._trial import TRIAL_OUTCOMES, TileCheck, TrialResult
+from ._value import NativeValueInjector
+from ._worker import site_space
 
-__all__: list[str] = ["FAULT_KINDS", "Fault", "OutputFault", "apply_output_faults",
-                      "CampaignResult", "run_campaign", "compare_schemes", "count_false_alarms", "coverage_table"]
-
-# ---- model campaigns (issue 5): statistics, campaigns, results store, executors, reports ----
-from ._executor import EXECUTORS, CampaignRun, resume_model_campaign, run_model_campaign  # noqa: E402
-from ._model_campaign import (LEVELS, OUTCOMES, STRATIFY, TRIAL_COLUMNS, ModelCampaign, SiteSpace,  # noqa: E402
-                              Stratum, TileCheck, TrialSite, make_array, site_space)
-from ._report import GROUPINGS, CampaignReport, ReportRow, model_campaign_report  # noqa: E402
-from ._stats import (CI_METHODS, KeyedPermutation, clopper_pearson_interval, proportion_interval,  # noqa: E402
-                     sample_size, wilson_interval)
-from ._store import SCHEMA_VERSION, CampaignMismatchError, ResultStore, StoreError  # noqa: E402
-from ._value import NativeValueInjector  # noqa: E402
-
-__all__ += ["EXECUTORS", "CampaignRun", "resume_model_campaign", "run_model_campaign", "LEVELS", "OUTCOMES",
-            "STRATIFY", "TRIAL_COLUMNS", "ModelCampaign", "SiteSpace", "Stratum", "TileCheck", "TrialSite",
-            "make_array", "site_space", "GROUPINGS", "CampaignReport", "ReportRow", "model_campaign_report",
-            "CI_METHODS", "KeyedPermutation", "clopper_pearson_interval", "proportion_interval", "sample_size",
-            "wilson_interval", "SCHEMA_VERSION", "CampaignMismatchError", "ResultStore", "StoreError",
-            "NativeValueInjector"]
+__all__ = [
+    # fault specifications (simulator's)
+    "FAULT_KINDS", "Fault", "OutputFault", "apply_output_faults",
+    # single-GEMM campaigns
+    "CampaignResult", "run_campaign", "compare_schemes", "count_false_alarms", "coverage_table",
+    # model campaigns
+    "ModelCampaign", "make_array", "LEVELS", "STRATIFY", "SiteSpace", "Stratum", "TrialSite", "site_space",
+    "TRIAL_OUTCOMES", "TrialResult", "TileCheck", "EXECUTORS", "CampaignRun", "run_model_campaign",
+    "resume_model_campaign", "ResultStore", "StoreError", "CampaignMismatchError", "GROUPINGS", "CampaignReport",
+    "ReportRow", "model_campaign_report",
+    # statistics
+    "CI_METHODS", "sample_size", "wilson_interval", "clopper_pearson_interval", "proportion_interval",
+    # native value-level baseline
+    "NativeValueInjector",
+]

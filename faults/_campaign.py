@@ -20,10 +20,10 @@ import time
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from protection import OUTCOMES as _PROTECTION_OUTCOMES
+from protection import ProtectedArray
 
 __all__ = ["CampaignResult", "run_campaign", "compare_schemes", "count_false_alarms", "coverage_table"]
-
-_OUTCOMES = ("masked", "corrected", "detected", "sdc")
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,8 @@ class CampaignResult:
 
     def fraction(self, outcome: str) -> float:
         """Share of injections with that outcome."""
-        if outcome not in _OUTCOMES:
-            raise ValueError(f"outcome must be one of {_OUTCOMES}, not {outcome!r}")
+        if outcome not in _PROTECTION_OUTCOMES:
+            raise ValueError(f"outcome must be one of {_PROTECTION_OUTCOMES}, not {outcome!r}")
         return self.counts.get(outcome, 0) / self.n if self.n else 0.0
 
     @property
@@ -82,7 +82,6 @@ class CampaignResult:
 
 
 def _protected(array):
-    from protection import ProtectedArray
     return array if isinstance(array, ProtectedArray) else ProtectedArray(array, ())
 
 
@@ -102,7 +101,6 @@ def run_campaign(array, a, b, c=None, *, n: int = 1000, seed: int = 0, input_for
         clean: extra fault-free GEMMs ((a, b, c) tuples) whose false alarms are counted,
             besides this GEMM's own fault-free run.
     """
-    from protection import OUTCOMES
     if not isinstance(n, int) or isinstance(n, bool) or n < 0:
         raise ValueError(f"n must be an int >= 0, not {n!r}")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -117,7 +115,7 @@ def run_campaign(array, a, b, c=None, *, n: int = 1000, seed: int = 0, input_for
     header = {"config": repr(parray), "seed": seed, "shape": [M, K, N], "format": golden.fmt.name}
     if store is not None:
         done = _load(store, header)
-    counts = dict.fromkeys(OUTCOMES, 0)
+    counts = dict.fromkeys(_PROTECTION_OUTCOMES, 0)
     by_reg = {}
     rec = 0
     t0 = time.perf_counter()
@@ -138,7 +136,7 @@ def run_campaign(array, a, b, c=None, *, n: int = 1000, seed: int = 0, input_for
                     fh.write(json.dumps({"i": i, "outcome": outcome, "recompute": cyc, "register": reg}) + "\n")
                     fh.flush()
             counts[outcome] += 1
-            br = by_reg.setdefault(reg, dict.fromkeys(OUTCOMES, 0))
+            br = by_reg.setdefault(reg, dict.fromkeys(_PROTECTION_OUTCOMES, 0))
             br[outcome] += 1
             rec += cyc
     finally:
@@ -182,7 +180,6 @@ def compare_schemes(array, schemes, a, b, c=None, *, n: int = 1000, seed: int = 
                     clean=()) -> tuple:
     """One campaign on the unprotected array and one per scheme (or tuple of schemes),
     sharing one golden run.  Returns (baseline, *per-scheme) CampaignResults."""
-    from protection import ProtectedArray
     golden = array.golden(a, b, c, input_format=input_format)
     out = [run_campaign(array, a, b, c, n=n, seed=seed, input_format=input_format, golden=golden)]
     for s in schemes:

@@ -14,6 +14,14 @@ import sys
 
 import numpy as np
 
+from models import ACCUMULATORS, INPUT_FORMATS
+from simulator import Fault, get_format
+
+from ._executor import resume_model_campaign, run_model_campaign
+from ._report import model_campaign_report
+from ._spec import ModelCampaign, make_array
+from ._store import StoreError
+
 __all__ = ["main"]
 
 DEFAULT_DB = "gemmfi-campaign.db"
@@ -107,8 +115,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _make_array(args):
-    from ._model_campaign import make_array
-
     rows, cols = args.array
     return make_array(rows, cols, args.profile, args.dataflow, args.pipeline_depth)
 
@@ -132,22 +138,16 @@ def _ranges(v) -> str:
 
 
 def cmd_tile(args, out) -> int:
-    import ml_dtypes
-
-    from simulator import Fault
-
     arr = _make_array(args)
     m, k, n = args.mkn or (arr.rows, 2 * arr.rows, arr.cols)
-    dtypes = {"fp16": np.float16, "bf16": ml_dtypes.bfloat16, "tf32": np.float32,
-              "e4m3": ml_dtypes.float8_e4m3fn, "e5m2": ml_dtypes.float8_e5m2}
-    if args.format not in dtypes:
-        raise ValueError(f"format must be one of {sorted(dtypes)}, not {args.format!r}")
-    acc_dt = {"fp32": np.float32, "fp16": np.float16}.get(args.accumulator)
-    if acc_dt is None:
-        raise ValueError(f"accumulator must be fp32 or fp16, not {args.accumulator!r}")
+    if args.format not in INPUT_FORMATS:
+        raise ValueError(f"format must be one of {sorted(INPUT_FORMATS)}, not {args.format!r}")
+    if args.accumulator not in ACCUMULATORS:
+        raise ValueError(f"accumulator must be one of {sorted(ACCUMULATORS)}, not {args.accumulator!r}")
+    in_dt, acc_dt = get_format(args.format).dtype, get_format(args.accumulator).dtype
     rng = np.random.default_rng(args.seed)
-    a = rng.standard_normal((m, k)).astype(dtypes[args.format])
-    b = rng.standard_normal((k, n)).astype(dtypes[args.format])
+    a = rng.standard_normal((m, k)).astype(in_dt)
+    b = rng.standard_normal((k, n)).astype(in_dt)
     fin = "tf32" if args.format == "tf32" else None
     c0 = np.zeros((m, n), acc_dt)
     sites = arr.fault_sites(m, k, n, args.format, args.accumulator)
@@ -190,8 +190,6 @@ def cmd_tile(args, out) -> int:
 
 
 def _campaign_from_args(args):
-    from ._model_campaign import ModelCampaign
-
     tr, tc = args.tile or (None, None)
     return ModelCampaign(model=args.model, array=_make_array(args), formats=args.formats,
                          accumulator=args.accumulator, batch=args.batch, level=args.level,
@@ -201,8 +199,6 @@ def _campaign_from_args(args):
 
 
 def _report(db, out, by=("format", "layer", "register"), method="wilson", confidence=None, plots=True):
-    from ._report import model_campaign_report
-
     rep = model_campaign_report(db, confidence=confidence, method=method)
     print(rep.text(by), file=out)
     if plots and rep.done:
@@ -211,8 +207,6 @@ def _report(db, out, by=("format", "layer", "register"), method="wilson", confid
 
 
 def cmd_campaign(args, out) -> int:
-    from ._executor import resume_model_campaign, run_model_campaign
-
     kw = dict(executor=args.executor, workers=args.workers, scheduler=args.scheduler,
               progress=not args.no_progress, max_trials=args.max_trials, batch_size=args.batch_size)
     if args.action == "run":
@@ -231,8 +225,6 @@ def main(argv=None, out=None) -> int:
     """Entry point of the ``gemmfi`` command; returns the exit status (0, or 2 on an error)."""
     out = out or sys.stdout
     args = _parser().parse_args(argv)
-    from ._store import StoreError
-
     try:
         if args.cmd == "tile":
             return cmd_tile(args, out)

@@ -1,9 +1,9 @@
 """Running a :class:`faults.ModelCampaign` into its results database, here, on a local
 process pool, or on a Dask distributed cluster.
 
-Workers compute result rows (:func:`faults._model_campaign.run_trials`, a runner with
-its golden runs cached per process); this process is the only writer and stores each
-batch of rows in one transaction as it arrives.  Which trials run where changes
+Workers compute trial results (:func:`faults._worker.run_trials`, a runner with its
+golden runs cached per process); this process is the only writer and stores each
+batch of results in one transaction as it arrives.  Which trials run where changes
 nothing: trial ``i``'s fault and result are pure functions of ``(campaign, i)``.
 """
 from __future__ import annotations
@@ -15,8 +15,10 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._model_campaign import ModelCampaign, _Runner, run_trials, site_space
+from ._spec import ModelCampaign
 from ._store import ResultStore
+from ._trial import _Runner
+from ._worker import run_trials, site_space
 
 __all__ = ["run_model_campaign", "resume_model_campaign", "CampaignRun", "EXECUTORS"]
 

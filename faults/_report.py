@@ -9,19 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
-from ._model_campaign import OUTCOMES, TRIAL_COLUMNS
+from ._trial import TRIAL_OUTCOMES
 from ._stats import proportion_interval
 from ._store import ResultStore
 
 __all__ = ["CampaignReport", "ReportRow", "model_campaign_report", "GROUPINGS"]
 
-#: Report groupings: name -> the trial columns that form a group's key.
-GROUPINGS = {"format": ("format",), "layer": ("format", "layer"), "register": ("format", "register"),
-             "bit": ("format", "register", "bit")}
-_IDX = {c: i for i, c in enumerate(TRIAL_COLUMNS)}
+#: Report groupings: name -> the :class:`faults.TrialResult` fields that form a group's key.
+GROUPINGS = MappingProxyType({"format": ("format",), "layer": ("format", "layer"),
+                              "register": ("format", "register"), "bit": ("format", "register", "bit")})
 
 
 @dataclass(frozen=True)
@@ -73,11 +73,11 @@ class CampaignReport:
         for g in groupings:
             rows = self.tables[g]
             lines.append("")
-            head = f"{'/'.join(GROUPINGS[g]):<40} {'n':>6}  " + " ".join(f"{o[:8]:>8}" for o in OUTCOMES)
+            head = f"{'/'.join(GROUPINGS[g]):<40} {'n':>6}  " + " ".join(f"{o[:8]:>8}" for o in TRIAL_OUTCOMES)
             lines.append(head + f"  {'SDC [CI]':>22}  {'critical [CI]':>22}")
             for r in rows:
                 key = "/".join(str(k) for k in r.key)
-                rates = " ".join(f"{100 * r.rates[o]:7.2f}%" for o in OUTCOMES)
+                rates = " ".join(f"{100 * r.rates[o]:7.2f}%" for o in TRIAL_OUTCOMES)
                 lines.append(f"{key[:40]:<40} {r.n:>6}  {rates}  "
                              f"{_ci(r.sdc, r.sdc_ci):>22}  {_ci(r.critical, r.critical_ci):>22}")
         return "\n".join(lines)
@@ -158,21 +158,21 @@ def model_campaign_report(path, confidence: float | None = None, method: str = "
     confidence = campaign.confidence if confidence is None else confidence
     done_per = {}
     for r in rows:
-        done_per[r[_IDX["stratum"]]] = done_per.get(r[_IDX["stratum"]], 0) + 1
+        done_per[r.stratum] = done_per.get(r.stratum, 0) + 1
     weight = {s: pop / done_per[s] for s, _, _, pop, _, _ in strata if done_per.get(s)}
     tables = {}
     for g, cols in GROUPINGS.items():
         groups: dict = {}
         for r in rows:
-            groups.setdefault(tuple(r[_IDX[c]] for c in cols), []).append(r)
+            groups.setdefault(tuple(getattr(r, c) for c in cols), []).append(r)
         out = []
         for key in sorted(groups):
             rs = groups[key]
-            w = np.array([weight[r[_IDX["stratum"]]] for r in rs])
+            w = np.array([weight[r.stratum] for r in rs])
             w = w / w.sum()
             n_eff = 1.0 / float((w ** 2).sum())
-            oc = np.array([r[_IDX["outcome"]] for r in rs])
-            rates = {o: float(w[oc == o].sum()) for o in OUTCOMES}
+            oc = np.array([r.outcome for r in rs])
+            rates = {o: float(w[oc == o].sum()) for o in TRIAL_OUTCOMES}
             sdc = rates["benign_sdc"] + rates["critical_sdc"] + rates["nan_inf"]
             crit = rates["critical_sdc"] + rates["nan_inf"]
             out.append(ReportRow(key, len(rs), rates, sdc, proportion_interval(sdc * n_eff, n_eff, confidence, method),

@@ -5,8 +5,9 @@ Tables:
 * ``meta(key, value)``: ``schema`` (:data:`SCHEMA_VERSION`), ``campaign`` (the
   campaign's canonical JSON), ``digest``, ``total`` (trials planned);
 * ``strata(stratum, format, gemms, population, trials, first)``;
-* ``trials``: one row per finished trial (:data:`faults.TRIAL_COLUMNS`), ``trial`` the
-  primary key, so a trial can be stored only once.
+* ``trials``: one row per finished trial, its columns the fields of
+  :class:`faults.TrialResult` in order, ``trial`` the primary key, so a trial can be
+  stored only once.
 
 The database runs in WAL mode; every :meth:`ResultStore.write` is one transaction, so
 a process killed at any moment leaves every committed trial in place and none half
@@ -19,12 +20,15 @@ import os
 import sqlite3
 from pathlib import Path
 
-from ._model_campaign import TRIAL_COLUMNS, ModelCampaign
+from ._spec import ModelCampaign
+from ._trial import TrialResult
 
-__all__ = ["ResultStore", "StoreError", "CampaignMismatchError", "SCHEMA_VERSION"]
+__all__ = ["ResultStore", "StoreError", "CampaignMismatchError"]
 
 #: Version of the database layout this code reads and writes.
 SCHEMA_VERSION = 1
+#: Columns of the ``trials`` table: a :class:`TrialResult`'s fields.
+TRIAL_COLUMNS = TrialResult._fields
 
 _TYPES = {"trial": "INTEGER PRIMARY KEY", "stratum": "INTEGER NOT NULL", "format": "TEXT NOT NULL",
           "gemm": "INTEGER NOT NULL", "layer": "TEXT NOT NULL", "grp": "INTEGER NOT NULL",
@@ -162,7 +166,7 @@ class ResultStore:
         return self._conn.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
 
     def write(self, rows) -> None:
-        """Store result rows (:data:`faults.TRIAL_COLUMNS` tuples) in one transaction.
+        """Store trial results (:class:`faults.TrialResult`) in one transaction.
         A trial stored twice raises :class:`StoreError`."""
         rows = list(rows)
         if not rows:
@@ -175,9 +179,9 @@ class ResultStore:
         except sqlite3.IntegrityError as e:
             raise StoreError(f"trials must be stored once, not again ({e}) in {str(self.path)!r}") from e
 
-    def rows(self) -> list:
-        """Every stored trial row, ordered by trial index."""
-        return self._conn.execute(f"SELECT {_QCOLS} FROM trials ORDER BY trial").fetchall()
+    def rows(self) -> list[TrialResult]:
+        """Every stored trial's result, ordered by trial index."""
+        return [TrialResult._make(r) for r in self._conn.execute(f"SELECT {_QCOLS} FROM trials ORDER BY trial")]
 
     def close(self) -> None:
         self._conn.close()

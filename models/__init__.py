@@ -15,7 +15,7 @@ fault-free run so that GEMM faults re-run only what they reach::
                               fn=lambda a_tile, b_tile, d_tile: faulty_array(a_tile, b_tile)))
 
 Models: :data:`MODELS` (``"mlp"``, ``"cnn"``, ``"transformer"``) on scikit-learn's
-digits, shipped weights in ``models/weights``; ``python -m models.accuracy`` prints
+digits, shipped weights in ``models/weights``; ``python -m models`` prints
 their accuracy per format.
 """
 from ._accelerator import ACCUMULATORS, INPUT_FORMATS, Accelerator

@@ -8,24 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import ml_dtypes
 import numpy as np
 
-from simulator import get_format, get_profile, matmul
-from simulator._profiles import DatapathProfile
+from simulator import DatapathProfile, get_format, get_profile, matmul
 
 __all__ = ["Accelerator", "INPUT_FORMATS", "ACCUMULATORS"]
 
-#: Input formats a matrix unit can take, and the numpy dtype an operand has once rounded.
-INPUT_FORMATS = {
-    "fp16": np.dtype(np.float16),
-    "bf16": np.dtype(ml_dtypes.bfloat16),
-    "tf32": np.dtype(np.float32),
-    "e4m3": np.dtype(ml_dtypes.float8_e4m3fn),
-    "e5m2": np.dtype(ml_dtypes.float8_e5m2),
-}
-#: Accumulator formats and their numpy dtypes.
-ACCUMULATORS = {"fp32": np.dtype(np.float32), "fp16": np.dtype(np.float16)}
+#: Input formats a matrix unit can take (catalogue names; a rounded operand has the
+#: format's numpy dtype, :attr:`simulator.Format.dtype`, float32 for tf32).
+INPUT_FORMATS = ("fp16", "bf16", "tf32", "e4m3", "e5m2")
+#: Accumulator formats (catalogue names).
+ACCUMULATORS = ("fp32", "fp16")
 
 
 @dataclass(frozen=True)
@@ -93,12 +86,12 @@ class Accelerator:
     @property
     def input_dtype(self) -> np.dtype:
         """numpy dtype of a rounded operand (float32 for tf32)."""
-        return INPUT_FORMATS[self.input_format]
+        return get_format(self.input_format).dtype
 
     @property
     def acc_dtype(self) -> np.dtype:
         """numpy dtype of C and D (float32 or float16)."""
-        return ACCUMULATORS[self.accumulator]
+        return get_format(self.accumulator).dtype
 
     @property
     def saturates(self) -> bool:

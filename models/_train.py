@@ -7,6 +7,7 @@ training and 360 test images.
 from __future__ import annotations
 
 from pathlib import Path
+from types import MappingProxyType
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +25,7 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 _N_TEST = 360
 
 #: Per model: (seed, epochs, learning rate); batch size 64, Adam, cosine decay.
-TRAIN_SETTINGS = {"mlp": (0, 40, 3e-3), "cnn": (0, 40, 3e-3), "transformer": (0, 80, 2e-3)}
+TRAIN_SETTINGS = MappingProxyType({"mlp": (0, 40, 3e-3), "cnn": (0, 40, 3e-3), "transformer": (0, 80, 2e-3)})
 
 
 def load_digits(split: str = "test"):
@@ -128,13 +129,13 @@ def accuracy(name: str, accelerator: Accelerator | None = None, params=None, n: 
 
 
 #: Columns of :func:`accuracy_table`: label -> accelerator (None: native float32).
-TABLE_FORMATS = {
+TABLE_FORMATS = MappingProxyType({
     "fp32": None,
     "fp16": Accelerator("hopper", "fp16"),
     "bf16": Accelerator("hopper", "bf16"),
     "e4m3": Accelerator("hopper", "e4m3"),
     "e5m2": Accelerator("hopper", "e5m2"),
-}
+})
 
 
 def accuracy_table(models=None, formats=None) -> dict:

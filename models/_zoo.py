@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from types import MappingProxyType
+from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -140,7 +141,8 @@ def _tf_apply(params, x):
     return _dense(params, "head", h)
 
 
-MODELS: dict[str, Model] = {
+#: The shipped models by name (read-only).
+MODELS: Mapping[str, Model] = MappingProxyType({
     m.name: m for m in (
         Model("mlp", _mlp_init, _mlp_apply, "64-128-64-10 ReLU MLP"),
         Model("cnn", _cnn_init, _cnn_apply,
@@ -148,7 +150,7 @@ MODELS: dict[str, Model] = {
         Model("transformer", _tf_init, _tf_apply,
               f"rows as 8 tokens, d={_D}, {_HEADS} heads, {_LAYERS} pre-LN blocks, ff={_FF}, mean pool"),
     )
-}
+})
 
 
 def get_model(name) -> Model:

@@ -19,7 +19,7 @@ CONFIGS = st.sampled_from([("ws", 1, np.float16), ("ws", 2, ml_dtypes.bfloat16),
 
 def _array(spec, R, C):
     kind, x, _ = spec
-    return TensorCoreArray(R, C, x) if kind == "tc" else SystolicArray(R, C, kind, pipeline_depth=x)
+    return TensorCoreArray(R, C, profile=x) if kind == "tc" else SystolicArray(R, C, dataflow=kind, pipeline_depth=x)
 
 
 @settings(max_examples=50, deadline=None)

@@ -6,7 +6,7 @@ import pytest
 
 import faults
 from faults import Fault, ModelCampaign, TileCheck, make_array, run_model_campaign
-from faults._model_campaign import _Runner
+from faults._trial import _Runner
 from models import Accelerator, ReplaceTile, accelerated, get_model, load_digits, load_params
 from simulator import SystolicArray, TensorCoreArray
 
@@ -23,10 +23,10 @@ def _golden(model, profile, fmt, n):
 
 @pytest.mark.parametrize("model,array,fmt", [
     ("cnn", SystolicArray(16, 16), "fp16"),
-    ("cnn", SystolicArray(8, 8, "os", pipeline_depth=2), "bf16"),
+    ("cnn", SystolicArray(8, 8, dataflow="os", pipeline_depth=2), "bf16"),
     ("mlp", SystolicArray(8, 4), "e4m3"),
     ("transformer", SystolicArray(8, 8), "fp16"),
-    ("mlp", TensorCoreArray(4, 4, "hopper"), "fp16"),
+    ("mlp", TensorCoreArray(4, 4, profile="hopper"), "fp16"),
 ])
 def test_tile_subgemm_is_the_golden_tile_bit_for_bit(model, array, fmt):
     g = _golden(model, array.profile, fmt, 12)
@@ -64,11 +64,11 @@ def test_fault_with_no_effect_leaves_outputs_bitwise_golden():
     # through the campaign: every trial whose tile is unchanged is masked with the golden logits
     r = _Runner(ModelCampaign(model="cnn", array=arr, batch=16, trials=80))
     rows = r.run_many(range(80))
-    col = {c: i for i, c in enumerate(faults.TRIAL_COLUMNS)}
-    assert any(x[col["tile_diff"]] == 0 for x in rows) and any(x[col["tile_diff"]] > 0 for x in rows)
+    assert all(isinstance(x, faults.TrialResult) for x in rows)
+    assert any(x.tile_diff == 0 for x in rows) and any(x.tile_diff > 0 for x in rows)
     for x in rows:
-        if x[col["tile_diff"]] == 0:
-            assert x[col["outcome"]] == "masked" and x[col["max_abs_err"]] == 0.0
+        if x.tile_diff == 0:
+            assert x.outcome == "masked" and x.max_abs_err == 0.0
 
 
 def test_trials_are_pure_and_chunking_changes_nothing():
@@ -81,8 +81,8 @@ def test_trials_are_pure_and_chunking_changes_nothing():
     r3 = _Runner(c.with_(chunk=5))  # chunks not aligned with tiles
     assert r3.run_many(range(60)) == rows
     assert _Runner(c.with_(seed=4)).run_many(range(10)) != rows[:10]
-    out = {x[15] for x in rows}
-    assert "masked" in out and out <= set(faults.OUTCOMES)
+    out = {x.outcome for x in rows}
+    assert "masked" in out and out <= set(faults.TRIAL_OUTCOMES)
 
 
 def test_sites_are_drawn_without_replacement_and_cover_the_space():
@@ -109,8 +109,9 @@ def test_value_level_and_formats():
                       formats=("fp16", "bf16"))
     r = _Runner(c)
     rows = r.run_many(range(80))
-    assert {x[2] for x in rows} == {"fp16", "bf16"}
-    assert all(x[10] == "output" and x[8] == x[9] == 1 and x[17] == 1 for x in rows)  # one element changed
+    assert {x.format for x in rows} == {"fp16", "bf16"}
+    assert all(x.register == "output" and x.rows == x.cols == 1 and x.tile_diff == 1 for x in rows)  # one element
+    assert all((x.pe_row, x.pe_col, x.cycle) == (-1, -1, -1) for x in rows)
 
 
 
@@ -124,8 +125,8 @@ def test_detector_hook():
     c = ModelCampaign(model="mlp", array=SystolicArray(8, 8), batch=8, trials=20,
                       detector="tests.faults.test_campaign_model:flag_everything")
     rows = _Runner(c).run_many(range(20))
-    assert all(x[15] == "detected" for x in rows)
-    assert {x[16] for x in rows} <= set(faults.OUTCOMES) - {"detected"}
+    assert all(x.outcome == "detected" for x in rows)
+    assert {x.effect for x in rows} <= set(faults.TRIAL_OUTCOMES) - {"detected"}
 
 
 @pytest.mark.parametrize("kw,exc,msg", [

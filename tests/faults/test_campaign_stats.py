@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from faults import KeyedPermutation, clopper_pearson_interval, proportion_interval, sample_size, wilson_interval
+from faults import clopper_pearson_interval, proportion_interval, sample_size, wilson_interval
+from faults._stats import KeyedPermutation
 
 
 def test_sample_size_known_values():

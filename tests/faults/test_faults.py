@@ -24,7 +24,7 @@ ARRAYS = st.sampled_from([("ws", 1), ("ws", 2), ("os", 1), ("os", 3), ("tc", "ho
 
 def _array(spec, R, C):
     kind, x = spec
-    return TensorCoreArray(R, C, x) if kind == "tc" else SystolicArray(R, C, kind, pipeline_depth=x)
+    return TensorCoreArray(R, C, profile=x) if kind == "tc" else SystolicArray(R, C, dataflow=kind, pipeline_depth=x)
 
 
 @settings(max_examples=60, deadline=None)
@@ -86,8 +86,8 @@ def test_weight_flip_after_last_use_is_masked_and_before_is_not():
 
 @pytest.mark.parametrize("arr,reg,pe,cycle", [
     (SystolicArray(4, 4), "psum", (1, 2), 4 + 1 + 2 + 3),         # item 3 at PE (1, 2), latched b + 0
-    (SystolicArray(4, 4, "os"), "acc", (2, 1), 2 + 1 + 2),        # after k=2 at PE (2, 1)
-    (TensorCoreArray(2, 2, "hopper"), "psum", (0, 1), 2 + 1 + 3 + 3),
+    (SystolicArray(4, 4, dataflow="os"), "acc", (2, 1), 2 + 1 + 2),        # after k=2 at PE (2, 1)
+    (TensorCoreArray(2, 2, profile="hopper"), "psum", (0, 1), 2 + 1 + 3 + 3),
 ])
 def test_top_exponent_flip_of_live_accumulator_changes_output(arr, reg, pe, cycle):
     a, b, c = _operands(2, 6, 4, 4)
@@ -114,7 +114,7 @@ def test_result_fault_equals_flip_of_last_psum():
 
 
 def test_stuck_at_and_burst():
-    arr = SystolicArray(3, 3, "os")
+    arr = SystolicArray(3, 3, dataflow="os")
     a, b, c = _operands(4, 5, 12, 5)
     golden = arr.run(a, b, c).output
     perm = Fault(pe=(0, 0), register="acc", bit=31, kind="stuck1", duration=None)
@@ -162,7 +162,7 @@ def test_multi_pass_kernel_matches_reference_stepper_at_live_cycles(seed, M, K, 
     rng = np.random.default_rng(seed)
     dtype = {"e4m3": ml_dtypes.float8_e4m3fn, "e5m2": ml_dtypes.float8_e5m2, "three_pass": np.float16}[case]
     fmt = "fp16" if case == "three_pass" else case
-    arr = TensorCoreArray(R, C, _THREE_PASS if case == "three_pass" else "hopper")
+    arr = TensorCoreArray(R, C, profile=_THREE_PASS if case == "three_pass" else "hopper")
     a = (rng.standard_normal((M, K)) * 2.0 ** rng.integers(-3, 3, (M, K))).astype(dtype)
     b = rng.standard_normal((K, N)).astype(dtype)
     c = rng.standard_normal((M, N)).astype(np.float32)
@@ -185,7 +185,7 @@ def test_multi_pass_kernel_matches_reference_stepper_at_live_cycles(seed, M, K, 
 
 def test_pass_result_flip_changes_output_and_dead_cycles_are_masked():
     import ml_dtypes
-    arr = TensorCoreArray(2, 2, "hopper")
+    arr = TensorCoreArray(2, 2, profile="hopper")
     rng = np.random.default_rng(7)
     a = rng.standard_normal((4, 64)).astype(ml_dtypes.float8_e4m3fn)
     b = rng.standard_normal((64, 3)).astype(ml_dtypes.float8_e4m3fn)

@@ -1,7 +1,7 @@
 """Print the shipped models' test accuracy natively (fp32) and on the simulated
 accelerator (hopper profile, fp32 accumulation) in FP16, BF16, FP8 e4m3 and e5m2.
 
-    python -m models.accuracy [--retrain]
+    python -m models [--retrain]
 
 ``--retrain`` first retrains every model deterministically and overwrites the
 shipped weights.
@@ -13,10 +13,10 @@ import time
 
 from ._train import TABLE_FORMATS, accuracy_table, retrain_all
 
-__all__ = ["main", "format_table"]
+__all__ = ["main"]
 
 
-def format_table(table: dict) -> str:
+def _format_table(table: dict) -> str:
     """A {model: {format: accuracy}} table as aligned text (percent)."""
     cols = list(next(iter(table.values())))
     lines = [f"{'model':<12}" + "".join(f"{c:>8}" for c in cols)]
@@ -26,7 +26,7 @@ def format_table(table: dict) -> str:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m models.accuracy", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m models", description=__doc__.splitlines()[0])
     ap.add_argument("--retrain", action="store_true", help="retrain and overwrite the shipped weights first")
     args = ap.parse_args(argv)
     if args.retrain:
@@ -35,7 +35,7 @@ def main(argv=None) -> None:
     table = accuracy_table()
     print("test accuracy on 360 digits images; fp32 = native JAX, others = hopper profile, "
           "fp32 accumulation")
-    print(format_table(table))
+    print(_format_table(table))
     print(f"({time.perf_counter() - t:.1f} s, {len(TABLE_FORMATS)} formats)")
 
 

@@ -1,0 +1,210 @@
+"""The campaign specification: what a model fault-injection campaign is.
+
+This module owns :class:`ModelCampaign`, a frozen, validated description of a campaign
+(which model on how many evaluation images, which PE array — its profile is the
+accelerator's datapath —, which input formats, register-level or value-level faults,
+how many trials, the seed), its canonical JSON (what a results database stores and
+checks) and :func:`make_array`.  Everything about trial ``i`` — its fault and its
+result — is a pure function of ``(campaign, i)``: :mod:`faults._sites` maps ``i`` to a
+site, :mod:`faults._trial` runs it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models import ACCUMULATORS, INPUT_FORMATS, MODELS, Accelerator
+from simulator import SystolicArray, TensorCoreArray, get_profile
+
+__all__ = ["ModelCampaign", "LEVELS", "STRATIFY", "make_array"]
+
+#: Fault levels: register-level (cycle-level array) or value-level (one bit of one GEMM output).
+LEVELS = ("register", "value")
+#: Stratification of the trials: one stratum per input format, or per format and GEMM.
+STRATIFY = ("format", "layer")
+
+
+def _default_array() -> SystolicArray:
+    return SystolicArray(16, 16)
+
+
+def make_array(rows: int, cols: int, profile: str = "systolic_fma", dataflow: str = "ws",
+               pipeline_depth: int | None = None):
+    """A :class:`simulator.SystolicArray` for a scalar-FMA profile, else a
+    :class:`simulator.TensorCoreArray` (``pipeline_depth`` None: the class default)."""
+    prof = get_profile(profile)
+    kw = {} if pipeline_depth is None else {"pipeline_depth": pipeline_depth}
+    if all(r.frac_bits is None for r in prof.rules.values()):
+        return SystolicArray(rows, cols, profile=profile, dataflow=dataflow, **kw)
+    return TensorCoreArray(rows, cols, profile=profile, dataflow=dataflow, **kw)
+
+
+def _array_to_json(arr) -> dict:
+    if not isinstance(arr.profile, str):
+        raise TypeError(f"array.profile must be a profile name (str) in a campaign, not "
+                        f"{type(arr.profile).__name__}")
+    return {"type": type(arr).__name__, "rows": arr.rows, "cols": arr.cols, "dataflow": arr.dataflow,
+            "profile": arr.profile, "pipeline_depth": arr.pipeline_depth}
+
+
+def _array_from_json(d: dict):
+    cls = {"SystolicArray": SystolicArray, "TensorCoreArray": TensorCoreArray}.get(d.get("type"))
+    if cls is None:
+        raise ValueError(f"array type must be SystolicArray or TensorCoreArray, not {d.get('type')!r}")
+    return cls(d["rows"], d["cols"], profile=d["profile"], dataflow=d["dataflow"], pipeline_depth=d["pipeline_depth"])
+
+
+def _int(name, v, lo=None, hi=None, none=False):
+    if v is None and none:
+        return
+    if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+        raise TypeError(f"{name} must be an int{' or None' if none else ''}, not {type(v).__name__}")
+    if lo is not None and v < lo:
+        raise ValueError(f"{name} must be >= {lo}, not {v}")
+    if hi is not None and v > hi:
+        raise ValueError(f"{name} must be <= {hi}, not {v}")
+
+
+@dataclass(frozen=True)
+class ModelCampaign:
+    """A fault-injection campaign on a model.
+
+    The fault space and strata are described in :mod:`faults._sites`, a trial and its
+    outcomes (:data:`faults.TRIAL_OUTCOMES`) in :mod:`faults._trial`.
+
+    Attributes:
+        model: a :data:`models.MODELS` name (shipped weights).
+        array: the PE array (:class:`simulator.SystolicArray` or
+            :class:`simulator.TensorCoreArray`, profile given by name); its profile
+            is the accelerator's datapath.
+        formats: input formats, one stratum (or one per layer) each.
+        accumulator: ``"fp32"`` or ``"fp16"`` (the profile must support it).
+        batch: evaluation images, the first ``batch`` of the digits test split (<= 360).
+        level: ``"register"`` or ``"value"``.
+        registers: register names to sample (None: all of the array's registers).
+        kind: register fault kind, ``"flip"`` (a single-event upset) only for now.
+        margin, confidence, p: the sample-size formula's error margin, confidence
+            and anticipated proportion (used when ``trials`` is None).
+        trials: trials per stratum (None: :func:`faults.sample_size` of its population).
+        stratify: ``"format"`` or ``"layer"`` (format x GEMM).
+        seed: the campaign seed (int >= 0).
+        tile_rows, tile_cols: output-tile size (None: the array's rows / cols).
+        chunk: images per cached golden sub-run used to recompute a fault's effect
+            (None: recompute the whole batch).  Does not change any result.
+        detector: ``"module:function"`` of a protection check called as
+            ``fn(TileCheck) -> bool`` on every faulty tile, or None.
+    """
+
+    model: str = "cnn"
+    array: object = field(default_factory=_default_array)
+    formats: tuple = ("fp16",)
+    accumulator: str = "fp32"
+    batch: int = 256
+    level: str = "register"
+    registers: tuple | None = None
+    kind: str = "flip"
+    margin: float = 0.05
+    confidence: float = 0.95
+    p: float = 0.5
+    trials: int | None = None
+    stratify: str = "format"
+    seed: int = 0
+    tile_rows: int | None = None
+    tile_cols: int | None = None
+    chunk: int | None = 8
+    detector: str | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.model, str):
+            raise TypeError(f"model must be a str, not {type(self.model).__name__}")
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {sorted(MODELS)}, not {self.model!r}")
+        if not isinstance(self.array, (SystolicArray, TensorCoreArray)):
+            raise TypeError(f"array must be a SystolicArray or TensorCoreArray, not {type(self.array).__name__}")
+        _array_to_json(self.array)
+        fm = self.formats
+        if isinstance(fm, str):
+            fm = (fm,)
+        if not isinstance(fm, (tuple, list)) or not fm or not all(isinstance(f, str) for f in fm):
+            raise TypeError(f"formats must be a non-empty tuple of str, not {self.formats!r}")
+        object.__setattr__(self, "formats", tuple(fm))
+        if len(set(fm)) != len(fm):
+            raise ValueError(f"formats must be distinct, not {fm!r}")
+        for f in fm:
+            if f not in INPUT_FORMATS:
+                raise ValueError(f"formats must be in {sorted(INPUT_FORMATS)}, not {f!r}")
+            Accelerator(self.array.profile, f, self.accumulator)  # profile supports format/accumulator
+        if self.accumulator not in ACCUMULATORS:
+            raise ValueError(f"accumulator must be one of {sorted(ACCUMULATORS)}, not {self.accumulator!r}")
+        _int("batch", self.batch, 1, 360)
+        if self.level not in LEVELS:
+            raise ValueError(f"level must be one of {LEVELS}, not {self.level!r}")
+        if self.registers is not None:
+            regs = (self.registers,) if isinstance(self.registers, str) else self.registers
+            if not isinstance(regs, (tuple, list)) or not regs or not all(isinstance(r, str) for r in regs):
+                raise TypeError(f"registers must be a non-empty tuple of str or None, not {self.registers!r}")
+            object.__setattr__(self, "registers", tuple(regs))
+            for f in fm:
+                names = [n for n, _ in self.array.registers(f, self.accumulator)]
+                bad = [r for r in regs if r not in names]
+                if bad:
+                    raise ValueError(f"registers must be among {names} for {f}, not {bad}")
+            if self.level != "register":
+                raise ValueError(f"registers must be None for level {self.level!r}, not {self.registers!r}")
+        if self.kind != "flip":
+            raise ValueError(f"kind must be 'flip', not {self.kind!r}")
+        for n in ("margin", "confidence", "p"):
+            v = getattr(self, n)
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise TypeError(f"{n} must be a float, not {type(v).__name__}")
+            if not 0 < v < 1:
+                raise ValueError(f"{n} must be in (0, 1), not {v}")
+        _int("trials", self.trials, 1, none=True)
+        if self.stratify not in STRATIFY:
+            raise ValueError(f"stratify must be one of {STRATIFY}, not {self.stratify!r}")
+        _int("seed", self.seed, 0)
+        _int("tile_rows", self.tile_rows, 1, none=True)
+        _int("tile_cols", self.tile_cols, 1, none=True)
+        _int("chunk", self.chunk, 1, none=True)
+        if self.detector is not None and (not isinstance(self.detector, str) or ":" not in self.detector):
+            raise ValueError(f"detector must be 'module:function' or None, not {self.detector!r}")
+
+    # ---- derived ---------------------------------------------------------------------
+    @property
+    def tile(self) -> tuple:
+        """(tile rows, tile cols) of an output tile."""
+        return (self.tile_rows or self.array.rows, self.tile_cols or self.array.cols)
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys): what the results database stores and checks."""
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["array"] = _array_to_json(self.array)
+        d["formats"] = list(self.formats)
+        d["registers"] = None if self.registers is None else list(self.registers)
+        return json.dumps(d, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelCampaign":
+        """The campaign :meth:`to_json` wrote."""
+        d = json.loads(text)
+        if not isinstance(d, dict):
+            raise ValueError(f"campaign JSON must be an object, not {type(d).__name__}")
+        d["array"] = _array_from_json(d["array"])
+        d["formats"] = tuple(d["formats"])
+        if d.get("registers") is not None:
+            d["registers"] = tuple(d["registers"])
+        return cls(**d)
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of :meth:`to_json` (hex, first 16 digits)."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    def with_(self, **changes) -> "ModelCampaign":
+        """A copy with some fields changed."""
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d.update(changes)
+        return type(self)(**d)
