@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -31,19 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _count(db) -> int:
-    """Trials stored (read-only; 0 when the database or its table does not exist yet)."""
-    if not os.path.exists(db):
-        return 0
-    try:
-        c = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        try:
-            return c.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
-        finally:
-            c.close()
-    except sqlite3.Error:
-        return 0
+from faults import ModelCampaign, ResultStore, run_model_campaign
+from simulator import SystolicArray
 
 
 def _cli(db, executor, args):
@@ -53,7 +41,7 @@ def _cli(db, executor, args):
 
 def _kill_round(db, executor, args, mode, delay, timeout=90.0):
     """One launch killed at the chosen point; returns (trials stored after, seconds alive, finished)."""
-    before = _count(db)
+    before = ResultStore.stored(db)
     t0 = time.monotonic()
     p = subprocess.Popen(_cli(db, executor, args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                          start_new_session=True)
@@ -62,7 +50,7 @@ def _kill_round(db, executor, args, mode, delay, timeout=90.0):
             while p.poll() is None and time.monotonic() - t0 < delay:
                 time.sleep(0.005)
         else:
-            while _count(db) <= before and p.poll() is None and time.monotonic() - t0 < timeout:
+            while ResultStore.stored(db) <= before and p.poll() is None and time.monotonic() - t0 < timeout:
                 time.sleep(0.005)
             end = time.monotonic() + delay
             while p.poll() is None and time.monotonic() < end:
@@ -74,7 +62,7 @@ def _kill_round(db, executor, args, mode, delay, timeout=90.0):
         _, err = p.communicate()
     if finished and p.returncode != 0:
         raise RuntimeError(f"campaign run exited with {p.returncode} before its kill:\n{err.decode()[-2000:]}")
-    return _count(db), time.monotonic() - t0, finished
+    return ResultStore.stored(db), time.monotonic() - t0, finished
 
 
 def main(argv=None) -> int:
@@ -85,8 +73,6 @@ def main(argv=None) -> int:
     ap.add_argument("--startup-share", type=float, default=0.25, help="share of kills at a random startup time")
     opt = ap.parse_args(argv)
 
-    from faults import ModelCampaign, ResultStore, run_model_campaign
-    from simulator import SystolicArray
 
     campaign = ModelCampaign(model="cnn", batch=128, array=SystolicArray(8, 8), trials=opt.trials, chunk=None)
     args = ["--model", "cnn", "--batch", "128", "--array", "8x8", "--trials", str(opt.trials), "--chunk", "0",
@@ -114,7 +100,7 @@ def main(argv=None) -> int:
         p = subprocess.run(_cli(db, "serial", args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if p.returncode != 0:
             print(p.stderr.decode()[-3000:])
-        print(f"final resume: {_count(db) - counts[-1]} trials in {time.perf_counter() - t:.1f} s")
+        print(f"final resume: {ResultStore.stored(db) - counts[-1]} trials in {time.perf_counter() - t:.1f} s")
 
         try:
             with ResultStore.open(db, campaign) as a, ResultStore.open(ref, campaign) as b:

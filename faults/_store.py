@@ -147,6 +147,22 @@ class ResultStore:
                 f"(stored digest {stored.digest}, asked {campaign.digest}); use another path or resume it as is")
         return cls(path, conn, stored, total)
 
+    @staticmethod
+    def stored(path) -> int:
+        """Trials stored in the database at ``path``, read without opening it as a store
+        (read-only, never creating the file; 0 when it or its ``trials`` table does not
+        exist yet): for watching a campaign that another process is writing."""
+        if not os.path.exists(path):
+            return 0
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+            try:
+                return conn.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return 0
+
     # ---- reading and writing -------------------------------------------------------------
     def strata(self) -> list:
         """Rows (stratum, format, gemms tuple, population, trials, first)."""

@@ -2,7 +2,6 @@
 table of an uninterrupted run: no trial lost, none repeated."""
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,35 +16,22 @@ ARGS = ["--model", "cnn", "--batch", "128", "--array", "8x8", "--trials", "1000"
         "--batch-size", "3", "--no-report", "--no-progress"]
 
 
-def _count(db):
-    if not os.path.exists(db):
-        return 0
-    try:
-        c = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)  # never creates the file
-        try:
-            return c.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
-        finally:
-            c.close()
-    except sqlite3.Error:
-        return 0
-
-
 def _kill_run(db, executor, rng, timeout=60):
     """Start `gemmfi campaign run`, let it store a few more trials, SIGKILL it (and its pool)."""
-    before = _count(db)
+    before = ResultStore.stored(db)
     p = subprocess.Popen([sys.executable, "-m", "faults._cli", "campaign", "run", "--db", str(db),
                           "--executor", executor, "--workers", "2", *ARGS],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         t0 = time.monotonic()
-        while _count(db) <= before and p.poll() is None and time.monotonic() - t0 < timeout:
+        while ResultStore.stored(db) <= before and p.poll() is None and time.monotonic() - t0 < timeout:
             time.sleep(0.01)
         time.sleep(float(rng.uniform(0, 0.3)))
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
         p.wait()
-    return _count(db)
+    return ResultStore.stored(db)
 
 
 def test_sigkill_and_resume_equals_uninterrupted(tmp_path):

@@ -52,18 +52,14 @@ def test_foreign_and_tampered_databases(tmp_path, done_db):
         conn.execute("CREATE TABLE t (x)")
     with pytest.raises(StoreError, match="gemmfi campaign database"):
         ResultStore.open(p)
-    q = tmp_path / "tampered.db"
-    q.write_bytes(done_db.read_bytes())
-    with sqlite3.connect(q) as conn:
-        conn.execute("UPDATE meta SET value='99' WHERE key='schema'")
-    with pytest.raises(StoreError, match="schema must be 1"):
-        ResultStore.open(q)
-    q2 = tmp_path / "badmeta.db"
-    q2.write_bytes(done_db.read_bytes())
-    with sqlite3.connect(q2) as conn:
-        conn.execute("UPDATE meta SET value='{}' WHERE key='campaign'")
-    with pytest.raises(StoreError, match="bad metadata"):
-        ResultStore.open(q2)
+    for name, sql, msg in (("tampered", "UPDATE meta SET value='99' WHERE key='schema'", "schema must be 1"),
+                           ("badmeta", "UPDATE meta SET value='{}' WHERE key='campaign'", "bad metadata")):
+        q = tmp_path / f"{name}.db"
+        q.write_bytes(done_db.read_bytes())
+        with sqlite3.connect(q) as conn:
+            conn.execute(sql)
+        with pytest.raises(StoreError, match=msg):
+            ResultStore.open(q)
 
 
 def test_truncated_database(tmp_path, done_db):
@@ -140,3 +136,18 @@ def test_create_leaves_no_partial_file_behind(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".db") == ["c.db"]
     assert not list(tmp_path.glob("*.tmp"))
     assert faults.resume_model_campaign(tmp_path / "c.db", executor="serial").done == 16
+
+
+def test_stored_rows_are_trial_results_at_their_sites(done_db):
+    with ResultStore.open(done_db) as s:
+        rows = s.rows()
+    assert ResultStore.stored(done_db) == len(rows) == 16
+    space = faults.site_space(C)
+    for r in rows:
+        assert isinstance(r, faults.TrialResult) and r.outcome in faults.TRIAL_OUTCOMES
+        site = space.site(r.trial)
+        assert (r.format, r.gemm, r.layer, r.grp, r.row0, r.col0, r.register, r.bit, (r.pe_row, r.pe_col),
+                r.cycle) == (site.format, site.gemm, site.layer, site.group, site.row0, site.col0, site.register,
+                             site.bit, site.pe, site.cycle)
+        assert (r.outcome == "masked") == (r.tile_diff == 0 or r.effect == "masked")
+    assert ResultStore.stored(done_db.with_name("absent.db")) == 0
