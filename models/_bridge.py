@@ -2,20 +2,19 @@
 
 ``accelerated(fn, accelerator)`` traces ``fn`` to a jaxpr and evaluates it equation by
 equation on concrete values with the jaxpr walker (:class:`models.JaxprEvaluator`,
-which owns keys, taint and nested jaxprs).  ``dot_general`` and ``conv_general_dilated`` on floating
-operands are rounded to the accelerator's input format, lowered to 2-D GEMMs
-(:mod:`models._lowering`) and run by :func:`simulator.matmul`; every other primitive
-is bound natively.  Nested jaxprs (jit/pjit, closed_call, custom_jvp_call,
-custom_vjp_call, checkpoint, cond, while, scan) are interpreted recursively, so the
-GEMMs inside them run on the accelerator too.
+which owns keys, taint and nested jaxprs).  ``dot_general`` and
+``conv_general_dilated`` on floating operands are rounded to the accelerator's input
+format, lowered to 2-D GEMMs (:mod:`models._lowering`) and run by
+:func:`simulator.matmul`; every other primitive is bound natively.  Nested jaxprs
+(jit/pjit, closed_call, custom_jvp_call, custom_vjp_call, checkpoint, cond, while,
+scan) are interpreted recursively, so the GEMMs inside them run on the accelerator too.
 
-A fault-free run
-(:meth:`AcceleratedFunction.trace`) stores every equation's outputs by key; a faulty
-run (:meth:`GoldenTrace.inject`) marks values that may differ from that run as
-*tainted* and recomputes only equations with a tainted input (or a fault under them),
-reusing the stored outputs for everything else.  A recomputed output that comes out
-bitwise equal to the stored one is untainted again, so a fault that is masked stops
-the recomputation right there.
+A fault-free run (:meth:`AcceleratedFunction.trace`) stores every equation's outputs
+by key; a faulty run (:meth:`GoldenTrace.inject`) marks values that may differ from
+that run as *tainted* and recomputes only equations with a tainted input (or a fault
+under them), reusing the stored outputs for everything else.  A recomputed output
+that comes out bitwise equal to the stored one is untainted again, so a fault that is
+masked stops the recomputation right there.
 """
 from __future__ import annotations
 

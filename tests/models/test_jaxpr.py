@@ -65,14 +65,30 @@ def test_golden_outputs_are_reused_until_something_changes():
     out, taints = again.run(closed, [X, W])
     assert again.eqns == 0 and again.calls == [] and taints == [False]
     np.testing.assert_array_equal(out[0], ref[0])
-    # a dirty GEMM is recomputed and taints what follows it
+    # a dirty GEMM is recomputed; bitwise equal to the stored output, it stops there (masked)
     first = golden.calls[0][0]
     dirty = Recorder(golden=golden.cache, dirty=[first])
     out, taints = dirty.run(closed, [X, W])
-    assert [k for k, _, _ in dirty.calls][0] == first and len(dirty.calls) == len(golden.calls)
-    assert all(t for _, _, t in dirty.calls[1:])          # downstream GEMMs see tainted operands
-    assert taints == [False]                              # recomputed bit-identically: untainted again
+    assert [k for k, _, _ in dirty.calls] == [first] and taints == [False]
     np.testing.assert_array_equal(out[0], ref[0])
+    # changed, it taints everything downstream: every later GEMM re-runs on tainted operands
+    faulty = Perturber(first, golden=golden.cache, dirty=[first])
+    out, taints = faulty.run(closed, [X, W])
+    assert [k for k, _, _ in faulty.calls] == [k for k, _, _ in golden.calls]
+    assert all(t for _, _, t in faulty.calls[1:]) and taints == [True]
+    assert not np.array_equal(out[0], ref[0])
+
+
+class Perturber(Recorder):
+    """Adds 1 to the output of the GEMM execution at ``at``."""
+
+    def __init__(self, at, **kw):
+        super().__init__(**kw)
+        self.at = at
+
+    def gemm(self, eqn, invals, key, scope, tainted):
+        y = super().gemm(eqn, invals, key, scope, tainted)
+        return y + 1 if key == self.at else y
 
 
 def test_under_tracing_a_gemm_inside_a_loop_is_refused():
