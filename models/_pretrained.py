@@ -186,7 +186,14 @@ def _make_apply(cfg: BertConfig, pooling: str, normalize: bool):
         """
         token_ids = jnp.asarray(token_ids)
         mask = jnp.asarray(attention_mask) != 0
+        # Shapes are static under jit and the bridge's tracing: these checks cost nothing per call.
+        if token_ids.ndim != 2 or mask.shape != token_ids.shape:
+            raise ValueError(f"token_ids and attention_mask must both be (B, T), not {token_ids.shape} and {mask.shape}")
+        if not jnp.issubdtype(token_ids.dtype, jnp.integer):
+            raise TypeError(f"token_ids must be integers, not {token_ids.dtype}")
         T = token_ids.shape[1]
+        if not 1 <= T <= cfg.max_position_embeddings:
+            raise ValueError(f"sequence length T must be in [1, {cfg.max_position_embeddings}], not {T}")
         with jax.named_scope("embeddings"):
             # token_type_ids are all 0: single-sentence inputs, as sentence-transformers encodes.
             x = (jnp.take(params["embeddings/word"], token_ids, axis=0)
@@ -270,7 +277,7 @@ class PretrainedModel:
             raise TypeError(f"max_length must be an int or None, not {type(max_length).__name__}")
         if not 2 <= max_length <= self.config.max_position_embeddings:
             raise ValueError(f"max_length must be in [2, {self.config.max_position_embeddings}], not {max_length}")
-        tok = self._tokenizer
+        tok = self._tokenizer  # owned by this object (loaded for it); its settings are set per call
         tok.enable_truncation(max_length=max_length)
         encs = tok.encode_batch(list(texts))
         T = max(len(e.ids) for e in encs)

@@ -149,6 +149,16 @@ def test_accelerated_fp16_matches_native(model, pairs):
     assert c.min() >= 0.999 and c.min() < 1.0  # fp16 operands do change the numbers
 
 
+def test_apply_rejects_bad_shapes(model):
+    ids = np.full((1, 513), 101, np.int32)
+    with pytest.raises(ValueError, match="sequence length"):
+        model.apply(model.params, ids, np.ones_like(ids))
+    with pytest.raises(ValueError, match="attention_mask"):
+        model.apply(model.params, ids[:, :4], np.ones((1, 5), np.int32))
+    with pytest.raises(TypeError, match="token_ids must be integers"):
+        model.apply(model.params, ids[:, :4].astype(np.float32), np.ones((1, 4), np.int32))
+
+
 # ---- errors -------------------------------------------------------------------------
 def _copy_checkpoint(tmp_path, skip=()):
     """A copy of the checkpoint directory with symlinks for the big files."""
