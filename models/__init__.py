@@ -25,9 +25,11 @@ from ._faults import GEMM_FAULTS, GemmCall, GemmSite, OutputBitFlip, ReplaceGemm
 from ._train import (TABLE_FORMATS, TRAIN_SETTINGS, WEIGHTS_DIR, accuracy, accuracy_table, load_digits, load_params,
                      predict, retrain_all, save_params, train)
 from ._zoo import MODELS, Model, get_model
+from ._pretrained import ACTIVATIONS, POOLING_MODES, BertConfig, PretrainedModel, load_pretrained
 
 __all__ = ["ACCUMULATORS", "INPUT_FORMATS", "Accelerator", "AcceleratedFunction", "GoldenTrace", "InjectStats",
            "accelerated", "GEMM_PRIMITIVES", "JaxprEvaluator", "is_gemm", "GEMM_FAULTS", "GemmCall", "GemmSite", "OutputBitFlip", "ReplaceGemmOutput",
            "ReplaceTile", "TABLE_FORMATS", "TRAIN_SETTINGS", "WEIGHTS_DIR", "accuracy", "accuracy_table",
            "load_digits", "load_params", "predict", "retrain_all", "save_params", "train", "MODELS", "Model",
            "get_model"]
+__all__ += ["ACTIVATIONS", "POOLING_MODES", "BertConfig", "PretrainedModel", "load_pretrained"]
