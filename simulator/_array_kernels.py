@@ -41,7 +41,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._kernels import SENTINEL, acc_align_exp, fused_step_rows, round_bits, round_sum, scale_bits, unscale_bits
+from ._kernels import (SENTINEL, acc_align_exp, add_c_after, carry_emin, fused_step_rows, round_bits, round_sum,
+                       scale_bits, unscale_bits)
 
 # register codes used in events
 REG_A, REG_W, REG_PROD, REG_EMAX, REG_ALIGNED, REG_SUM, REG_PSUM, REG_X = 0, 1, 2, 3, 4, 5, 6, 7
@@ -253,10 +254,7 @@ def dpu_finish(total, e_max, c_val, frac, c_fused, p_man, p_emin, p_max, p_rne,
             su[1] = su[1] & _MAG  # an exact zero result is +0
         return sc[1]
     x = dpu_round_pass(total, e_max, frac, p_man, p_emin, p_max, p_rne, o_ovf, sc, su)
-    sc[1] = x + c_val
-    su[1] = round_bits(su[1], 23, -126, f32_max, True, o_ovf)
-    su[1] = round_bits(su[1], o_man, o_emin, o_max, o_rne, o_ovf)
-    return sc[1]
+    return add_c_after(x, c_val, o_man, o_emin, o_max, o_rne, o_ovf, f32_max)
 
 
 @njit(cache=True)
@@ -490,9 +488,9 @@ def dpu_hot(row_active, ab, wb, k, c_val, order, start, ev, em, e0, e1, r, c, i,
         n_pass = len(start) - 1
         carry = c_val
         has_c = c_fused
-        c_emin = o_emin
         tw = frac + 3
         for q in range(n_pass):
+            c_emin = carry_emin(q, c_fused, o_emin, p_emin)
             kp = start[q + 1] - start[q]
             for j in range(kp):
                 pp[j] = p[order[start[q] + j]]
@@ -515,7 +513,6 @@ def dpu_hot(row_active, ab, wb, k, c_val, order, start, ev, em, e0, e1, r, c, i,
                 carry = dpu_round_pass(total, e_max, frac, p_man, p_emin, p_max, p_rne, o_ovf, sc, su)
                 carry = _x_ops(carry, ev, em, e0, e1, r, c, i, q + 1)
                 has_c = True
-                c_emin = p_emin
             else:
                 v = dpu_finish(total, e_max, c_val, frac, c_fused, p_man, p_emin, p_max, p_rne,
                                o_man, o_emin, o_max, o_rne, o_ovf, f32_max, sc, su)
