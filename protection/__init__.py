@@ -13,8 +13,9 @@ is one new subclass).  Attach schemes to an array with :class:`ProtectedArray`::
 Campaigns over these configurations live in :mod:`faults` (``faults.run_campaign``).
 """
 from ._codes import SecDedCode, parity, parity_ref, residue, residue_ref, secded_code
-from ._protected import (PROTECTION_OUTCOMES, Cost, Evaluator, Judgement, ProtectedArray, ProtectedResult,
-                         ProtectedSites)
+from ._evaluate import PROTECTION_OUTCOMES, Evaluator, Judgement, ProtectedResult
+from ._layout import ProtectedSites
+from ._protected import Cost, ProtectedArray
 from ._schemes import SCHEMES, Abft, Dmr, Parity, RangeCheck, Residue, Scheme, SecDed, Site, abft_tolerance
 
 __all__ = ["Scheme", "Parity", "SecDed", "Residue", "Abft", "RangeCheck", "Dmr", "SCHEMES", "Site", "abft_tolerance",

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator import Register, Schedule
+from simulator import Register, Schedule, flip_bits
 
 from ._codes import (STATUS_CORRECTED, STATUS_DETECTED, parity, parity_ref, residue, residue_ref,
                      secded_code)
@@ -752,9 +752,7 @@ def abft_tolerance(rule, fmt, acc, a_vals, b_vals, c_vals) -> np.ndarray:
 
 def _flip64(v: float, bit: int) -> float:
     """v (binary64) with bit ``bit`` of its encoding flipped (a checksum register fault)."""
-    x = np.array([v], np.float64)
-    x.view(np.uint64)[0] ^= np.uint64(1) << np.uint64(bit)
-    return float(x[0])
+    return float(flip_bits(np.array([v], np.float64), 0, bit)[0])
 
 
 def _same_bits(x: np.ndarray, y: np.ndarray) -> bool:

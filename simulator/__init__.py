@@ -14,7 +14,7 @@
 Importing it loads NumPy and Numba only (no JAX, nothing of the packages above it).
 """
 from ._array import DATAFLOWS, SystolicArray, TensorCoreArray
-from ._fault import FAULT_KINDS, Fault, OutputFault, apply_output_faults
+from ._fault import FAULT_KINDS, Fault, OutputFault, apply_output_faults, flip_bits
 from ._formats import FORMATS, ROUNDING_MODES, Format, get_format
 from ._golden import ArrayGoldenRun, Injection
 from ._matmul import matmul
@@ -27,5 +27,5 @@ __all__ = ["FORMATS", "ROUNDING_MODES", "Format", "get_format", "matmul",
            "C_MODES", "PROFILES", "DatapathProfile", "StepRule", "get_profile",
            "DATAFLOWS", "SystolicArray", "TensorCoreArray", "ArrayResult",
            "REGISTER_ROLES", "Register", "Schedule", "FaultSites", "SiteGroup",
-           "FAULT_KINDS", "Fault", "OutputFault", "apply_output_faults",
+           "FAULT_KINDS", "Fault", "OutputFault", "apply_output_faults", "flip_bits",
            "ArrayGoldenRun", "Injection"]

@@ -4,7 +4,7 @@ The arrays are stepped *analytically*: in a weight-stationary fold, PE (r, c) ha
 input row ``m`` at cycle ``b = R + m + r*S + c`` (preload R cycles, skew S cycles per
 row, one per column), so the wavefront can be computed row by row of the input in
 any order that keeps each output's K order, without shuffling registers.  A fault
-armed at (PE, register, cycle) is turned by :mod:`simulator._array` into an *event*:
+armed at (PE, register, cycle) is turned by :mod:`simulator._schedule` into an *event*:
 "apply this bit operation to register X of PE (r, c) for items [i0, i1)"; the kernel
 checks, per (fold, item, PE row), whether an event touches it and then runs the slow
 staged datapath (every pipeline register materialised as bits) for that PE row.

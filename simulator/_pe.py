@@ -3,9 +3,11 @@
 A PE is described, not simulated, here: which registers it has (the fault sites),
 how wide each is for a given input and accumulator format, and the cycle at which
 each register latches an item's value relative to the item's *base cycle* ``b``
-(the cycle the PE multiplies that item).  The array (:mod:`simulator._array`) places
-PEs in a grid and gives each item its base cycle; the kernels and the reference
-stepper use these offsets.
+(the cycle the PE multiplies that item).  The schedule (:mod:`simulator._schedule`)
+places PEs in a grid and gives each item its base cycle; the kernels and the reference
+stepper use these offsets.  :class:`Register` is public (``simulator.Register``):
+each register's name, role, widths, timing and bit fields, which is all
+:mod:`protection` and campaigns need to know of a PE.
 
 Scalar FMA PE (``systolic_fma``), pipeline depth d:
     ``a`` (latched b-1), ``w`` or ``b`` (the other operand: stationary ``w`` in

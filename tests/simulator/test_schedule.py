@@ -145,3 +145,15 @@ def test_catalogues_are_read_only():
         simulator.FORMATS["x"] = simulator.FORMATS["fp16"]
     with pytest.raises(TypeError):
         simulator.PROFILES["x"] = simulator.PROFILES["hopper"]
+
+
+def test_flip_bits_is_the_one_output_flip():
+    import ml_dtypes
+    x = np.array([[1.0, 2.0]], np.float16)
+    y = simulator.flip_bits(x, (0, 1), 15)
+    assert y[0, 1] == -2.0 and x[0, 1] == 2.0 and y[0, 0] == 1.0  # a copy; one element
+    assert simulator.flip_bits(np.array([1.0]), 0, 63)[0] == -1.0
+    assert simulator.flip_bits(np.array([1.0], ml_dtypes.bfloat16), 0, 7)[0] == 0.5  # exponent LSB
+    assert simulator.flip_bits(np.array([1.0], np.float32), 0, 0, 2).view(np.uint32)[0] == 0x3F800003
+    with pytest.raises(ValueError, match="bit..bit"):
+        simulator.flip_bits(x, (0, 0), 15, 2)
