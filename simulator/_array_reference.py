@@ -121,6 +121,15 @@ def _psum_in(regs, acc, r, c, m, n0, Cu):
     return x["v"]
 
 
+def _latch_ws_cycle(ctx, regs, new, faults, g, tr, acc, Cu, n0):
+    """The end of weight-stationary cycle ``g`` (global): the faults acting then,
+    the trace, then :func:`_end_ws_cycle`.  Returns how many outputs left."""
+    _apply_faults(ctx, new, faults, g, list(ctx.plan.register_names))
+    if tr:
+        _trace_bits(ctx, new, list(tr), tr)
+    return _end_ws_cycle(regs, new, acc, ctx.plan.rows, ctx.plan.cols, Cu, n0)
+
+
 def _end_ws_cycle(regs, new, acc, R, C, Cu, n0):
     """End of a weight-stationary cycle: store what the bottom row latched into D and
     clear the tags of registers that were not rewritten (stale values must not fire
@@ -223,7 +232,6 @@ def _ws_fold(ctx, f, abits, bbits, acc, faults, g0, tr):
 
     wtile = [[[int(bbits[q, n0 + c]) if (r < Ru and c < Cu and q < Kd) else 0 for q in kcols(r)]
               for c in range(C)] for r in range(R)]
-    names = list(plan.register_names)
     zero_ops = [0] * kk
     regs = {"a": _grid(R, C, zero_ops), "w": _grid(R, C, zero_ops)}
     for s in range(1, plan.depth):
@@ -263,10 +271,7 @@ def _ws_fold(ctx, f, abits, bbits, acc, faults, g0, tr):
                     cin = psum_in(r, c, m)
                     v = ctx.fma(prod["v"][0][0], cin) if r < Ru else cin
                     new["psum"][r][c] = {"v": v, "tag": m}
-        _apply_faults(ctx, new, faults, g0 + t, names)
-        if tr:
-            _trace_bits(ctx, new, list(tr), tr)
-        outs += _end_ws_cycle(regs, new, acc, R, C, Cu, n0)
+        outs += _latch_ws_cycle(ctx, regs, new, faults, g0 + t, tr, acc, Cu, n0)
         regs = new
         t += 1
     return t
@@ -359,10 +364,7 @@ def _ws_dpu_fold(ctx, f, abits, bbits, acc, faults, g0, tr):
                             cin = x["cin"] if fused else psum_in(r, c, m)
                             v = ctx.finish(x["v"][0], x["v"][1], cin) if r < Ru else cin
                             new["psum"][r][c] = {"v": v, "tag": m}
-        _apply_faults(ctx, new, faults, g0 + t, list(plan.register_names))
-        if tr:
-            _trace_bits(ctx, new, list(tr), tr)
-        outs += _end_ws_cycle(regs, new, acc, R, C, Cu, n0)
+        outs += _latch_ws_cycle(ctx, regs, new, faults, g0 + t, tr, acc, Cu, n0)
         regs = new
         t += 1
     return t

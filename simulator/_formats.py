@@ -12,7 +12,7 @@ every value of every catalogue format exactly.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import ml_dtypes
@@ -57,7 +57,7 @@ class Format:
     subnormals: bool = True
     container_bits: int = 0
     container_shift: int = 0
-    numpy_name: str = ""
+    numpy_name: str = field(default="", compare=False)  # names the container, not the encoding
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
