@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 import simulator
-from faults import Fault
+from simulator import Fault
 
 
 def best(fn, repeat):
