@@ -245,7 +245,8 @@ def dpu_round_pass(total, e_max, frac, p_man, p_emin, p_max, p_rne, o_ovf, sc, s
 def dpu_finish(total, e_max, c_val, frac, c_fused, p_man, p_emin, p_max, p_rne,
                o_man, o_emin, o_max, o_rne, o_ovf, f32_max, sc, su):
     """Normalise and round a step's last pass into the accumulator (float64 value);
-    c_mode "after" (``c_fused`` False): then one binary32 RNE addition of C."""
+    c_mode "after" (``c_fused`` False): then the fast path's :func:`add_c_after`.
+    sc: float64 scratch of 3 (su: its uint64 view)."""
     if c_fused:
         su[0] = unscale_bits(e_max, frac)
         sc[1] = total * sc[0]
@@ -254,7 +255,10 @@ def dpu_finish(total, e_max, c_val, frac, c_fused, p_man, p_emin, p_max, p_rne,
             su[1] = su[1] & _MAG  # an exact zero result is +0
         return sc[1]
     x = dpu_round_pass(total, e_max, frac, p_man, p_emin, p_max, p_rne, o_ovf, sc, su)
-    return add_c_after(x, c_val, o_man, o_emin, o_max, o_rne, o_ovf, f32_max)
+    sc[0] = x
+    sc[1] = c_val
+    add_c_after(sc[0:1], sc[1:2], sc[2:3], sc[1:2], 1, o_man, o_emin, o_max, o_rne, o_ovf, f32_max)
+    return sc[1]
 
 
 @njit(cache=True)
@@ -555,7 +559,7 @@ def ws_dpu(a_bits, w_bits, acc, R, C, k, order, start,
     nnt = (N + C - 1) // C
     nch = (M + chunk - 1) // chunk
     for ch in prange(nch):
-        sc = np.empty(2, np.float64)
+        sc = np.empty(3, np.float64)
         su = sc.view(np.uint64)
         rowhot = np.zeros(R, np.bool_)
         p = np.empty(k, np.float64)

@@ -22,7 +22,7 @@ class _Ctx:
         self.plan, self.fmt, self.acc_fmt, self.sp = plan, fmt, acc_fmt, sp
         self.opf = (fmt.exp_bits, fmt.man_bits, fmt.bias, fmt.specials == "fn")
         self.m2 = 2 * (fmt.man_bits + 1)
-        self.sc = np.empty(2, np.float64)
+        self.sc = np.empty(3, np.float64)  # dpu_finish needs three
         self.su = self.sc.view(np.uint64)
         self.dpu = plan.step > 1 or type(array).__name__ == "TensorCoreArray"
         self.split = {}  # DPU registers stored per pass: name -> positions of each pass

@@ -257,31 +257,11 @@ def _round_fixup(src, dst, n, man_bits, emin, max_bits, rne, overflow_inf):
 
 
 @njit(cache=True, inline="always")
-def round_one(u, man_bits, emin, max_bits, rne, overflow_inf):
-    """:func:`round_bits` of one value: the branch-free :func:`_round_fast`, falling back
-    to :func:`round_bits` for what it cannot round.  Returns uint64 bits."""
-    r, slow = _round_fast(u, man_bits, emin, max_bits, rne)
-    if slow:
-        r = round_bits(u, man_bits, emin, max_bits, rne, overflow_inf)
-    return r
-
-
-@njit(cache=True, inline="always")
 def carry_emin(p, c_fused, o_emin, p_emin):
     """The floor of the carried term's alignment exponent in pass ``p`` of a step: C
     (pass 0, c_mode "fused") counts with the accumulator's smallest normal exponent,
     a previous pass's binary32 result with binary32's (``acc_align_exp``)."""
     return o_emin if (p == 0 and c_fused) else p_emin
-
-
-@njit(cache=True, inline="always")
-def add_c_after(x, c, o_man, o_emin, o_max, o_rne, o_ovf, f32_max):
-    """The tail of a c_mode "after" step: x (the products' binary32 result) plus C by one
-    binary32 round-to-nearest-even addition, then rounded into the accumulator.  The
-    sum is exact in binary64 up to one rounding, then rounded once more (innocuous:
-    53 >= 2 * 24 + 2).  Returns the float64 value."""
-    t = round_one(as_bits(x + c), 23, -126, f32_max, True, o_ovf)
-    return from_bits(round_one(t, o_man, o_emin, o_max, o_rne, o_ovf))
 
 
 @njit(cache=True)
@@ -298,6 +278,20 @@ def round_block(src, dst, n, man_bits, emin, max_bits, rne, overflow_inf):
         slow += sl
     if slow:
         _round_fixup(src, dst, n, man_bits, emin, max_bits, rne, overflow_inf)
+
+
+@njit(cache=True)
+def add_c_after(x, c, tmp, out, n, o_man, o_emin, o_max, o_rne, o_ovf, f32_max):
+    """The tail of a c_mode "after" step, for j < n: out[j] = x[j] + c[j] by one binary32
+    round-to-nearest-even addition, then rounded into the accumulator.  x[j] (the
+    products' binary32 result) and c[j] (C) are binary64 values; x and tmp are
+    overwritten (scratch; out may alias c).  The sum is exact in binary64 up to one
+    rounding, then rounded once more (innocuous: 53 >= 2 * 24 + 2).  The fast path
+    calls it on a block of columns, the cycle-level DPU on one value."""
+    for j in range(n):
+        tmp[j] = x[j] + c[j]
+    round_block(tmp, x, n, 23, -126, f32_max, True, o_ovf)
+    round_block(x, out, n, o_man, o_emin, o_max, o_rne, o_ovf)
 
 
 @njit(cache=True)
@@ -441,8 +435,7 @@ def fused_step_rows(a_val, a_exp, b_val, b_exp, a_bad, b_bad, acc, i0, i1, k0, j
                 _unscale_round(total, itot, emax, row, n, frac_bits, o_man, o_emin, o_max, o_rne, o_ovf)
             else:
                 _unscale_round(total, itot, emax, carry, n, frac_bits, p_man, p_emin, p_max, p_rne, o_ovf)
-                for j in range(n):
-                    row[j] = add_c_after(carry[j], row[j], o_man, o_emin, o_max, o_rne, o_ovf, f32_max)
+                add_c_after(carry, row, total, row, n, o_man, o_emin, o_max, o_rne, o_ovf, f32_max)
         for j in range(n):
             acc[i, j0 + j] = row[j]
 
