@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 import simulator
-from faults import Fault
+from simulator import Fault
 
 
 def best(fn, repeat):
@@ -48,7 +48,7 @@ def main():
     print(f"fast path systolic_fma {n}^3: {t_fast:.3f} s  ({n ** 3 / t_fast:.3e} MAC/s)")
     res = {}
     for dim in (8, 32, 128):
-        arr = simulator.SystolicArray(dim, dim, "ws", "systolic_fma")
+        arr = simulator.SystolicArray(dim, dim, dataflow="ws", profile="systolic_fma")
         fault = Fault(pe=(dim // 2, dim // 2), register="psum", bit=30, cycle=2 * dim + 5)
         t = best(lambda: arr.run(a, b, faults=(fault,)), args.repeat)
         r = arr.run(a, b, faults=(fault,))
@@ -61,7 +61,7 @@ def main():
     a2 = rng.standard_normal((m, m)).astype(np.float16)
     b2 = rng.standard_normal((m, m)).astype(np.float16)
     t_fast_tc = best(lambda: simulator.matmul(a2, b2, profile="hopper"), args.repeat)
-    tc = simulator.TensorCoreArray(16, 16, "hopper")
+    tc = simulator.TensorCoreArray(16, 16, profile="hopper")
     fault = Fault(pe=(3, 5), register="psum", bit=30, cycle=100)
     t_tc = best(lambda: tc.run(a2, b2, faults=(fault,)), args.repeat)
     r = tc.run(a2, b2, faults=(fault,))

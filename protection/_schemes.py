@@ -31,16 +31,17 @@ Check bits and checker registers are fault sites (:class:`Site`):
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
 
-from simulator import _array_kernels as AK
+from simulator import Register, Schedule, flip_bits
 
 from ._codes import (STATUS_CORRECTED, STATUS_DETECTED, parity, parity_ref, residue, residue_ref,
                      secded_code)
 
-__all__ = ["Parity", "SecDed", "Residue", "Abft", "RangeCheck", "Dmr", "Site", "SCHEMES"]
+__all__ = ["Scheme", "Parity", "SecDed", "Residue", "Abft", "RangeCheck", "Dmr", "Site", "SCHEMES"]
 
 # edge registers (below the bottom row): 64-bit binary64 checksums and 1-bit flags
 EDGE = "edge"
@@ -71,6 +72,73 @@ class Site:
     scheme: str = ""
 
 
+class Scheme(ABC):
+    """What every protection scheme implements: the one interface ``ProtectedArray``
+    and its evaluator use (a new scheme is one subclass; nothing else changes).
+
+    Cost and sites, from the :class:`simulator.Schedule` of a GEMM and the input and
+    accumulator formats: :meth:`sites` (the fault sites it adds), :meth:`added_bits`,
+    :meth:`fold_cycles`.  What it covers: :meth:`encoded` (registers whose words its
+    code checks; :meth:`judge` decides an error pattern), :meth:`duplicated`
+    (registers it keeps a copy of).  Its behaviour in one evaluation (``j``: a
+    :class:`protection.Judgement`, ``q``: the scheme's index in the array's tuple):
+    :meth:`golden_alarm` (alarms on the fault-free run), :meth:`edge_fault` (a fault
+    in one of its edge registers), :meth:`check` (its checker after the datapath ran
+    under the faults, with its own action), :meth:`on_alarm` (its action when it
+    alarmed and :meth:`check` did not act).
+    """
+
+    action: str = "flag"
+
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """Short name (alarms and reports)."""
+
+    @abstractmethod
+    def sites(self, plan: Schedule, fmt, acc) -> tuple:
+        """The :class:`Site` values (fault sites) the scheme adds."""
+
+    @abstractmethod
+    def added_bits(self, plan: Schedule, fmt, acc) -> int:
+        """Check bits and checker registers it adds to the array (bits)."""
+
+    @abstractmethod
+    def fold_cycles(self, plan: Schedule) -> int:
+        """Cycles its stages add to each fold."""
+
+    def encoded(self, plan: Schedule) -> tuple:
+        """Registers whose words its code checks (faults there go through :meth:`judge`)."""
+        return ()
+
+    def duplicated(self, plan: Schedule) -> tuple:
+        """Registers it keeps a second copy of (``dup.<reg>`` sites)."""
+        return ()
+
+    def judge(self, e_data: int, e_check: int, reg: Register, fmt, acc):
+        """(data error left, detected, corrected) for error patterns on one element's
+        data and check bits (codes only)."""
+        raise NotImplementedError(f"{type(self).__name__} encodes no register")
+
+    def golden_alarm(self, evaluator) -> bool:
+        """Whether it alarms on the fault-free run (a false alarm).  Codes and DMR
+        compare a value with itself when nothing flipped: never."""
+        return False
+
+    def edge_fault(self, q: int, j, register: str, ij: tuple, bits: tuple) -> None:
+        """A live fault in one of its edge registers (``register``, bits ``bits``) at the
+        output ``ij`` leaving the array; a 1-bit flag: the alarm is raised."""
+        j.alarm(q)
+
+    def check(self, q: int, j) -> None:
+        """Its checker on the faulty run (alarms and its own action); default: none."""
+
+    def on_alarm(self, q: int, j) -> None:
+        """Its action once alarmed: ``"recompute"`` re-runs the changed tile(s)."""
+        if self.action == "recompute":
+            j.recompute_changed()
+
+
 def _check_action(action, allowed):
     if action not in allowed:
         raise ValueError(f"action must be one of {allowed}, not {action!r}")
@@ -87,10 +155,6 @@ def _check_registers(regs):
     return regs
 
 
-def _acc_register(plan) -> str:
-    return "acc" if "acc" in plan.regs else "psum"
-
-
 def _latency_cost(plan, name: str) -> int:
     """Cycles per fold one more pipeline stage on every read of register ``name`` costs.
 
@@ -101,22 +165,22 @@ def _latency_cost(plan, name: str) -> int:
     loop takes two cycles (K).  Anything else (stationary weights, internal stages):
     one cycle of depth.
     """
-    reg = plan.regs[name]
-    if plan.dataflow == "os" and reg.code == AK.REG_PSUM:
-        return plan.K
-    if reg.flows == "right":
-        return plan.C
-    if reg.flows == "down":
-        return plan.R
-    if plan.dataflow == "ws" and reg.code == AK.REG_PSUM:
-        return plan.R
-    chain = (AK.REG_EMAX, AK.REG_ALIGNED, AK.REG_SUM, AK.REG_X)
-    if plan.k > 1 and plan.S > 1 and reg.code in chain:  # C fused: these sit between C's read and psum
-        return plan.R
+    reg = plan.register(name)
+    if plan.dataflow == "os" and reg.role == "psum":
+        return plan.k
+    if reg.flow == "right":
+        return plan.cols
+    if reg.flow == "down":
+        return plan.rows
+    if plan.dataflow == "ws" and reg.role == "psum":
+        return plan.rows
+    chain = ("emax", "aligned", "sum", "x")
+    if plan.step > 1 and plan.row_interval > 1 and reg.role in chain:  # C fused: these sit between C's read and psum
+        return plan.rows
     return 1
 
 
-class _CodeScheme:
+class _CodeScheme(Scheme):
     """Shared by the register codes (parity, SEC-DED, residue)."""
 
     suffix = ""
@@ -125,22 +189,26 @@ class _CodeScheme:
     def covered(self, plan) -> tuple:
         regs = self.registers if self.registers is not None else self._default(plan)
         for r in regs:
-            if r not in plan.regs:
-                raise ValueError(f"registers must name registers of the array, one of {sorted(plan.regs)}, "
-                                 f"not {r!r}")
+            if r not in plan.register_names:
+                raise ValueError(f"registers must name registers of the array, one of "
+                                 f"{sorted(plan.register_names)}, not {r!r}")
         return tuple(regs)
 
+    def encoded(self, plan) -> tuple:
+        return self.covered(plan)
+
     def _default(self, plan):
-        return (_acc_register(plan),)
+        return (plan.accumulator,)
 
     def sites(self, plan, fmt, acc) -> tuple:
-        out = [Site(f"{r}.{self.suffix}", plan.regs[r].elems * self.check_width(plan.regs[r], fmt, acc), "pe",
-                    "mirror", r, self.check_width(plan.regs[r], fmt, acc), self.name) for r in self.covered(plan)]
+        out = [Site(f"{r}.{self.suffix}", plan.register(r).elems * self.check_width(plan.register(r), fmt, acc),
+                    "pe", "mirror", r, self.check_width(plan.register(r), fmt, acc), self.name)
+               for r in self.covered(plan)]
         out.append(Site(self.flag, 1, "pe", "all", scheme=self.name))
         return tuple(out)
 
     def added_bits(self, plan, fmt, acc) -> int:
-        return sum(s.width for s in self.sites(plan, fmt, acc)) * plan.R * plan.C
+        return sum(s.width for s in self.sites(plan, fmt, acc)) * plan.rows * plan.cols
 
     def fold_cycles(self, plan) -> int:
         return 1  # checkers run beside the readers; the sticky flag latches one cycle after the last read
@@ -237,17 +305,9 @@ class SecDed(_CodeScheme):
 def _fields(reg, fmt, acc):
     """(lo, hi, kind) bit fields of one element: "res" integer fields a residue covers,
     "dup" single bits (signs) a duplicate covers.  Empty: not residue-checkable."""
-    w = reg.elem_width
-    if reg.code in (AK.REG_A, AK.REG_W, AK.REG_PSUM, AK.REG_X, AK.REG_PROD):
-        man = {AK.REG_A: fmt.man_bits, AK.REG_W: fmt.man_bits, AK.REG_PSUM: acc.man_bits,
-               AK.REG_X: 23, AK.REG_PROD: w - 1 - AK.EXP_BITS}[reg.code]
-        return ((0, man, "res"), (man, w - 1, "res"), (w - 1, w, "dup"))
-    if reg.code == AK.REG_ALIGNED:
-        return ((0, w - 1, "res"), (w - 1, w, "dup"))
-    if reg.code == AK.REG_SUM:
-        sw = w - AK.EXP_BITS
-        return ((0, sw - 1, "res"), (sw - 1, sw, "dup"), (sw, w, "res"))
-    return ()
+    if reg.role == "emax":  # the alignment control: no arithmetic to check a residue against
+        return ()
+    return tuple((lo, hi, "dup" if name == "sign" else "res") for name, lo, hi in reg.bit_fields)
 
 
 @dataclass(frozen=True)
@@ -293,11 +353,11 @@ class Residue(_CodeScheme):
         return f"residue-{(1 << self.k) - 1}"
 
     def _default(self, plan):
-        return tuple(n for n, r in plan.regs.items() if r.code != AK.REG_EMAX)
+        return tuple(r.name for r in plan.registers if r.role != "emax")
 
     def covered(self, plan) -> tuple:
         regs = super().covered(plan)
-        bad = [r for r in regs if plan.regs[r].code == AK.REG_EMAX]
+        bad = [r for r in regs if plan.register(r).role == "emax"]
         if bad:
             raise ValueError(f"registers must be residue-checkable (not the alignment exponent), not {bad}")
         return regs
@@ -335,7 +395,7 @@ class Residue(_CodeScheme):
 
 
 @dataclass(frozen=True)
-class Dmr:
+class Dmr(Scheme):
     """Dual modular redundancy of the accumulator path.
 
     The registers after the operand registers (products, alignment, sums, pass results,
@@ -359,19 +419,40 @@ class Dmr:
         return "dmr"
 
     def covered(self, plan) -> tuple:
-        return tuple(n for n, r in plan.regs.items() if r.code not in (AK.REG_A, AK.REG_W))
+        return tuple(r.name for r in plan.registers if not r.operand)
 
     def sites(self, plan, fmt, acc) -> tuple:
-        out = [Site(f"dup.{r}", plan.regs[r].width, "pe", "mirror", r, plan.regs[r].elem_width, self.name)
+        out = [Site(f"dup.{r}", plan.register(r).width, "pe", "mirror", r, plan.register(r).elem_width, self.name)
                for r in self.covered(plan)]
         out.append(Site("dmr_flag", 1, EDGE, "fold", scheme=self.name))
         return tuple(out)
 
     def added_bits(self, plan, fmt, acc) -> int:
-        return (sum(plan.regs[r].width for r in self.covered(plan)) * plan.R + 1) * plan.C
+        return (sum(plan.register(r).width for r in self.covered(plan)) * plan.rows + 1) * plan.cols
 
     def fold_cycles(self, plan) -> int:
         return 1  # the comparator stage below the bottom row
+
+    def duplicated(self, plan) -> tuple:
+        return self.covered(plan)
+
+    def check(self, q, j) -> None:
+        """Compares the two copies' fold outputs: a fault in one copy is detected when it
+        changes that copy's fold output; shared operand faults hit both alike."""
+        cov = set(self.covered(j.schedule))
+        base, dup, g = j.base_faults, j.dup_faults, j.golden
+        mine = [f for f in base if f.register in cov]
+        shared = [f for f in base if f.register not in cov]
+        if not (mine or dup):
+            return
+        if not shared and not dup:
+            det = j.injection.fold_changed
+        elif not base:
+            det = g.inject(dup).fold_changed
+        else:
+            det = not _same_bits(j.output, g.inject(shared + dup).output)
+        if det:
+            j.alarm(q)
 
     @staticmethod
     def reference(main: np.ndarray, dup: np.ndarray) -> np.ndarray:
@@ -381,7 +462,7 @@ class Dmr:
 
 
 @dataclass(frozen=True)
-class RangeCheck:
+class RangeCheck(Scheme):
     """Range / exponent check of outputs, bounds learned by fault-free profiling.
 
     One comparator per column reads each output's exponent field as it leaves the
@@ -425,7 +506,7 @@ class RangeCheck:
         return (Site("range_flag", 1, EDGE, "final", scheme=self.name),)
 
     def added_bits(self, plan, fmt, acc) -> int:
-        return plan.C + 8 + acc.exp_bits  # flags, the bound register, the exponent comparators' latch
+        return plan.cols + 8 + acc.exp_bits  # flags, the bound register, the exponent comparators' latch
 
     def fold_cycles(self, plan) -> int:
         return 1
@@ -459,9 +540,38 @@ class RangeCheck:
         d = np.asarray(d, np.float64)
         return np.where(np.isnan(d), 0.0, np.clip(d, -top, top))
 
+    def golden_alarm(self, evaluator) -> bool:
+        return bool(self.check_bits(evaluator.golden.output, evaluator.acc).any())
+
+    def edge_fault(self, q, j, register, ij, bits) -> None:
+        j.edge.setdefault(q, []).append(ij)  # a set range_flag: the output counts as flagged
+
+    def check(self, q, j) -> None:
+        inj = j.injection
+        blk = j.output if j.changed_block is None else j.output[slice(*inj.rows), slice(*inj.cols)]
+        idx = [tuple(x) for x in np.argwhere(self.check_bits(blk, j.acc))]
+        if j.changed_block is not None:
+            idx = [(i + inj.rows[0], jj + inj.cols[0]) for i, jj in idx]
+        idx += j.edge.get(q, [])
+        if not idx:
+            return
+        j.alarm(q)
+        if self.action == "recompute":
+            for i, jj in idx:
+                j.recompute_tile(i, jj)
+            return
+        final = j.writable()
+        for i, jj in idx:
+            v = self.clamp(final[i:i + 1, jj:jj + 1], j.acc) if self.action == "clamp" else 0.0
+            final[i, jj] = v if np.ndim(v) == 0 else v[0, 0]
+        j.acted = True
+
+    def on_alarm(self, q, j) -> None:
+        pass  # acted in check
+
 
 @dataclass(frozen=True)
-class Abft:
+class Abft(Scheme):
     """Algorithm-based fault tolerance: row and column checksums of each output tile.
 
     A checksum unit beside the array computes, from the operands as they stream in,
@@ -498,10 +608,105 @@ class Abft:
                      for n in ("abft_rsum", "abft_rref", "abft_csum", "abft_cref"))
 
     def added_bits(self, plan, fmt, acc) -> int:
-        return 4 * 64 * plan.C
+        return 4 * 64 * plan.cols
 
     def fold_cycles(self, plan) -> int:
         return 2  # the row chain's last adder and the comparators
+
+    def golden_alarm(self, evaluator) -> bool:
+        rows, cols = self._alarms(evaluator, evaluator.golden.output, None, ())
+        return bool(rows.any() or cols.any())
+
+    def edge_fault(self, q, j, register, ij, bits) -> None:
+        j.edge.setdefault(q, []).extend((register, ij, b) for b in bits)
+
+    def check(self, q, j) -> None:
+        edge = j.edge.get(q, [])
+        if j.changed_block is None and not edge and j.injection.fold >= 0:
+            return  # nothing reached D or the checksum registers
+        rows, cols = self._alarms(j.evaluator, j.output, j.changed_block, edge)
+        if not (rows.any() or cols.any()):
+            return
+        j.alarm(q)
+        if self.action == "flag":
+            return
+        g, s = j.golden, j.schedule
+        C = s.cols
+        ri, rt = np.nonzero(rows)
+        cj = np.nonzero(cols)[0]
+        if self.action == "correct" and len(ri) == 1 and len(cj) == 1 and cj[0] // C == rt[0]:
+            final = j.writable()
+            i, jj = int(ri[0]), int(cj[0])
+            if not j.permanent:
+                final[i, jj] = g.output[i, jj]
+            j.recompute_cycles += -(-g.shape[1] // s.step) + s.depth  # one dot product on one PE
+            j.acted = True
+        else:
+            for i, t in zip(ri, rt):
+                j.recompute_tile(int(i), int(t) * C)
+            for jj in cj:
+                j.recompute_tile(0, int(jj))
+
+    def on_alarm(self, q, j) -> None:
+        pass  # acted in check
+
+    def _setup(self, ev):
+        """Reference checksums and thresholds of the golden run (cached per evaluator)."""
+        scratch = ev.scratch(self)
+        if "setup" not in scratch:
+            g = ev.golden
+            a, b = g.a_values, g.b_values
+            cv = g.c.astype(np.float64)
+            tau = self.safety * abft_tolerance(g.rule, ev.fmt, ev.acc, a, b, cv)
+            C = ev.schedule.cols
+            nnt = ev.schedule.n_tiles
+            with np.errstate(invalid="ignore", over="ignore"):
+                bsum = np.stack([b[:, t * C:(t + 1) * C].sum(axis=1) for t in range(nnt)], axis=1)  # (K, nnt)
+                rho = np.stack([cv[:, t * C:(t + 1) * C].sum(axis=1) for t in range(nnt)], axis=1) + a @ bsum
+                kappa = cv.sum(axis=0) + a.sum(axis=0) @ b
+                S_abs = np.abs(cv) + np.abs(a) @ np.abs(b)
+                tau_row = np.stack([tau[:, t * C:(t + 1) * C].sum(axis=1) for t in range(nnt)], axis=1) + \
+                    2.0 ** -40 * np.stack([S_abs[:, t * C:(t + 1) * C].sum(axis=1) for t in range(nnt)], axis=1)
+                tau_col = tau.sum(axis=0) + 2.0 ** -40 * S_abs.sum(axis=0)
+            scratch["setup"] = (rho, kappa, tau_row, tau_col, C, nnt)
+        return scratch["setup"]
+
+    def _alarms(self, ev, out, block, edge):
+        """Row alarms (M, nnt) and column alarms (N,) of the stage model: binary64 sums in
+        the order outputs leave the array (sequential along a row's columns, down a
+        column), with edge-register faults ``edge`` ((name, (i, j), bit)) applied.
+        ``block`` ((i0, i1), (n0, n1)) limits the re-summing to what changed."""
+        rho, kappa, tau_row, tau_col, C, nnt = self._setup(ev)
+        scratch = ev.scratch(self)
+        with np.errstate(invalid="ignore", over="ignore"):
+            if scratch.get("sums") is None or block is None:
+                dd = out.astype(np.float64)
+                rs = np.stack([np.cumsum(dd[:, t * C:(t + 1) * C], axis=1)[:, -1] for t in range(nnt)], axis=1)
+                cs = np.cumsum(dd, axis=0)[-1] if dd.shape[0] else np.zeros(dd.shape[1])
+                if block is None and out is ev.golden.output:
+                    scratch["sums"] = (rs, cs)
+            else:
+                rs, cs = (x.copy() for x in scratch["sums"])
+                (i0, i1), (n0, n1) = block
+                t = n0 // C
+                rs[i0:i1, t] = np.cumsum(out[i0:i1, t * C:(t + 1) * C].astype(np.float64), axis=1)[:, -1]
+                cs[n0:n1] = np.cumsum(out[:, n0:n1].astype(np.float64), axis=0)[-1]
+            rref, cref = rho.copy(), kappa.copy()
+            for name, (i, j), bit in edge:
+                t = j // C
+                if name == "abft_rsum":
+                    v = np.cumsum(out[i, t * C:j + 1].astype(np.float64))[-1]
+                    rs[i, t] += _flip64(v, bit) - v
+                elif name == "abft_csum":
+                    v = np.cumsum(out[:i + 1, j].astype(np.float64))[-1]
+                    cs[j] += _flip64(v, bit) - v
+                elif name == "abft_rref":
+                    rref[i, t] = _flip64(rref[i, t], bit)
+                else:
+                    cref[j] = _flip64(cref[j], bit)
+            rows = ~(np.abs(rs - rref) <= tau_row) & np.isfinite(tau_row)
+            cols = ~(np.abs(cs - cref) <= tau_col) & np.isfinite(tau_col)
+        return rows, cols
 
     @staticmethod
     def reference_check(d, rho, kappa, tau_row, tau_col):
@@ -545,4 +750,14 @@ def abft_tolerance(rule, fmt, acc, a_vals, b_vals, c_vals) -> np.ndarray:
     return tau
 
 
+def _flip64(v: float, bit: int) -> float:
+    """v (binary64) with bit ``bit`` of its encoding flipped (a checksum register fault)."""
+    return float(flip_bits(np.array([v], np.float64), 0, bit)[0])
+
+
+def _same_bits(x: np.ndarray, y: np.ndarray) -> bool:
+    return np.array_equal(x.view(np.uint8), y.view(np.uint8))
+
+
+#: The built-in schemes (each a :class:`Scheme`).
 SCHEMES = (Parity, SecDed, Residue, Abft, RangeCheck, Dmr)

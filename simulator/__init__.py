@@ -1,21 +1,31 @@
 """gemmfi.simulator: bit-exact numerics of matrix units.
 
-Formats and datapath profiles (frozen data), the fast bit-exact GEMM
-(:func:`matmul`), and the cycle-level PE arrays (:class:`SystolicArray`,
-:class:`TensorCoreArray`) whose named pipeline registers are fault sites.
+* formats and datapath profiles (frozen data, read-only catalogues): :class:`Format`,
+  :data:`FORMATS`, :class:`DatapathProfile`, :class:`StepRule`, :data:`PROFILES`;
+* the fast bit-exact GEMM, :func:`matmul`;
+* the cycle-level PE arrays, :class:`SystolicArray` and :class:`TensorCoreArray`,
+  whose named pipeline registers (:class:`Register`) are fault sites; the
+  :class:`Schedule` of a GEMM on an array (folds, cycles, live cycles);
+* fault specifications (:class:`Fault`, :class:`OutputFault`) and the fault-site
+  population an array offers (:class:`FaultSites`, :class:`SiteGroup`);
+* golden runs (:class:`ArrayGoldenRun`): a fault-free run kept for fast re-runs
+  under faults (:class:`Injection`), what campaigns and protection judge against.
+
+Importing it loads NumPy and Numba only (no JAX, nothing of the packages above it).
 """
-from ._fault import FAULT_KINDS, Fault, OutputFault, apply_output_faults
-from ._array import DATAFLOWS, ArrayResult, FaultSites, SystolicArray, TensorCoreArray
+from ._array import DATAFLOWS, SystolicArray, TensorCoreArray
+from ._fault import FAULT_KINDS, Fault, OutputFault, apply_output_faults, flip_bits
 from ._formats import FORMATS, ROUNDING_MODES, Format, get_format
+from ._golden import ArrayGoldenRun, Injection
 from ._matmul import matmul
+from ._pe import REGISTER_ROLES, Register
 from ._profiles import C_MODES, PROFILES, DatapathProfile, StepRule, get_profile
+from ._results import ArrayResult, FaultSites, SiteGroup
+from ._schedule import Schedule
 
-__all__ = ["FORMATS", "ROUNDING_MODES", "Format", "get_format", "matmul", "C_MODES", "PROFILES",
-           "DatapathProfile", "StepRule", "get_profile",
-           "DATAFLOWS", "ArrayResult", "FaultSites", "SystolicArray", "TensorCoreArray",
-           "FAULT_KINDS", "Fault", "OutputFault", "apply_output_faults"]
-
-# golden runs: fault-free runs kept for fast re-runs under faults (campaigns, protection)
-from ._array import ArrayGoldenRun, Injection  # noqa: E402
-
-__all__ += ["ArrayGoldenRun", "Injection"]
+__all__ = ["FORMATS", "ROUNDING_MODES", "Format", "get_format", "matmul",
+           "C_MODES", "PROFILES", "DatapathProfile", "StepRule", "get_profile",
+           "DATAFLOWS", "SystolicArray", "TensorCoreArray", "ArrayResult",
+           "REGISTER_ROLES", "Register", "Schedule", "FaultSites", "SiteGroup",
+           "FAULT_KINDS", "Fault", "OutputFault", "apply_output_faults", "flip_bits",
+           "ArrayGoldenRun", "Injection"]

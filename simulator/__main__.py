@@ -11,16 +11,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-import ml_dtypes
 import numpy as np
 
 from ._formats import get_format
 from ._matmul import _narrow, matmul
 from ._profiles import PROFILES
-
-_DTYPES = {"fp16": np.float16, "bf16": ml_dtypes.bfloat16, "tf32": np.float32,
-           "e4m3": ml_dtypes.float8_e4m3fn, "e5m2": ml_dtypes.float8_e5m2}
-
 
 def _ulps(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """|x - ref| in binary32 ulps of ref (ref's exponent, at least the smallest normal's)."""
@@ -40,10 +35,7 @@ def run_tile(m=16, n=8, k=64, seed=0, profiles=("hopper", "ampere", "volta", "sy
             if fname not in prof.rules:
                 continue
             fmt = get_format(fname)
-            if fname == "tf32":
-                a, b = a64.astype(np.float32), b64.astype(np.float32)
-            else:
-                a, b = a64.astype(_DTYPES[fname]), b64.astype(_DTYPES[fname])
+            a, b = a64.astype(fmt.dtype), b64.astype(fmt.dtype)  # tf32: float32 arrays
             rule = prof.rule(fname)
             av = fmt.decode(_narrow(a, fmt, rule).view(fmt.uint_dtype))
             bv = fmt.decode(_narrow(b, fmt, rule).view(fmt.uint_dtype))

@@ -4,7 +4,7 @@ The arrays are stepped *analytically*: in a weight-stationary fold, PE (r, c) ha
 input row ``m`` at cycle ``b = R + m + r*S + c`` (preload R cycles, skew S cycles per
 row, one per column), so the wavefront can be computed row by row of the input in
 any order that keeps each output's K order, without shuffling registers.  A fault
-armed at (PE, register, cycle) is turned by :mod:`simulator._array` into an *event*:
+armed at (PE, register, cycle) is turned by :mod:`simulator._schedule` into an *event*:
 "apply this bit operation to register X of PE (r, c) for items [i0, i1)"; the kernel
 checks, per (fold, item, PE row), whether an event touches it and then runs the slow
 staged datapath (every pipeline register materialised as bits) for that PE row.
@@ -41,7 +41,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._kernels import SENTINEL, acc_align_exp, fused_step_rows, round_bits, round_sum, scale_bits, unscale_bits
+from ._kernels import (SENTINEL, acc_align_exp, add_c_after, carry_emin, fused_step_rows, round_bits, round_sum,
+                       scale_bits, unscale_bits)
 
 # register codes used in events
 REG_A, REG_W, REG_PROD, REG_EMAX, REG_ALIGNED, REG_SUM, REG_PSUM, REG_X = 0, 1, 2, 3, 4, 5, 6, 7
@@ -244,7 +245,8 @@ def dpu_round_pass(total, e_max, frac, p_man, p_emin, p_max, p_rne, o_ovf, sc, s
 def dpu_finish(total, e_max, c_val, frac, c_fused, p_man, p_emin, p_max, p_rne,
                o_man, o_emin, o_max, o_rne, o_ovf, f32_max, sc, su):
     """Normalise and round a step's last pass into the accumulator (float64 value);
-    c_mode "after" (``c_fused`` False): then one binary32 RNE addition of C."""
+    c_mode "after" (``c_fused`` False): then the fast path's :func:`add_c_after`.
+    sc: float64 scratch of 3 (su: its uint64 view)."""
     if c_fused:
         su[0] = unscale_bits(e_max, frac)
         sc[1] = total * sc[0]
@@ -253,9 +255,9 @@ def dpu_finish(total, e_max, c_val, frac, c_fused, p_man, p_emin, p_max, p_rne,
             su[1] = su[1] & _MAG  # an exact zero result is +0
         return sc[1]
     x = dpu_round_pass(total, e_max, frac, p_man, p_emin, p_max, p_rne, o_ovf, sc, su)
-    sc[1] = x + c_val
-    su[1] = round_bits(su[1], 23, -126, f32_max, True, o_ovf)
-    su[1] = round_bits(su[1], o_man, o_emin, o_max, o_rne, o_ovf)
+    sc[0] = x
+    sc[1] = c_val
+    add_c_after(sc[0:1], sc[1:2], sc[2:3], sc[1:2], 1, o_man, o_emin, o_max, o_rne, o_ovf, f32_max)
     return sc[1]
 
 
@@ -490,9 +492,9 @@ def dpu_hot(row_active, ab, wb, k, c_val, order, start, ev, em, e0, e1, r, c, i,
         n_pass = len(start) - 1
         carry = c_val
         has_c = c_fused
-        c_emin = o_emin
         tw = frac + 3
         for q in range(n_pass):
+            c_emin = carry_emin(q, c_fused, o_emin, p_emin)
             kp = start[q + 1] - start[q]
             for j in range(kp):
                 pp[j] = p[order[start[q] + j]]
@@ -515,7 +517,6 @@ def dpu_hot(row_active, ab, wb, k, c_val, order, start, ev, em, e0, e1, r, c, i,
                 carry = dpu_round_pass(total, e_max, frac, p_man, p_emin, p_max, p_rne, o_ovf, sc, su)
                 carry = _x_ops(carry, ev, em, e0, e1, r, c, i, q + 1)
                 has_c = True
-                c_emin = p_emin
             else:
                 v = dpu_finish(total, e_max, c_val, frac, c_fused, p_man, p_emin, p_max, p_rne,
                                o_man, o_emin, o_max, o_rne, o_ovf, f32_max, sc, su)
@@ -558,7 +559,7 @@ def ws_dpu(a_bits, w_bits, acc, R, C, k, order, start,
     nnt = (N + C - 1) // C
     nch = (M + chunk - 1) // chunk
     for ch in prange(nch):
-        sc = np.empty(2, np.float64)
+        sc = np.empty(3, np.float64)
         su = sc.view(np.uint64)
         rowhot = np.zeros(R, np.bool_)
         p = np.empty(k, np.float64)

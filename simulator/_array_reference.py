@@ -14,6 +14,7 @@ import numpy as np
 
 from . import _array_kernels as AK
 from ._kernels import SENTINEL
+from ._pe import pass_layout, reg_code
 
 
 class _Ctx:
@@ -21,12 +22,11 @@ class _Ctx:
         self.plan, self.fmt, self.acc_fmt, self.sp = plan, fmt, acc_fmt, sp
         self.opf = (fmt.exp_bits, fmt.man_bits, fmt.bias, fmt.specials == "fn")
         self.m2 = 2 * (fmt.man_bits + 1)
-        self.sc = np.empty(2, np.float64)
+        self.sc = np.empty(3, np.float64)  # dpu_finish needs three
         self.su = self.sc.view(np.uint64)
-        self.dpu = plan.k > 1 or type(array).__name__ == "TensorCoreArray"
+        self.dpu = plan.step > 1 or type(array).__name__ == "TensorCoreArray"
         self.split = {}  # DPU registers stored per pass: name -> positions of each pass
         if self.dpu:
-            from ._pe import pass_layout
             rule = array._profile.rule(fmt.name)
             _, order, start = pass_layout(rule.k, rule.passes)
             self.pos = [[int(t) for t in order[start[q]:start[q + 1]]] for q in range(len(start) - 1)]
@@ -36,7 +36,7 @@ class _Ctx:
     def get(self, regs, name, r, c):
         if name not in self.split:
             return regs[name][r][c]["v"]
-        full = [None] * self.plan.k
+        full = [None] * self.plan.step
         for q, pos in enumerate(self.split[name]):
             for j, t in enumerate(pos):
                 full[t] = regs[(name, q)][r][c]["v"][j]
@@ -51,7 +51,7 @@ class _Ctx:
 
     # register content <-> bits, per element (the encodings of _array_kernels)
     def to_bits(self, reg, v):
-        code = reg.code
+        code = reg_code(reg)
         if code in (AK.REG_A, AK.REG_W):
             return list(v)
         if code == AK.REG_PROD:
@@ -72,7 +72,7 @@ class _Ctx:
         return [AK.encode_ieee(v, a.exp_bits, a.man_bits, a.bias)]
 
     def from_bits(self, reg, bits, old):
-        code = reg.code
+        code = reg_code(reg)
         if code in (AK.REG_A, AK.REG_W):
             return [int(b) for b in bits]
         if code == AK.REG_PROD:
@@ -121,6 +121,15 @@ def _psum_in(regs, acc, r, c, m, n0, Cu):
     return x["v"]
 
 
+def _latch_ws_cycle(ctx, regs, new, faults, g, tr, acc, Cu, n0):
+    """The end of weight-stationary cycle ``g`` (global): the faults acting then,
+    the trace, then :func:`_end_ws_cycle`.  Returns how many outputs left."""
+    _apply_faults(ctx, new, faults, g, list(ctx.plan.register_names))
+    if tr:
+        _trace_bits(ctx, new, list(tr), tr)
+    return _end_ws_cycle(regs, new, acc, ctx.plan.rows, ctx.plan.cols, Cu, n0)
+
+
 def _end_ws_cycle(regs, new, acc, R, C, Cu, n0):
     """End of a weight-stationary cycle: store what the bottom row latched into D and
     clear the tags of registers that were not rewritten (stale values must not fire
@@ -155,7 +164,7 @@ def _apply_faults(ctx, regs, faults, g, names):
     for f in faults:
         last = f.last_cycle
         if f.cycle <= g and (last is None or g <= last) and f.register in names:
-            reg = ctx.plan.regs[f.register]
+            reg = ctx.plan.register(f.register)
             r, c = f.pe
             old = ctx.get(regs, f.register, r, c)
             bits = ctx.to_bits(reg, old)
@@ -179,10 +188,10 @@ def _copy(g):
 
 def _trace_bits(ctx, regs, trace, out):
     for name in trace:
-        reg = ctx.plan.regs[name]
-        arr = np.zeros((ctx.plan.R, ctx.plan.C, reg.elems), np.uint64)
-        for r in range(ctx.plan.R):
-            for c in range(ctx.plan.C):
+        reg = ctx.plan.register(name)
+        arr = np.zeros((ctx.plan.rows, ctx.plan.cols, reg.elems), np.uint64)
+        for r in range(ctx.plan.rows):
+            for c in range(ctx.plan.cols):
                 for j, b in enumerate(ctx.to_bits(reg, ctx.get(regs, name, r, c))):
                     arr[r, c, j] = 0 if b is None else int(b)
         out[name].append(arr)
@@ -192,13 +201,13 @@ def step_run(array, plan, abits, bbits, acc, fmt, acc_fmt, sp, faults, trace):
     """Run a whole GEMM by stepping; returns (acc values, trace dict, cycles stepped)."""
     ctx = _Ctx(array, plan, fmt, acc_fmt, sp)
     for name in trace:
-        if name not in plan.regs:
-            raise ValueError(f"trace names must be registers in {sorted(plan.regs)}, not {name!r}")
+        if name not in plan.register_names:
+            raise ValueError(f"trace names must be registers in {sorted(plan.register_names)}, not {name!r}")
     faults = sorted(faults, key=lambda f: f.cycle)  # stable: ties keep the caller's order
     tr = {name: [] for name in trace}
     acc = acc.copy()
     g = 0
-    for f in range(plan.nfolds):
+    for f in range(plan.folds):
         if plan.dataflow == "ws" and ctx.dpu:
             g += _ws_dpu_fold(ctx, f, abits, bbits, acc, faults, g, tr)
         elif plan.dataflow == "ws":
@@ -211,10 +220,10 @@ def step_run(array, plan, abits, bbits, acc, fmt, acc_fmt, sp, faults, trace):
 def _ws_fold(ctx, f, abits, bbits, acc, faults, g0, tr):
     """One weight-stationary fold of scalar-FMA PEs."""
     plan = ctx.plan
-    R, C, M, Kd, N, k, S = plan.R, plan.C, plan.M, plan.K, plan.N, plan.k, plan.S
-    nkf = plan.nfolds // (-(-N // C))
+    R, C, M, Kd, N, k, S = plan.rows, plan.cols, plan.m, plan.k, plan.n, plan.step, plan.row_interval
+    nkf = plan.k_folds
     nt, kf = divmod(f, nkf)
-    n0, Ru, Cu = nt * C, int(plan.Ru[f]), int(plan.Cu[f])
+    n0, Ru, Cu = nt * C, plan.fold_rows[f], plan.fold_cols[f]
     kk = k  # operand elements per PE (1)
 
     def kcols(r):
@@ -223,7 +232,6 @@ def _ws_fold(ctx, f, abits, bbits, acc, faults, g0, tr):
 
     wtile = [[[int(bbits[q, n0 + c]) if (r < Ru and c < Cu and q < Kd) else 0 for q in kcols(r)]
               for c in range(C)] for r in range(R)]
-    names = list(plan.regs)
     zero_ops = [0] * kk
     regs = {"a": _grid(R, C, zero_ops), "w": _grid(R, C, zero_ops)}
     for s in range(1, plan.depth):
@@ -263,10 +271,7 @@ def _ws_fold(ctx, f, abits, bbits, acc, faults, g0, tr):
                     cin = psum_in(r, c, m)
                     v = ctx.fma(prod["v"][0][0], cin) if r < Ru else cin
                     new["psum"][r][c] = {"v": v, "tag": m}
-        _apply_faults(ctx, new, faults, g0 + t, names)
-        if tr:
-            _trace_bits(ctx, new, list(tr), tr)
-        outs += _end_ws_cycle(regs, new, acc, R, C, Cu, n0)
+        outs += _latch_ws_cycle(ctx, regs, new, faults, g0 + t, tr, acc, Cu, n0)
         regs = new
         t += 1
     return t
@@ -275,11 +280,11 @@ def _ws_fold(ctx, f, abits, bbits, acc, faults, g0, tr):
 def _ws_dpu_fold(ctx, f, abits, bbits, acc, faults, g0, tr):
     """One weight-stationary fold of dot-product units, pass by pass (see ``_pe``)."""
     plan, sp = ctx.plan, ctx.sp
-    R, C, M, Kd, N, k, S = plan.R, plan.C, plan.M, plan.K, plan.N, plan.k, plan.S
+    R, C, M, Kd, N, k, S = plan.rows, plan.cols, plan.m, plan.k, plan.n, plan.step, plan.row_interval
     pos, P, L = ctx.pos, len(ctx.pos), 3  # L: cycles per pass (_pe.PASS_CYCLES)
-    nkf = plan.nfolds // (-(-N // C))
+    nkf = plan.k_folds
     nt, kf = divmod(f, nkf)
-    n0, Ru, Cu = nt * C, int(plan.Ru[f]), int(plan.Cu[f])
+    n0, Ru, Cu = nt * C, plan.fold_rows[f], plan.fold_cols[f]
     fused = sp.c_fused
 
     def kbase(r):
@@ -359,10 +364,7 @@ def _ws_dpu_fold(ctx, f, abits, bbits, acc, faults, g0, tr):
                             cin = x["cin"] if fused else psum_in(r, c, m)
                             v = ctx.finish(x["v"][0], x["v"][1], cin) if r < Ru else cin
                             new["psum"][r][c] = {"v": v, "tag": m}
-        _apply_faults(ctx, new, faults, g0 + t, list(plan.regs))
-        if tr:
-            _trace_bits(ctx, new, list(tr), tr)
-        outs += _end_ws_cycle(regs, new, acc, R, C, Cu, n0)
+        outs += _latch_ws_cycle(ctx, regs, new, faults, g0 + t, tr, acc, Cu, n0)
         regs = new
         t += 1
     return t
@@ -375,11 +377,10 @@ def _fresh(old, new):
 
 def _os_fold(ctx, f, abits, bbits, acc, faults, g0, tr):
     plan = ctx.plan
-    R, C, Kd, N, d = plan.R, plan.C, plan.K, plan.N, plan.depth
-    nnt = -(-N // C)
-    mt, nt = divmod(f, nnt)
-    m0, n0, Ru, Cu = mt * R, nt * C, int(plan.Ru[f]), int(plan.Cu[f])
-    names = list(plan.regs)
+    R, C, Kd, N, d = plan.rows, plan.cols, plan.k, plan.n, plan.depth
+    mt, nt = divmod(f, plan.n_tiles)
+    m0, n0, Ru, Cu = mt * R, nt * C, plan.fold_rows[f], plan.fold_cols[f]
+    names = list(plan.register_names)
     regs = {"a": _grid(R, C, [0]), "b": _grid(R, C, [0]), "acc": _grid(R, C, 0.0)}
     for s in range(1, d):
         regs[f"prod{s}"] = _grid(R, C, [(0.0, SENTINEL)])

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Fault", "OutputFault", "FAULT_KINDS", "apply_output_faults"]
+__all__ = ["Fault", "OutputFault", "FAULT_KINDS", "apply_output_faults", "flip_bits"]
 
 #: Kinds of register fault.
 FAULT_KINDS = ("flip", "stuck0", "stuck1")
@@ -113,6 +113,27 @@ class OutputFault:
         object.__setattr__(self, "nbits", _int("nbits", self.nbits, 1))
 
 
+def _flip_in_place(x: np.ndarray, index, bit: int, nbits: int) -> None:
+    u = x.view(np.dtype(f"uint{x.dtype.itemsize * 8}"))
+    u[index] ^= u.dtype.type(((1 << nbits) - 1) << bit)
+
+
+def flip_bits(x: np.ndarray, index, bit: int, nbits: int = 1) -> np.ndarray:
+    """A copy of ``x`` (any floating dtype: float64/32/16, ml_dtypes' bfloat16 and FP8)
+    with bits ``bit .. bit + nbits - 1`` of element ``x[index]``'s encoding inverted
+    (bit 0: the LSB).  The one output-bit flip of the project.
+
+    Raises ValueError for bits outside the element's width.
+    """
+    x = np.asarray(x)
+    width = x.dtype.itemsize * 8
+    if bit < 0 or nbits < 1 or bit + nbits > width:
+        raise ValueError(f"bit..bit+nbits-1 must be in [0, {width - 1}] for {x.dtype}, not {bit}..{bit + nbits - 1}")
+    out = x.copy()
+    _flip_in_place(out, index, bit, nbits)
+    return out
+
+
 def apply_output_faults(d: np.ndarray, faults) -> np.ndarray:
     """A copy of D (float32 or float16, (M, N)) with each OutputFault's bits flipped.
 
@@ -122,7 +143,6 @@ def apply_output_faults(d: np.ndarray, faults) -> np.ndarray:
         raise TypeError(f"d must be a 2-D float32 or float16 array, not {getattr(d, 'dtype', type(d).__name__)}")
     out = d.copy()
     width = out.dtype.itemsize * 8
-    bits = out.view(np.uint32 if width == 32 else np.uint16)
     for f in faults:
         if not isinstance(f, OutputFault):
             raise TypeError(f"faults must be OutputFault values here, not {type(f).__name__}")
@@ -132,6 +152,5 @@ def apply_output_faults(d: np.ndarray, faults) -> np.ndarray:
         if f.bit + f.nbits > width:
             raise ValueError(f"bit..bit+nbits-1 must be in [0, {width - 1}] for {d.dtype} output, "
                              f"not {f.bit}..{f.bit + f.nbits - 1}")
-        mask = ((1 << f.nbits) - 1) << f.bit
-        bits[i, j] ^= bits.dtype.type(mask)
+        _flip_in_place(out, (i, j), f.bit, f.nbits)
     return out

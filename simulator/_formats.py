@@ -11,7 +11,9 @@ every value of every catalogue format exactly.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import ml_dtypes
 import numpy as np
@@ -55,7 +57,7 @@ class Format:
     subnormals: bool = True
     container_bits: int = 0
     container_shift: int = 0
-    numpy_name: str = ""
+    numpy_name: str = field(default="", compare=False)  # names the container, not the encoding
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -270,7 +272,7 @@ class Format:
         return (codes << np.uint64(self.container_shift)).astype(self.uint_dtype)
 
 
-FORMATS: dict[str, Format] = {
+FORMATS: Mapping[str, Format] = MappingProxyType({
     f.name: f
     for f in (
         Format("fp32", exp_bits=8, man_bits=23, bias=127, numpy_name="float32"),
@@ -281,7 +283,7 @@ FORMATS: dict[str, Format] = {
         Format("e4m3", exp_bits=4, man_bits=3, bias=7, specials="fn", numpy_name="float8_e4m3fn"),
         Format("e5m2", exp_bits=5, man_bits=2, bias=15, numpy_name="float8_e5m2"),
     )
-}
+})
 
 _ALIASES = {"float32": "fp32", "binary32": "fp32", "float16": "fp16", "half": "fp16", "binary16": "fp16",
             "bfloat16": "bf16", "float8_e4m3fn": "e4m3", "e4m3fn": "e4m3", "float8_e5m2": "e5m2"}

@@ -256,6 +256,14 @@ def _round_fixup(src, dst, n, man_bits, emin, max_bits, rne, overflow_inf):
             dst[j] = from_bits(round_bits(as_bits(src[j]), man_bits, emin, max_bits, rne, overflow_inf))
 
 
+@njit(cache=True, inline="always")
+def carry_emin(p, c_fused, o_emin, p_emin):
+    """The floor of the carried term's alignment exponent in pass ``p`` of a step: C
+    (pass 0, c_mode "fused") counts with the accumulator's smallest normal exponent,
+    a previous pass's binary32 result with binary32's (``acc_align_exp``)."""
+    return o_emin if (p == 0 and c_fused) else p_emin
+
+
 @njit(cache=True)
 def round_block(src, dst, n, man_bits, emin, max_bits, rne, overflow_inf):
     """dst[:n] = rounded src[:n] (binary64 arrays, distinct), as :func:`round_bits`.
@@ -270,6 +278,20 @@ def round_block(src, dst, n, man_bits, emin, max_bits, rne, overflow_inf):
         slow += sl
     if slow:
         _round_fixup(src, dst, n, man_bits, emin, max_bits, rne, overflow_inf)
+
+
+@njit(cache=True)
+def add_c_after(x, c, tmp, out, n, o_man, o_emin, o_max, o_rne, o_ovf, f32_max):
+    """The tail of a c_mode "after" step, for j < n: out[j] = x[j] + c[j] by one binary32
+    round-to-nearest-even addition, then rounded into the accumulator.  x[j] (the
+    products' binary32 result) and c[j] (C) are binary64 values; x and tmp are
+    overwritten (scratch; out may alias c).  The sum is exact in binary64 up to one
+    rounding, then rounded once more (innocuous: 53 >= 2 * 24 + 2).  The fast path
+    calls it on a block of columns, the cycle-level DPU on one value."""
+    for j in range(n):
+        tmp[j] = x[j] + c[j]
+    round_block(tmp, x, n, 23, -126, f32_max, True, o_ovf)
+    round_block(x, out, n, o_man, o_emin, o_max, o_rne, o_ovf)
 
 
 @njit(cache=True)
@@ -381,7 +403,7 @@ def fused_step_rows(a_val, a_exp, b_val, b_exp, a_bad, b_bad, acc, i0, i1, k0, j
             # term is scaled in binary64 by 2**(frac_bits - E) (see scale_bits); products by
             # the same factor, floored at p_floor: below it no product is nonzero, and the
             # factor stays finite in a_val's dtype
-            c_emin = o_emin if (p == 0 and c_fused) else p_emin
+            c_emin = carry_emin(p, c_fused, o_emin, p_emin)
             for j in range(n):
                 c = carry[j]
                 e = max(np.int64(emax[j]), np.int64(acc_align_exp(as_bits(c), c_emin)))
@@ -413,12 +435,7 @@ def fused_step_rows(a_val, a_exp, b_val, b_exp, a_bad, b_bad, acc, i0, i1, k0, j
                 _unscale_round(total, itot, emax, row, n, frac_bits, o_man, o_emin, o_max, o_rne, o_ovf)
             else:
                 _unscale_round(total, itot, emax, carry, n, frac_bits, p_man, p_emin, p_max, p_rne, o_ovf)
-                # one binary32 round-to-nearest-even addition of C: exact in binary64 up to
-                # one rounding, then rounded once more (innocuous: 53 >= 2 * 24 + 2)
-                for j in range(n):
-                    total[j] = carry[j] + row[j]
-                round_block(total, carry, n, 23, -126, f32_max, True, o_ovf)
-                round_block(carry, row, n, o_man, o_emin, o_max, o_rne, o_ovf)
+                add_c_after(carry, row, total, row, n, o_man, o_emin, o_max, o_rne, o_ovf, f32_max)
         for j in range(n):
             acc[i, j0 + j] = row[j]
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-import ml_dtypes
 import numba
 import numpy as np
 
@@ -18,14 +17,14 @@ from ._profiles import DatapathProfile, StepRule, get_profile
 
 __all__ = ["matmul", "check_gemm_args", "fused_layout", "input_format_of", "operand_arrays", "StepParams", "step_params", "step_layout"]
 
-# numpy dtype of an input array -> catalogue format name
-_DTYPE_FORMATS = {
-    np.dtype(np.float16): "fp16",
-    np.dtype(ml_dtypes.bfloat16): "bf16",
-    np.dtype(ml_dtypes.float8_e4m3fn): "e4m3",
-    np.dtype(ml_dtypes.float8_e5m2): "e5m2",
-}
-_ACC_DTYPES = {np.dtype(np.float32): "fp32", np.dtype(np.float16): "fp16"}
+# the input formats whose arrays' dtype names them (float32 arrays must say "tf32"),
+# and the accumulator formats; dtypes are the formats' own (Format.dtype)
+_TYPED_INPUTS = ("fp16", "bf16", "e4m3", "e5m2")
+_ACCUMULATORS = ("fp32", "fp16")
+
+
+def _format_of_dtype(dtype, names) -> Format | None:
+    return next((get_format(n) for n in names if get_format(n).dtype == dtype), None)
 
 
 def _bits64(x: float) -> np.uint64:
@@ -43,15 +42,15 @@ def input_format_of(dtype, input_format=None) -> Format:
         except ValueError:
             raise ValueError(f"input_format must be one of 'fp16', 'bf16', 'tf32', 'e4m3', 'e5m2', "
                              f"not {input_format!r}") from None
-        want = np.dtype(np.float32) if fmt.name == "tf32" else next(
-            (d for d, n in _DTYPE_FORMATS.items() if n == fmt.name), None)
+        want = fmt.dtype if fmt.name in _TYPED_INPUTS + ("tf32",) else None
         if want is None:
             raise ValueError(f"input_format must be one of 'fp16', 'bf16', 'tf32', 'e4m3', 'e5m2', not {input_format!r}")
         if dtype != want:
             raise TypeError(f"input_format={fmt.name!r} needs {want} arrays, not {dtype}")
         return fmt
-    if dtype in _DTYPE_FORMATS:
-        return get_format(_DTYPE_FORMATS[dtype])
+    fmt = _format_of_dtype(dtype, _TYPED_INPUTS)
+    if fmt is not None:
+        return fmt
     if dtype == np.float32:
         raise TypeError("float32 inputs need input_format='tf32' (the matrix units take tf32, not binary32)")
     raise TypeError(f"inputs must be float16, bfloat16, float8_e4m3fn, float8_e5m2 or float32 "
@@ -285,11 +284,11 @@ def check_gemm_args(prof: DatapathProfile, a, b, c, input_format):
     if c is None:
         c = np.zeros((M, N), np.float32)
     _check_array("c", c, 2)
-    if c.dtype not in _ACC_DTYPES:
+    acc_fmt = _format_of_dtype(c.dtype, _ACCUMULATORS)
+    if acc_fmt is None:
         raise TypeError(f"c must be float32 or float16, not {c.dtype}")
     if c.shape != (M, N):
         raise ValueError(f"c must have shape {(M, N)}, not {c.shape}")
-    acc_fmt = get_format(_ACC_DTYPES[c.dtype])
     if acc_fmt.name not in prof.accumulators:
         raise ValueError(f"profile {prof.name!r} supports accumulators {prof.accumulators}, not {acc_fmt.name}")
     return fmt, rule, acc_fmt, c, (M, Kd, N)

@@ -3,9 +3,11 @@
 A PE is described, not simulated, here: which registers it has (the fault sites),
 how wide each is for a given input and accumulator format, and the cycle at which
 each register latches an item's value relative to the item's *base cycle* ``b``
-(the cycle the PE multiplies that item).  The array (:mod:`simulator._array`) places
-PEs in a grid and gives each item its base cycle; the kernels and the reference
-stepper use these offsets.
+(the cycle the PE multiplies that item).  The schedule (:mod:`simulator._schedule`)
+places PEs in a grid and gives each item its base cycle; the kernels and the reference
+stepper use these offsets.  :class:`Register` is public (``simulator.Register``):
+each register's name, role, widths, timing and bit fields, which is all
+:mod:`protection` and campaigns need to know of a PE.
 
 Scalar FMA PE (``systolic_fma``), pipeline depth d:
     ``a`` (latched b-1), ``w`` or ``b`` (the other operand: stationary ``w`` in
@@ -46,39 +48,72 @@ from . import _array_kernels as AK
 from ._formats import Format
 
 
+#: Roles of PE registers (what a register holds), :attr:`Register.role`.
+REGISTER_ROLES = ("a", "w", "b", "prod", "emax", "aligned", "sum", "x", "psum")
+
+# the kernels' register code of each role ("b", the moving second operand of an
+# output-stationary PE, is read where "w" is)
+_ROLE_CODE = {"a": AK.REG_A, "w": AK.REG_W, "b": AK.REG_W, "prod": AK.REG_PROD, "emax": AK.REG_EMAX,
+              "aligned": AK.REG_ALIGNED, "sum": AK.REG_SUM, "x": AK.REG_X, "psum": AK.REG_PSUM}
+
+
 @dataclass(frozen=True)
 class Register:
-    """One named pipeline register of a PE.
+    """One named pipeline register of a PE: a fault site.
 
     Attributes:
-        name: the fault-site name.
-        code: register code used by the kernels (``REG_*`` in ``_array_kernels``).
-        stage: which of several same-code registers (prod stage s, the pass of a
-            DPU's emax/aligned/sum/x registers), else 0.
-        latch: latch cycle relative to the item's base cycle (moving registers).
+        name: the fault-site name (``Fault.register``), e.g. ``"psum"``, ``"prod1"``.
+        role: what it holds, one of :data:`REGISTER_ROLES`: ``"a"`` (the operand
+            moving right), ``"w"`` (the stationary weight), ``"b"`` (the second
+            operand moving down, output-stationary), ``"prod"`` (exact products),
+            ``"emax"`` (a step's alignment exponent), ``"aligned"`` (aligned terms),
+            ``"sum"`` (their exact sum), ``"x"`` (a multi-pass step's pass result,
+            binary32), ``"psum"`` (the partial sum / accumulator: ``psum`` or ``acc``).
+        stage: which of several same-role registers: the pipeline stage of a scalar
+            PE's ``prod{s}``, the pass of a DPU's ``emax``/``aligned``/``sum``/``x``;
+            1 for ``psum``, else 0.
+        latch: cycle, relative to the item's base cycle, at the end of which it latches
+            an item's value (a stationary register: -1, read at the base cycle).
         elem_width: bits of one element; elems: elements (1, or k for vectors).
         stationary: True for a register that holds one value for a whole fold.
-        flows: direction a moving operand is passed to the next PE: "right",
-            "down" or "" (not passed on).
-        elem_delay: per element, cycles its latch comes after ``latch`` (for a
-            stationary register: its read comes after the item's base cycle);
-            a multi-pass DPU's pass-p operands and products: 3p.  () for none.
+        flow: where a moving operand goes next: ``"right"``, ``"down"`` or ``""``
+            (not passed on).
+        elem_delay: per element, cycles its latch comes after ``latch`` (a stationary
+            register: its read after the base cycle); a multi-pass DPU's pass-p
+            operands and products: 3p.  () for none.
+        bit_fields: ((field, lo, hi), ...), LSB first: the bit fields [lo, hi) of one
+            element's encoding: ``"man"``/``"exp"``/``"sign"`` of a floating-point
+            value (operands, psum, x; a product's significand is its ``"man"``),
+            ``"mag"``/``"sign"`` (/``"exp"``) of an aligned term or a sum, ``"exp"``
+            of emax (see :mod:`simulator._array_kernels` for the encodings).
     """
 
     name: str
-    code: int
+    role: str
     stage: int
     latch: int
     elem_width: int
     elems: int = 1
     stationary: bool = False
-    flows: str = ""
+    flow: str = ""
     elem_delay: tuple = ()
+    bit_fields: tuple = ()
+
+    def __post_init__(self):
+        if self.role not in REGISTER_ROLES:
+            raise ValueError(f"role must be one of {REGISTER_ROLES}, not {self.role!r}")
+        if self.flow not in ("right", "down", ""):
+            raise ValueError(f"flow must be 'right', 'down' or '', not {self.flow!r}")
 
     @property
     def width(self) -> int:
-        """Register width in bits."""
+        """Register width in bits (all elements)."""
         return self.elem_width * self.elems
+
+    @property
+    def operand(self) -> bool:
+        """Whether it holds an input operand (role ``a``, ``w`` or ``b``)."""
+        return self.role in ("a", "w", "b")
 
     def delay(self, elem: int) -> int:
         """Cycles element ``elem`` latches (or is read) after ``latch``."""
@@ -89,6 +124,15 @@ class Register:
         return tuple(sorted(set(self.elem_delay))) if self.elem_delay else (0,)
 
 
+def reg_code(reg: Register) -> int:
+    """The kernels' register code (``REG_*`` of :mod:`simulator._array_kernels`)."""
+    return _ROLE_CODE[reg.role]
+
+
+def _float_fields(man_bits: int, width: int) -> tuple:
+    return (("man", 0, man_bits), ("exp", man_bits, width - 1), ("sign", width - 1, width))
+
+
 def prod_width(fmt: Format) -> int:
     """Bits of an exact-product register: sign, 10-bit exponent, 2*(man+1)-bit significand."""
     return 1 + AK.EXP_BITS + 2 * (fmt.man_bits + 1)
@@ -96,14 +140,18 @@ def prod_width(fmt: Format) -> int:
 
 def fma_registers(dataflow: str, depth: int, fmt: Format, acc: Format) -> tuple:
     """Registers of a scalar-FMA PE (see the module docstring)."""
-    regs = [Register("a", AK.REG_A, 0, -1, fmt.width, flows="right")]
+    opf = _float_fields(fmt.man_bits, fmt.width)
+    pf = (("man", 0, 2 * (fmt.man_bits + 1)), ("exp", 2 * (fmt.man_bits + 1), prod_width(fmt) - 1),
+          ("sign", prod_width(fmt) - 1, prod_width(fmt)))
+    regs = [Register("a", "a", 0, -1, fmt.width, flow="right", bit_fields=opf)]
     if dataflow == "ws":
-        regs.append(Register("w", AK.REG_W, 0, -1, fmt.width, stationary=True))
+        regs.append(Register("w", "w", 0, -1, fmt.width, stationary=True, bit_fields=opf))
     else:
-        regs.append(Register("b", AK.REG_W, 0, -1, fmt.width, flows="down"))
+        regs.append(Register("b", "b", 0, -1, fmt.width, flow="down", bit_fields=opf))
     for s in range(1, depth):
-        regs.append(Register(f"prod{s}", AK.REG_PROD, s, s - 1, prod_width(fmt)))
-    regs.append(Register("psum" if dataflow == "ws" else "acc", AK.REG_PSUM, 1, depth - 1, acc.width))
+        regs.append(Register(f"prod{s}", "prod", s, s - 1, prod_width(fmt), bit_fields=pf))
+    regs.append(Register("psum" if dataflow == "ws" else "acc", "psum", 1, depth - 1, acc.width,
+                         bit_fields=_float_fields(acc.man_bits, acc.width)))
     return tuple(regs)
 
 
@@ -137,13 +185,16 @@ def dpu_psum_skew(n_pass: int, c_fused: bool) -> int:
 
 def dpu_registers(k: int, frac_bits: int, c_fused: bool, fmt: Format, acc: Format, passes: tuple = (0,)) -> tuple:
     """Registers of a k-wide dot-product unit (see the module docstring)."""
+    opf = _float_fields(fmt.man_bits, fmt.width)
+    pf = (("man", 0, 2 * (fmt.man_bits + 1)), ("exp", 2 * (fmt.man_bits + 1), prod_width(fmt) - 1),
+          ("sign", prod_width(fmt) - 1, prod_width(fmt)))
     pass_of, order, start = pass_layout(k, passes)
     n_pass = len(start) - 1
     delay = tuple(int(PASS_CYCLES * q) for q in pass_of) if n_pass > 1 else ()
     regs = [
-        Register("a", AK.REG_A, 0, -1, fmt.width, k, flows="right", elem_delay=delay),
-        Register("w", AK.REG_W, 0, -1, fmt.width, k, stationary=True, elem_delay=delay),
-        Register("prod", AK.REG_PROD, 0, 0, prod_width(fmt), k, elem_delay=delay),
+        Register("a", "a", 0, -1, fmt.width, k, flow="right", elem_delay=delay, bit_fields=opf),
+        Register("w", "w", 0, -1, fmt.width, k, stationary=True, elem_delay=delay, bit_fields=opf),
+        Register("prod", "prod", 0, 0, prod_width(fmt), k, elem_delay=delay, bit_fields=pf),
     ]
     for q in range(n_pass):
         kp = int(start[q + 1] - start[q])
@@ -151,12 +202,15 @@ def dpu_registers(k: int, frac_bits: int, c_fused: bool, fmt: Format, acc: Forma
         sfx = str(q) if q else ""
         sw = AK.sum_int_bits(kp, frac_bits, carried)
         o = PASS_CYCLES * q
-        regs += [Register(f"emax{sfx}", AK.REG_EMAX, q, o + 1, AK.EXP_BITS),
-                 Register(f"aligned{sfx}", AK.REG_ALIGNED, q, o + 1, frac_bits + 3, kp + 1 if carried else kp),
-                 Register(f"sum{sfx}", AK.REG_SUM, q, o + 2, AK.EXP_BITS + sw)]
+        regs += [Register(f"emax{sfx}", "emax", q, o + 1, AK.EXP_BITS, bit_fields=(("exp", 0, AK.EXP_BITS),)),
+                 Register(f"aligned{sfx}", "aligned", q, o + 1, frac_bits + 3, kp + 1 if carried else kp,
+                          bit_fields=(("mag", 0, frac_bits + 2), ("sign", frac_bits + 2, frac_bits + 3))),
+                 Register(f"sum{sfx}", "sum", q, o + 2, AK.EXP_BITS + sw,
+                          bit_fields=(("mag", 0, sw - 1), ("sign", sw - 1, sw), ("exp", sw, sw + AK.EXP_BITS)))]
         if q < n_pass - 1:
-            regs.append(Register(f"x{q + 1}", AK.REG_X, q + 1, o + 3, 32))
-    regs.append(Register("psum", AK.REG_PSUM, 1, PASS_CYCLES * n_pass, acc.width))
+            regs.append(Register(f"x{q + 1}", "x", q + 1, o + 3, 32, bit_fields=_float_fields(23, 32)))
+    regs.append(Register("psum", "psum", 1, PASS_CYCLES * n_pass, acc.width,
+                         bit_fields=_float_fields(acc.man_bits, acc.width)))
     return tuple(regs)
 
 

@@ -22,6 +22,7 @@ The step of every tensor-core rule here (``frac_bits`` not None) is:
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -171,7 +172,7 @@ def _uniform(k16, **kw):
 # binary32, then C added by one binary32 round-to-nearest-even addition
 _HOPPER_FP8 = StepRule(32, frac_bits=25, c_mode="after", passes=(0, 0, 1, 1))
 
-PROFILES: dict[str, DatapathProfile] = {
+PROFILES: Mapping[str, DatapathProfile] = MappingProxyType({
     p.name: p
     for p in (
         DatapathProfile(
@@ -213,7 +214,7 @@ PROFILES: dict[str, DatapathProfile] = {
             nan_fp32=0x7FC00000,
         ),
     )
-}
+})
 
 
 def get_profile(profile) -> DatapathProfile:

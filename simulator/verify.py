@@ -16,23 +16,25 @@ import argparse
 import os
 import sys
 import zipfile
+from types import MappingProxyType
 
-import ml_dtypes
 import numpy as np
 
+from ._formats import get_format
 from ._matmul import matmul
 
 __all__ = ["OPS", "load_suites", "verify_file", "main"]
 
-#: op -> (input dtype, input_format, accumulator dtype)
-OPS = {
-    "f16f32": (np.float16, None, np.float32),
-    "bf16f32": (ml_dtypes.bfloat16, None, np.float32),
-    "tf32f32": (np.float32, "tf32", np.float32),
-    "f16f16": (np.float16, None, np.float16),
-    "e4m3f32": (ml_dtypes.float8_e4m3fn, None, np.float32),
-    "e5m2f32": (ml_dtypes.float8_e5m2, None, np.float32),
-}
+#: op (a reference file's stem) -> (input format, accumulator format); the arrays'
+#: dtypes are the formats' (``Format.dtype``)
+OPS = MappingProxyType({
+    "f16f32": ("fp16", "fp32"),
+    "bf16f32": ("bf16", "fp32"),
+    "tf32f32": ("tf32", "fp32"),
+    "f16f16": ("fp16", "fp16"),
+    "e4m3f32": ("e4m3", "fp32"),
+    "e5m2f32": ("e5m2", "fp32"),
+})
 
 
 def load_suites(path):
@@ -44,7 +46,7 @@ def load_suites(path):
     op = os.path.splitext(os.path.basename(path))[0]
     if op not in OPS:
         raise ValueError(f"{path}: the file's stem must name an op in {sorted(OPS)}, not {op!r}")
-    in_dt, _, acc_dt = OPS[op]
+    in_dt, acc_dt = (get_format(x).dtype for x in OPS[op])
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -76,7 +78,7 @@ def load_suites(path):
 def verify_file(path, profile="hopper", tiles=None):
     """Run every suite of one file; returns {suite: (matched, total)}."""
     op, suites = load_suites(path)
-    _, input_format, _ = OPS[op]
+    input_format = OPS[op][0] if OPS[op][0] == "tf32" else None  # float32 arrays: say tf32
     out = {}
     for name, (a, b, c, d) in suites.items():
         n = a.shape[0] if tiles is None else min(tiles, a.shape[0])

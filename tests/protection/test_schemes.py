@@ -24,8 +24,8 @@ def _gemm(seed, M, K, N, dtype=np.float16, c=False):
 
 def _live(parray, g, name, pe, elem=0):
     """One cycle at which element ``elem`` of base register ``name`` of PE ``pe`` is live."""
-    plan = g.plan
-    dly = plan.regs[name].delay(elem)
+    plan = g.schedule
+    dly = plan.register(name).delay(elem)
     lo, hi = plan.live_ranges(name, pe, dly)[0]
     return (lo + hi) // 2
 
@@ -64,7 +64,7 @@ def test_validation():
 
 @pytest.mark.parametrize("arr,reg,pe,elem,dtype", [
     (SystolicArray(2, 2), "psum", (1, 0), 0, np.float16),
-    (SystolicArray(2, 3, "os", pipeline_depth=2), "prod1", (1, 2), 0, np.float16),
+    (SystolicArray(2, 3, dataflow="os", pipeline_depth=2), "prod1", (1, 2), 0, np.float16),
     (TensorCoreArray(2, 2), "sum", (0, 1), 0, np.float16),
     (TensorCoreArray(2, 2), "a", (1, 1), 5, np.float16),
     (TensorCoreArray(2, 2), "x1", (1, 0), 0, ml_dtypes.float8_e4m3fn),
@@ -75,8 +75,8 @@ def test_secded_corrects_every_single_and_detects_every_double_bit_fault(arr, re
     parr = ProtectedArray(arr, (SecDed(registers=(reg,)),))
     g = arr.golden(a, b, c)
     ev = parr.evaluator(g)
-    ew = g.plan.regs[reg].elem_width
-    cb = dict(parr.registers(g.fmt.name))[f"{reg}.ecc"] // g.plan.regs[reg].elems
+    ew = g.schedule.register(reg).elem_width
+    cb = dict(parr.registers(g.fmt.name))[f"{reg}.ecc"] // g.schedule.register(reg).elems
     cycle = _live(parr, g, reg, pe, elem)
     bits = [(reg, elem * ew + j) for j in range(ew)] + [(f"{reg}.ecc", elem * cb + j) for j in range(cb)]
     for name, bit in bits:
@@ -97,7 +97,7 @@ def test_parity_detects_every_single_bit_fault(arr, regs):
     g = arr.golden(a, b, c)
     ev = parr.evaluator(g)
     for reg in regs:
-        r = g.plan.regs[reg]
+        r = g.schedule.register(reg)
         elems = range(r.elems) if r.elems <= 2 else (0, r.elems // 2, r.elems - 1)
         for e in elems:
             cycle = _live(parr, g, reg, (1, 1), e)
@@ -114,7 +114,7 @@ def test_unprotected_flip_is_sdc_and_dead_flip_masked():
     ev = parr.evaluator(g)
     cyc = _live(parr, g, "a", (0, 0))
     assert ev.evaluate((Fault(pe=(0, 0), register="a", bit=14, cycle=cyc),)).outcome == "sdc"
-    dead = sorted(set(range(g.cycles)) - {t for lo, hi in g.plan.live_ranges("psum", (0, 0)) for t in range(lo, hi)})
+    dead = sorted(set(range(g.cycles)) - {t for lo, hi in g.schedule.live_ranges("psum", (0, 0)) for t in range(lo, hi)})
     assert ev.evaluate((Fault(pe=(0, 0), register="psum", bit=30, cycle=dead[0]),)).outcome == "masked"
 
 
@@ -146,8 +146,8 @@ def test_abft_stage_matches_reference(seed, M, K, N, profile, n_bad):
     for _ in range(n_bad):
         i, j = rng.integers(M), rng.integers(N)
         d[i, j] += np.float32(rng.choice([1e-3, 1.0, 50.0]) * rng.choice([-1, 1]))
-    rows, cols = ev._abft_alarms(parr.schemes[0], d, None, ())
-    rho, kappa, tau_row, tau_col, C, nnt = ev._abft_setup(parr.schemes[0])
+    rows, cols = parr.schemes[0]._alarms(ev, d, None, ())
+    rho, kappa, tau_row, tau_col, C, nnt = parr.schemes[0]._setup(ev)
     for t in range(nnt):
         r_ref, c_ref = Abft.reference_check(d[:, t * C:(t + 1) * C], rho[:, t], kappa[t * C:(t + 1) * C],
                                             tau_row[:, t], tau_col[t * C:(t + 1) * C])
@@ -208,7 +208,7 @@ def test_abft_locates_and_corrects_a_large_single_error_and_actions():
     arr = SystolicArray(4, 4)
     g = arr.golden(a, b, c)
     # flip the top exponent bit of the bottom psum as output (5, 2) leaves: one output, huge error
-    cyc = g.plan.fold_len * (g.nkf - 1) + g.plan.base(3, 2) + 5
+    cyc = g.schedule.fold_length * (g.schedule.k_folds - 1) + g.schedule.base_cycle(3, 2) + 5
     f = Fault(pe=(3, 2), register="psum", bit=30, cycle=cyc)
     base = ProtectedArray(arr, ()).run(a, b, c, faults=(f,))
     assert base.outcome == "sdc" and (base.output != g.output).sum() == 1
@@ -224,7 +224,7 @@ def test_abft_locates_and_corrects_a_large_single_error_and_actions():
     dmr = ProtectedArray(arr, (Dmr(),)).run(a, b, c, faults=(f,))
     assert dmr.outcome == "corrected" and dmr.cycles > ProtectedArray(arr, (Dmr(),)).cycles(8, 32, 8)
     # DMR cannot see a fault in the shared operands
-    fa = Fault(pe=(1, 1), register="a", bit=13, cycle=g.plan.base(1, 1) - 1 + 3)
+    fa = Fault(pe=(1, 1), register="a", bit=13, cycle=g.schedule.base_cycle(1, 1) - 1 + 3)
     assert ProtectedArray(arr, (Dmr(),)).run(a, b, c, faults=(fa,)).outcome == "sdc"
 
 

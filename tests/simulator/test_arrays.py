@@ -38,7 +38,7 @@ def _os_cycles(R, C, M, K, N, d=1):
        st.sampled_from([np.float16, ml_dtypes.bfloat16, ml_dtypes.float8_e5m2]))
 def test_systolic_matches_fast_path(seed, M, K, N, R, C, dataflow, depth, dtype):
     a, b, c = _operands(seed, M, K, N, dtype)
-    arr = SystolicArray(R, C, dataflow, pipeline_depth=depth)
+    arr = SystolicArray(R, C, dataflow=dataflow, pipeline_depth=depth)
     res = arr.run(a, b, c)
     np.testing.assert_array_equal(_bits(res.output), _bits(simulator.matmul(a, b, c, profile="systolic_fma")))
     want = (_ws_cycles if dataflow == "ws" else _os_cycles)(R, C, M, K, N, depth)
@@ -64,7 +64,7 @@ _THREE_PASS_FUSED = simulator.DatapathProfile(
 def test_tensor_core_matches_fast_path(seed, M, K, N, R, C, case):
     profile, dtype, c_dtype = case
     a, b, c = _operands(seed, M, K, N, dtype, c_dtype)
-    arr = TensorCoreArray(R, C, profile)
+    arr = TensorCoreArray(R, C, profile=profile)
     res = arr.run(a, b, c)
     np.testing.assert_array_equal(_bits(res.output), _bits(simulator.matmul(a, b, c, profile=profile)))
     rule = simulator.get_profile(profile).rule(simulator.matmul.__globals__["input_format_of"](a.dtype).name)
@@ -75,7 +75,7 @@ def test_tensor_core_matches_fast_path(seed, M, K, N, R, C, case):
 
 
 def test_multi_pass_registers_and_cycles():
-    arr = TensorCoreArray(4, 3, "hopper")
+    arr = TensorCoreArray(4, 3, profile="hopper")
     regs = dict(arr.registers("e4m3"))
     assert list(regs) == ["a", "w", "prod", "emax", "aligned", "sum", "x1", "emax1", "aligned1", "sum1", "psum"]
     assert regs["a"] == 32 * 8 and regs["prod"] == 32 * (1 + 10 + 8)
@@ -99,7 +99,7 @@ def test_multi_pass_registers_and_cycles():
 def test_specials_and_tf32_match_fast_path():
     a, b, c = _operands(1, 9, 21, 7)
     a[0, 3], b[5, 2], a[4, 4] = np.inf, np.nan, -np.inf
-    for arr, prof in ((SystolicArray(4, 3), "systolic_fma"), (SystolicArray(3, 4, "os"), "systolic_fma"),
+    for arr, prof in ((SystolicArray(4, 3), "systolic_fma"), (SystolicArray(3, 4, dataflow="os"), "systolic_fma"),
                       (TensorCoreArray(2, 3), "hopper")):
         np.testing.assert_array_equal(_bits(arr.run(a, b, c).output), _bits(simulator.matmul(a, b, c, profile=prof)))
     for dtype in (ml_dtypes.float8_e5m2, ml_dtypes.float8_e4m3fn):  # two passes: specials in either pass
@@ -110,15 +110,15 @@ def test_specials_and_tf32_match_fast_path():
         np.testing.assert_array_equal(_bits(TensorCoreArray(3, 2).run(a8, b8, c8).output),
                                       _bits(simulator.matmul(a8, b8, c8)))
     a32, b32, c = _operands(2, 6, 19, 5, np.float32)
-    np.testing.assert_array_equal(_bits(TensorCoreArray(2, 2, "ampere").run(a32, b32, c, input_format="tf32").output),
+    np.testing.assert_array_equal(_bits(TensorCoreArray(2, 2, profile="ampere").run(a32, b32, c, input_format="tf32").output),
                                   _bits(simulator.matmul(a32, b32, c, profile="ampere", input_format="tf32")))
 
 
-@pytest.mark.parametrize("arr,dtype", [(SystolicArray(3, 4), np.float16), (SystolicArray(4, 3, "os"), np.float16),
-                                       (SystolicArray(2, 3, "ws", pipeline_depth=3), np.float16),
-                                       (SystolicArray(3, 2, "os", pipeline_depth=2), np.float16),
-                                       (TensorCoreArray(2, 3, "hopper"), np.float16),
-                                       (TensorCoreArray(2, 3, "hopper"), ml_dtypes.float8_e4m3fn)])
+@pytest.mark.parametrize("arr,dtype", [(SystolicArray(3, 4), np.float16), (SystolicArray(4, 3, dataflow="os"), np.float16),
+                                       (SystolicArray(2, 3, dataflow="ws", pipeline_depth=3), np.float16),
+                                       (SystolicArray(3, 2, dataflow="os", pipeline_depth=2), np.float16),
+                                       (TensorCoreArray(2, 3, profile="hopper"), np.float16),
+                                       (TensorCoreArray(2, 3, profile="hopper"), ml_dtypes.float8_e4m3fn)])
 @pytest.mark.parametrize("shape", [(5, 7, 6), (1, 1, 1), (4, 40, 3)])
 def test_reference_stepper_counts_same_cycles_and_bits(arr, dtype, shape):
     """The slow stepper shuffles registers until the last output drains."""
@@ -135,13 +135,13 @@ def test_reference_stepper_counts_same_cycles_and_bits(arr, dtype, shape):
 def test_scale_sim_examples():
     # SCALE-Sim's formulas for a 32x32 array on 1024^3, checked by hand
     assert SystolicArray(32, 32).cycles(1024, 1024, 1024) == 32 * 32 * (64 + 32 + 1024 - 2)
-    assert SystolicArray(32, 32, "os").cycles(1024, 1024, 1024) == 32 * 32 * (64 + 32 + 1024 - 2)
+    assert SystolicArray(32, 32, dataflow="os").cycles(1024, 1024, 1024) == 32 * 32 * (64 + 32 + 1024 - 2)
     assert SystolicArray(8, 8, pipeline_depth=3).cycles(16, 16, 16) == 2 * 2 * (16 + 8 + 16 - 2 + 2)
 
 
 def test_config_validation():
     with pytest.raises(ValueError, match="dataflow must be one of"):
-        SystolicArray(4, 4, "xs")
+        SystolicArray(4, 4, dataflow="xs")
     with pytest.raises(ValueError, match="rows must be in"):
         SystolicArray(0, 4)
     with pytest.raises(TypeError, match="cols must be an int"):
@@ -149,11 +149,16 @@ def test_config_validation():
     with pytest.raises(ValueError, match="scalar-FMA profile"):
         SystolicArray(4, 4, profile="hopper")
     with pytest.raises(ValueError, match="tensor-core profile"):
-        TensorCoreArray(4, 4, "systolic_fma")
+        TensorCoreArray(4, 4, profile="systolic_fma")
     with pytest.raises(ValueError, match="pipeline_depth must be"):
         SystolicArray(4, 4, pipeline_depth=0)
-    with pytest.raises(ValueError, match="dataflow must be 'ws'"):
-        TensorCoreArray(4, 4, dataflow="os")
+    with pytest.raises(TypeError, match="dataflow"):
+        TensorCoreArray(4, 4, dataflow="os")  # not a parameter: the only dataflow is "ws"
+    with pytest.raises(TypeError):
+        SystolicArray(4, 4, "ws")  # keyword-only after rows, cols
+    with pytest.raises(TypeError):
+        TensorCoreArray(4, 4, "hopper")
+    assert TensorCoreArray(4, 4).dataflow == "ws"
     arr = SystolicArray(2, 2)
     with pytest.raises(dataclasses_frozen()):
         arr.rows = 3
@@ -173,7 +178,7 @@ def dataclasses_frozen():
 
 def test_registers_and_fault_sites():
     assert dict(SystolicArray(4, 4).registers()) == {"a": 16, "w": 16, "psum": 32}
-    assert dict(SystolicArray(4, 4, "os", pipeline_depth=2).registers("bf16")) == {"a": 16, "b": 16, "prod1": 27, "acc": 32}
+    assert dict(SystolicArray(4, 4, dataflow="os", pipeline_depth=2).registers("bf16")) == {"a": 16, "b": 16, "prod1": 27, "acc": 32}
     regs = dict(TensorCoreArray(2, 2).registers())
     assert regs == {"a": 256, "w": 256, "prod": 16 * 33, "emax": 10, "aligned": 17 * 28, "sum": 10 + 33, "psum": 32}
     sites = SystolicArray(3, 4).fault_sites(5, 7, 6)
