@@ -5,7 +5,7 @@ re-exported here (``faults.Fault is simulator.Fault``).
 
 * Single-GEMM campaigns on a (protected) array: :func:`run_campaign`,
   :func:`compare_schemes`, :func:`count_false_alarms`, :func:`coverage_table`
-  (outcomes: :data:`protection.OUTCOMES`).
+  (outcomes: :data:`protection.PROTECTION_OUTCOMES`).
 * Model campaigns: a :class:`ModelCampaign` (spec) whose trials land on
   :class:`TrialSite` s of a :class:`SiteSpace` (:func:`site_space`) and end as
   :class:`TrialResult` s (outcomes :data:`TRIAL_OUTCOMES`) in a :class:`ResultStore`;

@@ -4,7 +4,7 @@ A campaign draws faults uniformly over a configuration's fault sites x bits x li
 cycles (datapath registers and the protection schemes' check bits and checker
 registers alike; :meth:`protection.ProtectedSites.draw`), runs each against one GEMM
 on a shared golden run (only the fold and rows a fault touches are recomputed), and
-counts outcomes (:data:`protection.OUTCOMES`): masked, detected-and-corrected,
+counts outcomes (:data:`protection.PROTECTION_OUTCOMES`): masked, detected-and-corrected,
 detected-uncorrected, silent data corruption.  False alarms are counted on fault-free
 runs.  Costs (added cycles, added register bits) come with the ratio to the
 unprotected array.
@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from protection import OUTCOMES as _PROTECTION_OUTCOMES
+from protection import PROTECTION_OUTCOMES as _PROTECTION_OUTCOMES
 from protection import ProtectedArray
 
 __all__ = ["CampaignResult", "run_campaign", "compare_schemes", "count_false_alarms", "coverage_table"]

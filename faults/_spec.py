@@ -33,27 +33,37 @@ def _default_array() -> SystolicArray:
 
 def make_array(rows: int, cols: int, profile: str = "systolic_fma", dataflow: str = "ws",
                pipeline_depth: int | None = None):
-    """A :class:`simulator.SystolicArray` for a scalar-FMA profile, else a
-    :class:`simulator.TensorCoreArray` (``pipeline_depth`` None: the class default)."""
+    """A :class:`simulator.SystolicArray` for a scalar-FMA profile (``pipeline_depth`` None:
+    the class default), else a :class:`simulator.TensorCoreArray` (weight-stationary, its depth
+    set by the profile: ``dataflow`` must be "ws" and ``pipeline_depth`` None)."""
     prof = get_profile(profile)
     kw = {} if pipeline_depth is None else {"pipeline_depth": pipeline_depth}
     if all(r.frac_bits is None for r in prof.rules.values()):
         return SystolicArray(rows, cols, profile=profile, dataflow=dataflow, **kw)
-    return TensorCoreArray(rows, cols, profile=profile, dataflow=dataflow, **kw)
+    if dataflow != "ws":
+        raise ValueError(f"dataflow must be 'ws' for the tensor-core profile {profile!r}, not {dataflow!r}")
+    if pipeline_depth is not None:
+        raise ValueError(f"pipeline_depth must be None for the tensor-core profile {profile!r} "
+                         f"(its unit's depth follows from the profile), not {pipeline_depth!r}")
+    return TensorCoreArray(rows, cols, profile=profile)
 
 
 def _array_to_json(arr) -> dict:
     if not isinstance(arr.profile, str):
         raise TypeError(f"array.profile must be a profile name (str) in a campaign, not "
                         f"{type(arr.profile).__name__}")
-    return {"type": type(arr).__name__, "rows": arr.rows, "cols": arr.cols, "dataflow": arr.dataflow,
-            "profile": arr.profile, "pipeline_depth": arr.pipeline_depth}
+    d = {"type": type(arr).__name__, "rows": arr.rows, "cols": arr.cols, "profile": arr.profile}
+    if isinstance(arr, SystolicArray):
+        d.update(dataflow=arr.dataflow, pipeline_depth=arr.pipeline_depth)
+    return d
 
 
 def _array_from_json(d: dict):
     cls = {"SystolicArray": SystolicArray, "TensorCoreArray": TensorCoreArray}.get(d.get("type"))
     if cls is None:
         raise ValueError(f"array type must be SystolicArray or TensorCoreArray, not {d.get('type')!r}")
+    if cls is TensorCoreArray:
+        return cls(d["rows"], d["cols"], profile=d["profile"])
     return cls(d["rows"], d["cols"], profile=d["profile"], dataflow=d["dataflow"], pipeline_depth=d["pipeline_depth"])
 
 

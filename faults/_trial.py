@@ -36,7 +36,7 @@ __all__ = ["TRIAL_OUTCOMES", "TrialResult", "TileCheck"]
 
 #: Outcomes of a model-campaign trial (a trial's ``outcome``; ``effect`` never
 #: ``"detected"``).  Single-GEMM protection campaigns have their own vocabulary,
-#: :data:`protection.OUTCOMES`.
+#: :data:`protection.PROTECTION_OUTCOMES`.
 TRIAL_OUTCOMES = ("masked", "benign_sdc", "critical_sdc", "nan_inf", "detected")
 
 

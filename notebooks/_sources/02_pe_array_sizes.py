@@ -51,7 +51,7 @@ COLOR = {"ws": "tab:blue", "os": "tab:orange", "tc": "tab:green"}
 
 
 def make(kind, r, c):
-    return simulator.TensorCoreArray(r, c, "hopper") if kind == "tc" else simulator.SystolicArray(r, c, kind)
+    return simulator.TensorCoreArray(r, c, profile="hopper") if kind == "tc" else simulator.SystolicArray(r, c, dataflow=kind)
 
 
 LANES = {"ws": 1, "os": 1, "tc": simulator.get_profile("hopper").rule(FMT).k}  # MACs per PE per cycle

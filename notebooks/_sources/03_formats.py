@@ -51,10 +51,10 @@ MODEL, BATCH = "cnn", (256 if FULL else 64)
 FMTS = ("fp16", "bf16", "tf32", "e4m3", "e5m2")
 SCALE = 8 if FULL else 1
 TRIALS = {"inputs": 2500 * SCALE, "psum": 1500 * SCALE, "value": 1500 * SCALE, "tc": 1500 * SCALE}
-SYS = simulator.SystolicArray(8, 8, "ws", "systolic_fma")
-TC = simulator.TensorCoreArray(8, 8, "hopper")
+SYS = simulator.SystolicArray(8, 8, dataflow="ws", profile="systolic_fma")
+TC = simulator.TensorCoreArray(8, 8, profile="hopper")
 COL = dict(zip(FMTS, ("tab:blue", "tab:red", "tab:purple", "tab:green", "tab:orange")))
-IDX = {c: i for i, c in enumerate(faults.TRIAL_COLUMNS)}
+IDX = {c: i for i, c in enumerate(faults.TrialResult._fields)}
 
 x, y = load_digits("test")
 x, y = x[:BATCH], y[:BATCH]

@@ -248,7 +248,7 @@ camp = faults.ModelCampaign(model="cnn", array=array, formats=("fp16",), batch=B
 t = time.perf_counter()
 run = faults.run_model_campaign(camp, tmp / "model.db", executor="serial")
 with faults.ResultStore.open(tmp / "model.db") as store:
-    trials = [dict(zip(faults.TRIAL_COLUMNS, r)) for r in store.rows()]
+    trials = [r._asdict() for r in store.rows()]
 POP = faults.site_space(camp).strata[0].population
 print(f"model campaign: {run.done} trials in {time.perf_counter() - t:.1f} s (fault space: {POP} sites)")
 CNT = {}
@@ -332,7 +332,7 @@ n_check = min(len(trials), 3000 if FULL else 300)
 hooked = camp.with_(detector="nb04_detectors:detect")
 faults.run_model_campaign(hooked, tmp / "hooked.db", executor="serial", max_trials=n_check)
 with faults.ResultStore.open(tmp / "hooked.db") as store:
-    hk = {r[0]: r[faults.TRIAL_COLUMNS.index("outcome")] for r in store.rows()}
+    hk = {r.trial: r.outcome for r in store.rows()}
 
 
 def alarm_from_row(tr):

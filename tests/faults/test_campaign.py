@@ -43,7 +43,7 @@ def test_golden_inject_equals_full_run(seed, M, K, N, R, C, spec, data):
     np.testing.assert_array_equal(inj.output.view(np.uint32), full.view(np.uint32))
 
 
-@pytest.mark.parametrize("arr,fmt", [(SystolicArray(3, 4), "fp16"), (SystolicArray(3, 2, "os"), "fp16"),
+@pytest.mark.parametrize("arr,fmt", [(SystolicArray(3, 4), "fp16"), (SystolicArray(3, 2, dataflow="os"), "fp16"),
                                      (TensorCoreArray(2, 3), "e4m3")])
 def test_sampled_faults_are_live_and_uniform(arr, fmt):
     parr = ProtectedArray(arr, (Parity(registers=("a",)), Dmr()))
@@ -58,13 +58,13 @@ def test_sampled_faults_are_live_and_uniform(arr, fmt):
         base = f.register if f.register in L.base else L.sites[f.register][1].mirror
         if base:
             ew = L.base[base].elem_width if f.register in L.base else L.sites[f.register][1].elem_width
-            assert L.is_live(base, f.pe, f.cycle, f.bit // ew), f
+            assert L.plan.is_live(base, f.pe, f.cycle, f.bit // ew), f
         else:
             assert f.cycle < sites.cycles
     # each register's share matches its bits x live cycles
     total = sites.size
     for name, n in counts.items():
-        want = sum(s[-1] for s in sites._strata if s[0] == name) / total
+        want = sum(g.size for g in sites.population.groups if g.register == name) / total
         assert abs(n / len(faults) - want) < 4 * np.sqrt(want * (1 - want) / len(faults)) + 1e-3, name
 
 
