@@ -227,3 +227,20 @@ def test_alarm_without_action_is_detected(tmp_path):
         rows = st.rows()
     assert "detected" in {r.outcome for r in rows}
     assert all(r.outcome in ("masked", "detected") for r in rows)
+
+
+def test_cli_factory_campaign_on_dask(mywl, tmp_path, capsys):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        rc = main(["campaign", "run", "--model", "mywl:make_bf16", "--trials", "10", "--stratify", "layer",
+                   "--array", "4x4", "--executor", "dask", "--scheduler", cluster.scheduler_address,
+                   "--db", str(tmp_path / "d.db"), "--no-progress", "--no-report"])
+    assert rc == 0 and _trials(tmp_path / "d.db")[:2] == (20, 2)
+    assert main(["campaign", "run", "--model", "mywl:make_bf16", "--trials", "10", "--stratify", "layer",
+                 "--array", "4x4", "--executor", "serial", "--db", str(tmp_path / "s.db"), "--no-progress",
+                 "--no-report"]) == 0
+    with ResultStore.open(tmp_path / "d.db") as a, ResultStore.open(tmp_path / "s.db") as b:
+        assert a.rows() == b.rows()
+    assert main(["campaign", "resume", str(tmp_path / "d.db"), "--executor", "dask"]) == 2
+    assert "--scheduler must be" in capsys.readouterr().err
