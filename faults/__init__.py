@@ -20,7 +20,7 @@ from ._campaign import CampaignResult, compare_schemes, count_false_alarms, cove
 from ._executor import EXECUTORS, CampaignRun, resume_model_campaign, run_model_campaign
 from ._report import GROUPINGS, CampaignReport, ReportRow, model_campaign_report
 from ._sites import SiteSpace, Stratum, TrialSite
-from ._spec import LEVELS, STRATIFY, ModelCampaign, make_array
+from ._spec import LEVELS, STRATIFY, ModelCampaign, WorkloadRef, make_array
 from ._stats import CI_METHODS, clopper_pearson_interval, proportion_interval, sample_size, wilson_interval
 from ._store import CampaignMismatchError, ResultStore, StoreError
 from ._trial import TRIAL_OUTCOMES, TileCheck, TrialResult
@@ -33,7 +33,7 @@ __all__ = [
     # single-GEMM campaigns
     "CampaignResult", "run_campaign", "compare_schemes", "count_false_alarms", "coverage_table",
     # model campaigns
-    "ModelCampaign", "make_array", "LEVELS", "STRATIFY", "SiteSpace", "Stratum", "TrialSite", "site_space",
+    "ModelCampaign", "WorkloadRef", "make_array", "LEVELS", "STRATIFY", "SiteSpace", "Stratum", "TrialSite", "site_space",
     "TRIAL_OUTCOMES", "TrialResult", "TileCheck", "EXECUTORS", "CampaignRun", "run_model_campaign",
     "resume_model_campaign", "ResultStore", "StoreError", "CampaignMismatchError", "GROUPINGS", "CampaignReport",
     "ReportRow", "model_campaign_report",

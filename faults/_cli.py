@@ -3,6 +3,9 @@
 ``gemmfi tile``: simulate one GEMM tile on a PE array with one fault and show what
 changed.  ``gemmfi campaign run|resume|report``: model fault-injection campaigns into
 an SQLite results database, their report (text) and plots (PNG next to the database).
+``--model`` takes a shipped model's name or ``MODULE:FACTORY``, a function returning a
+:class:`models.Workload` (the module importable, e.g. on ``PYTHONPATH``); ``resume``
+and ``report`` take the database positionally or with ``--db``.
 ``gemmfi campaign run`` with no arguments runs a small default campaign (the CNN on
 256 digits, a 16x16 systolic array, fp16, register-level faults, 385 trials for a 5 %
 margin at 95 % confidence) into ``gemmfi-campaign.db`` and prints its report.
@@ -14,13 +17,13 @@ import sys
 
 import numpy as np
 
-from models import ACCUMULATORS, INPUT_FORMATS
+from models import ACCUMULATORS, INPUT_FORMATS, MODELS
 from simulator import Fault, get_format
 
 from ._executor import resume_model_campaign, run_model_campaign
 from ._report import model_campaign_report
 from ._spec import ModelCampaign, make_array
-from ._store import StoreError
+from ._store import ResultStore, StoreError
 
 __all__ = ["main"]
 
@@ -54,6 +57,20 @@ def _array_args(p, default_shape):
     p.add_argument("--pipeline-depth", type=int, default=None, help="PE pipeline depth (systolic)")
 
 
+def _db_args(p):
+    p.add_argument("db_path", nargs="?", default=None, metavar="DB",
+                   help=f"results database (or --db; default {DEFAULT_DB})")
+    p.add_argument("--db", default=None, help="results database (same as the positional DB)")
+
+
+def _db_of(args) -> str:
+    """The database a resume/report names, positionally or with --db."""
+    pos, opt = getattr(args, "db_path", None), args.db
+    if pos is not None and opt is not None and pos != opt:
+        raise ValueError(f"database must be given once, not both {pos!r} and --db {opt!r}")
+    return pos or opt or DEFAULT_DB
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="gemmfi", description="gemmfi: bit-accurate fault injection into matrix units")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -77,11 +94,15 @@ def _parser() -> argparse.ArgumentParser:
     csub = c.add_subparsers(dest="action", required=True)
     r = csub.add_parser("run", help="run (or continue) a campaign and print its report")
     r.add_argument("--db", default=DEFAULT_DB, help=f"results database (default {DEFAULT_DB})")
-    r.add_argument("--model", default="cnn", help="mlp, cnn or transformer")
+    r.add_argument("--model", default="cnn",
+                   help="mlp, cnn, transformer, or MODULE:FACTORY (a function returning a models.Workload, its "
+                        "module importable, e.g. on PYTHONPATH)")
     _array_args(r, (16, 16))
     r.add_argument("--formats", type=_csv, default=("fp16",), help="input formats, comma separated")
     r.add_argument("--accumulator", default="fp32")
-    r.add_argument("--batch", type=int, default=256, help="evaluation images (first of the test split)")
+    r.add_argument("--batch", type=int, default=None,
+                   help="evaluation examples, the first of the workload's (default: all of them; a shipped model: "
+                        "the first 256 test images)")
     r.add_argument("--level", default="register", choices=("register", "value"))
     r.add_argument("--registers", type=_csv, default=None, help="registers to sample (default: all)")
     r.add_argument("--margin", type=float, default=0.05, help="error margin of the sample-size formula")
@@ -95,8 +116,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--detector", default=None, metavar="MODULE:FUNCTION", help="protection check on faulty tiles")
     for q in (r, csub.add_parser("resume", help="run the trials a campaign database is missing")):
         if q is not r:
-            q.add_argument("--db", default=DEFAULT_DB)
-        q.add_argument("--executor", default="process", choices=("process", "serial"))
+            _db_args(q)
+        q.add_argument("--executor", default="process", choices=("process", "serial", "dask"),
+                       help="process pool (default), this process, or Dask (needs --scheduler)")
         q.add_argument("--workers", type=int, default=None)
         q.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://host:port)")
         q.add_argument("--max-trials", type=int, default=None, help="stop after this many new trials")
@@ -105,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--no-report", action="store_true")
         q.add_argument("--no-plots", action="store_true")
     rep = csub.add_parser("report", help="print a campaign's report and save its plots")
-    rep.add_argument("--db", default=DEFAULT_DB)
+    _db_args(rep)
     rep.add_argument("--method", default="wilson", choices=("wilson", "clopper-pearson"))
     rep.add_argument("--confidence", type=float, default=None)
     rep.add_argument("--by", type=_csv, default=("format", "layer", "register"),
@@ -198,8 +220,25 @@ def _campaign_from_args(args):
                          chunk=args.chunk or None, detector=args.detector)
 
 
-def _report(db, out, by=("format", "layer", "register"), method="wilson", confidence=None, plots=True):
-    rep = model_campaign_report(db, confidence=confidence, method=method)
+def _stored_workload(db):
+    """The workload of a database's campaign rebuilt from its stored factory, to check
+    its digest (None for a shipped model, an in-memory workload or an old database;
+    a factory that cannot be imported here is reported on stderr and not checked)."""
+    with ResultStore.open(db) as st:
+        camp, wmeta = st.campaign, st.workload
+    if not wmeta or not isinstance(camp.model, str) or camp.model in MODELS:
+        return None
+    try:
+        return camp.workload()
+    except (ValueError, TypeError) as e:
+        print(f"gemmfi: note: workload {camp.model!r} not checked against {str(db)!r}: {e}", file=sys.stderr)
+        return None
+
+
+def _report(db, out, by=("format", "layer", "register"), method="wilson", confidence=None, plots=True,
+            check=True):
+    wl = _stored_workload(db) if check else None
+    rep = model_campaign_report(db, confidence=confidence, method=method, workload=wl)
     print(rep.text(by), file=out)
     if plots and rep.done:
         for p in rep.plot():
@@ -209,15 +248,20 @@ def _report(db, out, by=("format", "layer", "register"), method="wilson", confid
 def cmd_campaign(args, out) -> int:
     kw = dict(executor=args.executor, workers=args.workers, scheduler=args.scheduler,
               progress=not args.no_progress, max_trials=args.max_trials, batch_size=args.batch_size)
+    if args.executor == "dask" and args.scheduler is None:
+        raise ValueError("--scheduler must be a Dask scheduler address (tcp://host:port) for --executor dask, "
+                         "not missing")
     if args.action == "run":
-        res = run_model_campaign(_campaign_from_args(args), args.db, **kw)
+        db = args.db
+        res = run_model_campaign(_campaign_from_args(args), db, **kw)
     else:
-        res = resume_model_campaign(args.db, **kw)
+        db = _db_of(args)
+        res = resume_model_campaign(db, **kw)
     rate = res.ran / res.seconds if res.seconds > 0 else 0.0
     print(f"{res.ran} trials run in {res.seconds:.1f} s ({rate:.0f}/s, {res.executor}); "
           f"{res.done}/{res.total} stored in {res.path}", file=out)
     if not args.no_report:
-        _report(args.db, out, plots=not args.no_plots)
+        _report(db, out, plots=not args.no_plots, check=False)  # the run checked the workload already
     return 0
 
 
@@ -229,7 +273,7 @@ def main(argv=None, out=None) -> int:
         if args.cmd == "tile":
             return cmd_tile(args, out)
         if args.action == "report":
-            _report(args.db, out, args.by, args.method, args.confidence, not args.no_plots)
+            _report(_db_of(args), out, args.by, args.method, args.confidence, not args.no_plots)
             return 0
         return cmd_campaign(args, out)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, StoreError) as e:

@@ -15,8 +15,10 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._spec import ModelCampaign
-from ._store import ResultStore
+from models import Workload
+
+from ._spec import ModelCampaign, WorkloadRef
+from ._store import CampaignMismatchError, ResultStore
 from ._trial import _Runner
 from ._worker import run_trials, site_space
 
@@ -93,27 +95,53 @@ def run_model_campaign(campaign: ModelCampaign, path, *, executor: str = "proces
         raise ValueError("scheduler must be a Dask scheduler address or Client for executor 'dask', not None")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ValueError(f"workers must be an int >= 1 or None, not {workers!r}")
+    if executor != "serial" and not isinstance(campaign.model, str):
+        raise ValueError(f"executor must be 'serial' for a campaign on an in-memory models.Workload, not "
+                         f"{executor!r}: other processes cannot rebuild it; give model='module:function' (a "
+                         f"factory returning the Workload) to run it on {executor!r}")
     t0 = time.perf_counter()
     path = Path(path)
     if path.exists():
-        store = ResultStore.open(path, campaign)
+        store = ResultStore.open(path, campaign)  # an edited or other campaign is refused before building anything
+        store.close()
+    wl = campaign.workload()  # in this process: its digest is checked against the database's
+    if path.exists():
+        store = ResultStore.open(path, campaign, workload_digest=wl.digest)
     else:
-        space = site_space(campaign)
-        store = ResultStore.create(path, campaign, space.strata)
+        space = site_space(campaign, wl)
+        info = {"ref": campaign.model if isinstance(campaign.model, str) else None, "name": wl.label,
+                "digest": wl.digest, "batch": wl.batch, "outcome": wl.outcome_name}
+        store = ResultStore.create(path, campaign, space.strata, workload=info)
     try:
-        return _execute(store, executor, workers, scheduler, batch_size, progress, max_trials, t0)
+        return _execute(store, executor, workers, scheduler, batch_size, progress, max_trials, t0, wl)
     finally:
         store.close()
 
 
-def resume_model_campaign(path, **kw) -> CampaignRun:
-    """Run the trials a database's campaign is missing (keywords as :func:`run_model_campaign`)."""
+def resume_model_campaign(path, *, workload: Workload | None = None, **kw) -> CampaignRun:
+    """Run the trials a database's campaign is missing (keywords as :func:`run_model_campaign`).
+
+    The workload is rebuilt (the shipped model, or the stored ``"module:function"``
+    factory called again) and must have the stored digest, else
+    :class:`faults.CampaignMismatchError` naming both and nothing is run.  A campaign
+    on an in-memory workload needs it back: ``workload=`` (same digest)."""
     with ResultStore.open(path) as store:
         campaign = store.campaign
+    if workload is not None:
+        if not isinstance(workload, Workload):
+            raise TypeError(f"workload must be a models.Workload or None, not {type(workload).__name__}")
+        if not isinstance(campaign.model, WorkloadRef):
+            raise ValueError(f"workload must be None for a campaign on {campaign.model!r} (it is rebuilt from "
+                             f"there), not a Workload")
+        if workload.digest != campaign.model.digest:
+            raise CampaignMismatchError(
+                f"workload digest must be the stored {campaign.model.digest}, not {workload.digest} (results "
+                f"database {str(path)!r}: the workload's parameters or data changed)")
+        campaign = campaign.with_(model=workload)
     return run_model_campaign(campaign, path, **kw)
 
 
-def _execute(store, executor, workers, scheduler, batch_size, progress, max_trials, t0):
+def _execute(store, executor, workers, scheduler, batch_size, progress, max_trials, t0, wl):
     campaign = store.campaign
     pending = store.pending()
     if max_trials is not None:
@@ -135,7 +163,7 @@ def _execute(store, executor, workers, scheduler, batch_size, progress, max_tria
         if not batches:
             ts = None  # nothing left to run: the campaign is complete
         elif executor == "serial":
-            runner = _Runner(campaign)
+            runner = _Runner(campaign, wl)
             ts = time.perf_counter()
             for b in batches:
                 store_rows(runner.run_many(b))
@@ -147,7 +175,7 @@ def _execute(store, executor, workers, scheduler, batch_size, progress, max_tria
                 it = iter(batches)
                 inflight = set()
                 for b in it:  # at most 2 tasks per worker in flight: little lost work on a kill
-                    inflight.add(pool.submit(run_trials, cj, b, threads))
+                    inflight.add(pool.submit(run_trials, cj, b, threads, wl.digest))
                     if len(inflight) >= 2 * workers:
                         break
                 while inflight:
@@ -156,14 +184,14 @@ def _execute(store, executor, workers, scheduler, batch_size, progress, max_tria
                         store_rows(f.result())
                         nxt = next(it, None)
                         if nxt is not None:
-                            inflight.add(pool.submit(run_trials, cj, nxt, threads))
+                            inflight.add(pool.submit(run_trials, cj, nxt, threads, wl.digest))
         else:
             from distributed import Client, as_completed
 
             client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
             try:
                 ts = time.perf_counter()
-                futs = [client.submit(run_trials, cj, b, 1, pure=False) for b in batches]
+                futs = [client.submit(run_trials, cj, b, 1, wl.digest, pure=False) for b in batches]
                 for f in as_completed(futs):
                     store_rows(f.result())
             finally:

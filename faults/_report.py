@@ -13,6 +13,8 @@ from types import MappingProxyType
 
 import numpy as np
 
+from models import Workload
+
 from ._trial import TRIAL_OUTCOMES
 from ._stats import proportion_interval
 from ._store import ResultStore
@@ -53,6 +55,8 @@ class CampaignReport:
         path: the database; campaign: its :class:`faults.ModelCampaign`;
         total, done: trials planned and stored; confidence, method: of the intervals;
         tables: grouping name -> tuple of :class:`ReportRow`.
+        workload: the stored workload description (ref, name, digest, batch,
+            outcome) or None (a database from before workloads).
     """
 
     path: Path
@@ -62,13 +66,21 @@ class CampaignReport:
     confidence: float
     method: str
     tables: dict
+    workload: dict | None = None
 
     def text(self, groupings=("format", "layer", "register")) -> str:
         """A plain-text table per grouping."""
         c = self.campaign
         pct = int(round(self.confidence * 100))
-        lines = [f"campaign {c.digest}: {c.model} on {c.batch} images, {type(c.array).__name__} "
-                 f"{c.array.rows}x{c.array.cols} {c.array.profile}, {c.level}-level faults, "
+        wl = self.workload or {}
+        batch = wl.get("batch", c.batch)
+        what = f"{c.model_name} on {batch} images" if not wl else (
+            f"{wl.get('name')} ({c.model_name}, digest {wl.get('digest')}, outcome {wl.get('outcome')}) "
+            f"on {batch} examples")
+        arr = c.array.array if c.protected else c.array
+        prot = f" protected by {c.array.label}" if c.protected else ""
+        lines = [f"campaign {c.digest}: {what}, {type(arr).__name__} "
+                 f"{arr.rows}x{arr.cols} {arr.profile}{prot}, {c.level}-level faults, "
                  f"formats {','.join(c.formats)}; {self.done}/{self.total} trials; {pct}% {self.method} intervals"]
         for g in groupings:
             rows = self.tables[g]
@@ -143,18 +155,24 @@ def _ci(v, ci):
     return f"{100 * v:5.1f}% [{100 * ci[0]:4.1f},{100 * ci[1]:5.1f}]"
 
 
-def model_campaign_report(path, confidence: float | None = None, method: str = "wilson") -> CampaignReport:
-    """Summarise a results database.
+def model_campaign_report(path, confidence: float | None = None, method: str = "wilson",
+                          workload=None) -> CampaignReport:
+    """Summarise a results database (no workload needed: the trials hold everything).
 
     Args:
         path: the database.
         confidence: interval confidence (default: the campaign's).
         method: ``"wilson"`` or ``"clopper-pearson"``.
+        workload: a :class:`models.Workload` the results are meant to describe
+            (optional): its digest must be the stored one, else
+            :class:`faults.CampaignMismatchError` naming both.
     """
-    with ResultStore.open(path) as store:
+    if workload is not None and not isinstance(workload, Workload):
+        raise TypeError(f"workload must be a models.Workload or None, not {type(workload).__name__}")
+    with ResultStore.open(path, workload_digest=None if workload is None else workload.digest) as store:
         rows = store.rows()
         strata = store.strata()
-        campaign, total = store.campaign, store.total
+        campaign, total, wmeta = store.campaign, store.total, store.workload
     confidence = campaign.confidence if confidence is None else confidence
     done_per = {}
     for r in rows:
@@ -178,4 +196,4 @@ def model_campaign_report(path, confidence: float | None = None, method: str = "
             out.append(ReportRow(key, len(rs), rates, sdc, proportion_interval(sdc * n_eff, n_eff, confidence, method),
                                  crit, proportion_interval(crit * n_eff, n_eff, confidence, method)))
         tables[g] = tuple(out)
-    return CampaignReport(Path(path), campaign, total, len(rows), confidence, method, tables)
+    return CampaignReport(Path(path), campaign, total, len(rows), confidence, method, tables, wmeta)

@@ -79,7 +79,9 @@ class _GemmSites:
 
     Register level: groups x row strips x column tiles, each tile's sites ordered
     (cycle, PE, register, bit) from the array's population for that tile's run
-    (``population(m, k, n)``: a :class:`simulator.FaultSites`).  Value level:
+    (``population(m, k, n)``: a :class:`simulator.FaultSites`, or a
+    :class:`protection.ProtectedSites`, whose edge registers follow as (cycle,
+    column, register, bit)).  Value level:
     (group, row, col, bit).
     """
 
@@ -96,16 +98,21 @@ class _GemmSites:
         self.nrt, self.nct = -(-M // tm), -(-N // tn)
         self.m_last, self.n_last = M - (self.nrt - 1) * tm, N - (self.nct - 1) * tn
         keep = campaign.registers
+        R, C = campaign.array.rows, campaign.array.cols
         # the population of a tile's run by (last row strip?, last col?): its registers
-        # (the campaign's selection), PE columns and sites per cycle
+        # (the campaign's selection), PE columns and sites per cycle; a protected
+        # array's edge registers (below the bottom PE row, one per column) come after
+        # the PEs' sites of each tile
         self.tiles, self.tsize = {}, {}
         for lr in (0, 1):
             for lc in (0, 1):
                 fs = population(self.m_last if lr else tm, site.K, self.n_last if lc else tn)
-                regs = tuple((n, w) for n, w, _ in fs.registers if keep is None or n in keep)
+                regs = tuple((n, w) for n, w, sc in fs.registers if (keep is None or n in keep) and sc != "edge")
+                edge = tuple((n, w) for n, w, sc in fs.registers if (keep is None or n in keep) and sc == "edge")
                 bits = sum(w for _, w in regs)
-                self.tiles[(lr, lc)] = (regs, bits, fs.rows * fs.cols, fs.cols)
-                self.tsize[(lr, lc)] = bits * fs.rows * fs.cols * fs.cycles
+                ebits = sum(w for _, w in edge)
+                self.tiles[(lr, lc)] = (regs, bits, R * C, C, edge, ebits, bits * R * C * fs.cycles)
+                self.tsize[(lr, lc)] = (bits * R * C + ebits * C) * fs.cycles
         self.strip = {lr: (self.nct - 1) * self.tsize[(lr, 0)] + self.tsize[(lr, 1)] for lr in (0, 1)}
         self.group_size = (self.nrt - 1) * self.strip[0] + self.strip[1]
         self.size = G * self.group_size
@@ -131,16 +138,21 @@ class _GemmSites:
             lc = 0
         else:
             tj, u, lc = self.nct - 1, u - fullc, 1
-        regs, bits, pes, pe_cols = self.tiles[(lr, lc)]
-        u, b = divmod(u, bits)
-        cycle, pe = divmod(u, pes)
+        regs, bits, pes, pe_cols, edge, ebits, pe_block = self.tiles[(lr, lc)]
+        if u < pe_block:
+            u, b = divmod(u, bits)
+            cycle, pe = divmod(u, pes)
+            pe = divmod(pe, pe_cols)
+        else:  # an edge register: location (rows, col)
+            u, b = divmod(u - pe_block, ebits)
+            cycle, col = divmod(u, pe_cols)
+            pe, regs = (pes // pe_cols, col), edge
         for name, w in regs:
             if b < w:
                 break
             b -= w
         return dict(group=group, row0=ti * self.tm, col0=tj * self.tn, rows=self.m_last if lr else self.tm,
-                    cols=self.n_last if lc else self.tn, register=name, bit=b, pe=divmod(pe, pe_cols),
-                    cycle=cycle)
+                    cols=self.n_last if lc else self.tn, register=name, bit=b, pe=pe, cycle=cycle)
 
 
 class SiteSpace:
@@ -205,5 +217,13 @@ class SiteSpace:
             u -= spaces[g].size
         d = spaces[g].decode(u)
         pe = tuple(int(x) for x in d.pop("pe"))
-        return TrialSite(trial=trial, stratum=s.index, format=s.format, gemm=g, layer=spaces[g].site.name, pe=pe,
+        return TrialSite(trial=trial, stratum=s.index, format=s.format, gemm=g, layer=self.layer(s.format, g), pe=pe,
                          **d)
+
+    def layer(self, fmt: str, gemm: int) -> str:
+        """GEMM ``gemm``'s row name in reports: its position (zero-padded, so names
+        sort in execution order) and its bridge name (``jax.named_scope`` scopes and
+        primitive), e.g. ``"02:fc1/dot_general"``: two GEMMs never share a name."""
+        sites = self.gemms[fmt]
+        width = len(str(max(len(sites) - 1, 0)))
+        return f"{gemm:0{width}d}:{sites[gemm].name}"

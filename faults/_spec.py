@@ -10,16 +10,18 @@ site, :mod:`faults._trial` runs it.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from models import ACCUMULATORS, INPUT_FORMATS, MODELS, Accelerator
+from models import ACCUMULATORS, INPUT_FORMATS, MODELS, SHIPPED_BATCH, Accelerator, Workload, get_workload, load_workload
+from protection import SCHEMES, ProtectedArray
 from simulator import SystolicArray, TensorCoreArray, get_profile
 
-__all__ = ["ModelCampaign", "LEVELS", "STRATIFY", "make_array"]
+__all__ = ["ModelCampaign", "LEVELS", "STRATIFY", "make_array", "WorkloadRef"]
 
 #: Fault levels: register-level (cycle-level array) or value-level (one bit of one GEMM output).
 LEVELS = ("register", "value")
@@ -48,7 +50,40 @@ def make_array(rows: int, cols: int, profile: str = "systolic_fma", dataflow: st
     return TensorCoreArray(rows, cols, profile=profile)
 
 
+@dataclass(frozen=True)
+class WorkloadRef:
+    """A campaign's in-memory :class:`models.Workload` as its database stores it: its
+    name and digest.  A campaign read back from a database holds this in place of the
+    workload; running its trials needs the workload itself
+    (``resume_model_campaign(path, workload=...)``), whose digest must match."""
+
+    name: str
+    digest: str
+
+
+_SCHEME_TYPES = {c.__name__: c for c in SCHEMES}
+
+
+def _scheme_to_json(s) -> dict:
+    d = {"type": type(s).__name__}
+    for f in dataclasses.fields(s):
+        v = getattr(s, f.name)
+        d[f.name] = list(v) if isinstance(v, tuple) else v
+    return d
+
+
+def _scheme_from_json(d: dict):
+    cls = _SCHEME_TYPES.get(d.get("type"))
+    if cls is None:
+        raise ValueError(f"scheme type must be one of {sorted(_SCHEME_TYPES)}, not {d.get('type')!r}")
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k != "type"}
+    return cls(**kw)
+
+
 def _array_to_json(arr) -> dict:
+    if isinstance(arr, ProtectedArray):
+        return {"type": "ProtectedArray", "array": _array_to_json(arr.array),
+                "schemes": [_scheme_to_json(s) for s in arr.schemes]}
     if not isinstance(arr.profile, str):
         raise TypeError(f"array.profile must be a profile name (str) in a campaign, not "
                         f"{type(arr.profile).__name__}")
@@ -59,6 +94,8 @@ def _array_to_json(arr) -> dict:
 
 
 def _array_from_json(d: dict):
+    if d.get("type") == "ProtectedArray":
+        return ProtectedArray(_array_from_json(d["array"]), tuple(_scheme_from_json(x) for x in d["schemes"]))
     cls = {"SystolicArray": SystolicArray, "TensorCoreArray": TensorCoreArray}.get(d.get("type"))
     if cls is None:
         raise ValueError(f"array type must be SystolicArray or TensorCoreArray, not {d.get('type')!r}")
@@ -86,13 +123,21 @@ class ModelCampaign:
     outcomes (:data:`faults.TRIAL_OUTCOMES`) in :mod:`faults._trial`.
 
     Attributes:
-        model: a :data:`models.MODELS` name (shipped weights).
+        model: the workload: a :data:`models.MODELS` name (shipped weights on the
+            digits test split), ``"module:function"`` (a factory of no arguments
+            returning a :class:`models.Workload`, importable by worker processes,
+            Dask workers and a later resume; the database keeps the reference and the
+            workload's digest), or a :class:`models.Workload` itself (runs in this
+            process only: ``executor="serial"``).
         array: the PE array (:class:`simulator.SystolicArray` or
-            :class:`simulator.TensorCoreArray`, profile given by name); its profile
-            is the accelerator's datapath.
+            :class:`simulator.TensorCoreArray`, profile given by name), or a
+            :class:`protection.ProtectedArray` of one (any schemes: trials then end
+            ``corrected`` / ``detected`` as the schemes act); its profile is the
+            accelerator's datapath.
         formats: input formats, one stratum (or one per layer) each.
         accumulator: ``"fp32"`` or ``"fp16"`` (the profile must support it).
-        batch: evaluation images, the first ``batch`` of the digits test split (<= 360).
+        batch: evaluation examples, the first ``batch`` of the workload's (None: all
+            of them; a shipped model's workload: the first 256 test images, at most 360).
         level: ``"register"`` or ``"value"``.
         registers: register names to sample (None: all of the array's registers).
         kind: register fault kind, ``"flip"`` (a single-event upset) only for now.
@@ -108,11 +153,11 @@ class ModelCampaign:
             ``fn(TileCheck) -> bool`` on every faulty tile, or None.
     """
 
-    model: str = "cnn"
+    model: object = "cnn"
     array: object = field(default_factory=_default_array)
     formats: tuple = ("fp16",)
     accumulator: str = "fp32"
-    batch: int = 256
+    batch: int | None = None
     level: str = "register"
     registers: tuple | None = None
     kind: str = "flip"
@@ -128,12 +173,17 @@ class ModelCampaign:
     detector: str | None = None
 
     def __post_init__(self):
-        if not isinstance(self.model, str):
-            raise TypeError(f"model must be a str, not {type(self.model).__name__}")
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {sorted(MODELS)}, not {self.model!r}")
-        if not isinstance(self.array, (SystolicArray, TensorCoreArray)):
-            raise TypeError(f"array must be a SystolicArray or TensorCoreArray, not {type(self.array).__name__}")
+        if not isinstance(self.model, (str, Workload, WorkloadRef)):
+            raise TypeError(f"model must be a str (a model name or 'module:function') or a models.Workload, "
+                            f"not {type(self.model).__name__}")
+        if isinstance(self.model, str) and self.model not in MODELS:
+            mod, sep, fn = self.model.partition(":")
+            if not (sep and mod and fn):
+                raise ValueError(f"model must be one of {sorted(MODELS)} or 'module:function' (a Workload "
+                                 f"factory), not {self.model!r}")
+        if not isinstance(self.array, (SystolicArray, TensorCoreArray, ProtectedArray)):
+            raise TypeError(f"array must be a SystolicArray, TensorCoreArray or ProtectedArray, "
+                            f"not {type(self.array).__name__}")
         _array_to_json(self.array)
         fm = self.formats
         if isinstance(fm, str):
@@ -146,10 +196,10 @@ class ModelCampaign:
         for f in fm:
             if f not in INPUT_FORMATS:
                 raise ValueError(f"formats must be in {sorted(INPUT_FORMATS)}, not {f!r}")
-            Accelerator(self.array.profile, f, self.accumulator)  # profile supports format/accumulator
+            Accelerator(self.profile, f, self.accumulator)  # profile supports format/accumulator
         if self.accumulator not in ACCUMULATORS:
             raise ValueError(f"accumulator must be one of {sorted(ACCUMULATORS)}, not {self.accumulator!r}")
-        _int("batch", self.batch, 1, 360)
+        _int("batch", self.batch, 1, 360 if self.model in MODELS else None, none=True)
         if self.level not in LEVELS:
             raise ValueError(f"level must be one of {LEVELS}, not {self.level!r}")
         if self.registers is not None:
@@ -158,7 +208,7 @@ class ModelCampaign:
                 raise TypeError(f"registers must be a non-empty tuple of str or None, not {self.registers!r}")
             object.__setattr__(self, "registers", tuple(regs))
             for f in fm:
-                names = [n for n, _ in self.array.registers(f, self.accumulator)]
+                names = [n for n, _, _ in self.array.fault_sites(1, 1, 1, f, self.accumulator).registers]
                 bad = [r for r in regs if r not in names]
                 if bad:
                     raise ValueError(f"registers must be among {names} for {f}, not {bad}")
@@ -184,6 +234,41 @@ class ModelCampaign:
 
     # ---- derived ---------------------------------------------------------------------
     @property
+    def profile(self) -> str:
+        """The datapath profile name (of the protected array's array for a ProtectedArray)."""
+        arr = self.array.array if isinstance(self.array, ProtectedArray) else self.array
+        return arr.profile
+
+    @property
+    def protected(self) -> bool:
+        """Whether the array is a :class:`protection.ProtectedArray`."""
+        return isinstance(self.array, ProtectedArray)
+
+    @property
+    def model_name(self) -> str:
+        """The model name, factory reference, or in-memory workload's name."""
+        return self.model if isinstance(self.model, str) else (
+            self.model.name if isinstance(self.model, WorkloadRef) else self.model.label)
+
+    def workload(self) -> Workload:
+        """The campaign's workload on its ``batch`` examples: the shipped model's
+        (:func:`models.get_workload`), the factory's (called here), or the one given.
+
+        Raises ValueError for a campaign read back from a database on an in-memory
+        workload (:class:`WorkloadRef`): pass the workload to resume it."""
+        m = self.model
+        if isinstance(m, WorkloadRef):
+            raise ValueError(f"model must be the workload itself to run trials of a campaign on an in-memory "
+                             f"workload ({m.name!r}, digest {m.digest}), not its reference: pass workload= to "
+                             f"resume_model_campaign, or use a 'module:function' factory")
+        if isinstance(m, str) and m in MODELS:
+            return get_workload(m, self.batch or SHIPPED_BATCH)
+        wl = load_workload(m) if isinstance(m, str) else m
+        if self.batch is not None and self.batch > wl.batch:
+            raise ValueError(f"batch must be <= the workload's {wl.batch} examples, not {self.batch}")
+        return wl if self.batch is None else wl.take(self.batch)
+
+    @property
     def tile(self) -> tuple:
         """(tile rows, tile cols) of an output tile."""
         return (self.tile_rows or self.array.rows, self.tile_cols or self.array.cols)
@@ -192,16 +277,26 @@ class ModelCampaign:
         """Canonical JSON (sorted keys): what the results database stores and checks."""
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["array"] = _array_to_json(self.array)
+        if not isinstance(self.model, str):  # an in-memory workload: known by name and digest
+            d["model"] = {"workload": self.model_name, "digest": self.model.digest}
         d["formats"] = list(self.formats)
         d["registers"] = None if self.registers is None else list(self.registers)
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelCampaign":
-        """The campaign :meth:`to_json` wrote."""
+    def from_json(cls, text: str, workload: Workload | None = None) -> "ModelCampaign":
+        """The campaign :meth:`to_json` wrote.  A campaign on an in-memory workload
+        comes back holding a :class:`WorkloadRef`, or ``workload`` when given (its
+        digest must be the stored one)."""
         d = json.loads(text)
         if not isinstance(d, dict):
             raise ValueError(f"campaign JSON must be an object, not {type(d).__name__}")
+        if isinstance(d.get("model"), dict):
+            ref = WorkloadRef(str(d["model"]["workload"]), str(d["model"]["digest"]))
+            if workload is not None and workload.digest != ref.digest:
+                raise ValueError(f"workload must be the campaign's (digest {ref.digest}), not one with digest "
+                                 f"{workload.digest}")
+            d["model"] = ref if workload is None else workload
         d["array"] = _array_from_json(d["array"])
         d["formats"] = tuple(d["formats"])
         if d.get("registers") is not None:

@@ -3,7 +3,11 @@
 Tables:
 
 * ``meta(key, value)``: ``schema`` (:data:`SCHEMA_VERSION`), ``campaign`` (the
-  campaign's canonical JSON), ``digest``, ``total`` (trials planned);
+  campaign's canonical JSON), ``digest`` (of that JSON: a database whose campaign
+  was edited is refused), ``total`` (trials planned), ``workload`` (JSON: the
+  workload's ``ref`` -- model name or ``"module:function"``, None for an in-memory
+  one --, ``name``, ``digest`` over its parameters and data, ``batch``,
+  ``outcome``; absent in databases written before workloads existed);
 * ``strata(stratum, format, gemms, population, trials, first)``;
 * ``trials``: one row per finished trial, its columns the fields of
   :class:`faults.TrialResult` in order, ``trial`` the primary key, so a trial can be
@@ -56,8 +60,10 @@ class ResultStore:
     with the reason.
     """
 
-    def __init__(self, path, conn, campaign: ModelCampaign, total: int):
+    def __init__(self, path, conn, campaign: ModelCampaign, total: int, workload: dict | None = None):
         self.path, self._conn, self.campaign, self.total = Path(path), conn, campaign, total
+        #: The stored workload description (dict: ref, name, digest, batch, outcome) or None.
+        self.workload = workload
 
     # ---- opening -----------------------------------------------------------------------
     @staticmethod
@@ -72,9 +78,10 @@ class ResultStore:
         return conn
 
     @classmethod
-    def create(cls, path, campaign: ModelCampaign, strata) -> "ResultStore":
+    def create(cls, path, campaign: ModelCampaign, strata, workload: dict | None = None) -> "ResultStore":
         """A new database at ``path`` (which must not exist) for ``campaign`` and its
-        :class:`faults.Stratum` tuple."""
+        :class:`faults.Stratum` tuple; ``workload``: the workload's description
+        (ref, name, digest, batch, outcome), stored as ``meta.workload``."""
         path = Path(path)
         if path.exists():
             raise FileExistsError(f"path must not exist for a new campaign, not {str(path)!r}")
@@ -93,17 +100,21 @@ class ResultStore:
             conn.execute(f"CREATE TABLE trials ({cols})")
             conn.executemany("INSERT INTO meta VALUES (?, ?)", [
                 ("schema", str(SCHEMA_VERSION)), ("campaign", campaign.to_json()), ("digest", campaign.digest),
-                ("total", str(total))])
+                ("total", str(total))] + ([("workload", json.dumps(workload, sort_keys=True))] if workload else []))
             conn.executemany("INSERT INTO strata VALUES (?, ?, ?, ?, ?, ?)", [
                 (s.index, s.format, json.dumps(list(s.gemms)), str(s.population), s.trials, s.first) for s in strata])
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.close()  # the last connection: SQLite folds the WAL back and removes it
         os.replace(tmp, path)
-        return cls(path, cls._connect(path), campaign, total)
+        return cls(path, cls._connect(path), campaign, total, workload)
 
     @classmethod
-    def open(cls, path, campaign: ModelCampaign | None = None) -> "ResultStore":
-        """An existing database; with ``campaign``, it must hold that campaign."""
+    def open(cls, path, campaign: ModelCampaign | None = None, workload_digest: str | None = None) -> "ResultStore":
+        """An existing database; with ``campaign``, it must hold that campaign; with
+        ``workload_digest``, its stored workload must have that digest (else
+        :class:`CampaignMismatchError` naming both digests).  A database whose
+        stored campaign JSON no longer has its stored digest (edited) is refused
+        (:class:`CampaignMismatchError`)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"results database must be an existing file, not {str(path)!r}")
@@ -124,6 +135,13 @@ class ResultStore:
             if tuple(cols) != TRIAL_COLUMNS:
                 raise StoreError(f"{bad} (trials columns {cols})")
             stored = ModelCampaign.from_json(meta["campaign"])
+            if "digest" in meta and stored.digest != meta["digest"]:
+                raise CampaignMismatchError(
+                    f"results database {str(path)!r} must hold the campaign its digest names, not an edited one "
+                    f"(stored digest {meta['digest']}, stored campaign's digest now {stored.digest})")
+            wmeta = json.loads(meta["workload"]) if "workload" in meta else None
+            if wmeta is not None and not isinstance(wmeta, dict):
+                raise ValueError(f"workload metadata must be an object, not {type(wmeta).__name__}")
             total = int(meta["total"])
             n_strata = conn.execute("SELECT COUNT(*), COALESCE(SUM(trials), 0) FROM strata").fetchone()
             if n_strata[1] != total:
@@ -145,7 +163,13 @@ class ResultStore:
             raise CampaignMismatchError(
                 f"results database {str(path)!r} must hold the campaign asked for, not another one "
                 f"(stored digest {stored.digest}, asked {campaign.digest}); use another path or resume it as is")
-        return cls(path, conn, stored, total)
+        if workload_digest is not None and wmeta is not None and wmeta.get("digest") != workload_digest:
+            conn.close()
+            raise CampaignMismatchError(
+                f"results database {str(path)!r} must be used with the workload it was run on, not another one "
+                f"(stored workload digest {wmeta.get('digest')}, this workload's digest {workload_digest}: "
+                f"its parameters or data changed)")
+        return cls(path, conn, stored, total, wmeta)
 
     @staticmethod
     def stored(path) -> int:

@@ -9,13 +9,18 @@ only for the images the changed rows belong to: the evaluation batch has a cache
 golden run per chunk of ``chunk`` images, checked at start-up to be bitwise the full
 batch's run sliced (else the whole batch is recomputed).
 
-Outcomes (:data:`TRIAL_OUTCOMES`), against the golden logits (B, classes):
-``masked`` (bitwise equal), ``benign_sdc`` (differ, every top-1 the same),
-``critical_sdc`` (some image's top-1 changed), ``nan_inf`` (a NaN or infinity in
-the logits), ``detected`` (a protection check flagged the tile: ``detector``
-returned True or the array's result carries a truthy ``detected``); ``effect`` keeps
-what the outcome would have been without detection.  A trial's result is a
-:class:`TrialResult`.
+Outcomes (:data:`TRIAL_OUTCOMES`), against the workload's golden output (B, ...):
+``masked`` (bitwise equal), ``benign_sdc`` (differ, no example critical by the
+workload's outcome rule, :meth:`models.Workload.critical`), ``critical_sdc`` (some
+example critical), ``nan_inf`` (a NaN or infinity in the output), ``detected`` (an
+alarm reached the system and the tile was not silently accepted: a protection
+scheme of a :class:`protection.ProtectedArray` alarmed without acting, ``detector``
+returned True, or the array's result carries a truthy ``detected``), ``corrected``
+(a scheme alarmed or corrected and the tile it delivered equals the golden tile).
+A miscorrection -- a code corrected a word, or a re-computation ran, and the tile
+still differs -- is classified by its effect (an SDC), never ``corrected`` or
+``detected``.  ``effect`` keeps what the outcome would have been with the alarm
+ignored (the delivered tile's effect).  A trial's result is a :class:`TrialResult`.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from models import Accelerator, ReplaceTile, accelerated, get_model, load_digits, load_params
+from models import Accelerator, ReplaceTile, Workload, accelerated
 from simulator import Fault
 
 from ._sites import SiteSpace, TrialSite
@@ -37,7 +42,7 @@ __all__ = ["TRIAL_OUTCOMES", "TrialResult", "TileCheck"]
 #: Outcomes of a model-campaign trial (a trial's ``outcome``; ``effect`` never
 #: ``"detected"``).  Single-GEMM protection campaigns have their own vocabulary,
 #: :data:`protection.PROTECTION_OUTCOMES`.
-TRIAL_OUTCOMES = ("masked", "benign_sdc", "critical_sdc", "nan_inf", "detected")
+TRIAL_OUTCOMES = ("masked", "benign_sdc", "critical_sdc", "nan_inf", "detected", "corrected")
 
 
 class TrialResult(NamedTuple):
@@ -51,8 +56,10 @@ class TrialResult(NamedTuple):
         value level): where the fault landed (:class:`TrialSite`);
         outcome: one of :data:`TRIAL_OUTCOMES`; effect: the outcome had nothing
         detected the fault; tile_diff: elements of the tile that differ from the
-        golden tile; top1_changed: images whose top-1 changed; correct_delta: change
-        in correctly classified images; max_abs_err: largest finite |logit error|.
+        golden tile; top1_changed: examples critical by the workload's outcome rule
+        (for ``"top1"``: examples whose top-1 changed, against the labels when the
+        workload has them); correct_delta: change in examples right against the labels
+        (0 when the outcome has no labels); max_abs_err: largest finite |output error|.
     """
 
     trial: int
@@ -113,27 +120,28 @@ def _resolve(path: str):
 class _FormatRun:
     """Golden runs of the model on one format: the full batch and its chunks."""
 
-    def __init__(self, campaign: ModelCampaign, fmt: str, model, params, x):
-        self.acc = Accelerator(campaign.array.profile, fmt, campaign.accumulator)
-        self.af = accelerated(model.apply, self.acc)
+    def __init__(self, campaign: ModelCampaign, fmt: str, wl: Workload):
+        self.acc = Accelerator(campaign.profile, fmt, campaign.accumulator)
+        self.af = accelerated(wl.apply, self.acc)
+        params, x = wl.params, wl.inputs
         self.golden = self.af.trace(params, x)
         out = self.golden.outputs
-        if not hasattr(out, "shape") or np.ndim(out) != 2 or out.shape[0] != len(x):
-            raise ValueError(f"the model must return logits (batch, classes), not {type(out).__name__} "
-                             f"{getattr(out, 'shape', '')}")
+        if not hasattr(out, "shape") or np.ndim(out) < 1 or out.shape[0] != wl.batch:
+            raise ValueError(f"the workload's apply must return an array with the batch axis ({wl.batch}, ...), "
+                             f"not {type(out).__name__} {getattr(out, 'shape', '')}")
         self.logits = np.asarray(out)
-        self.B = len(x)
+        self.B = wl.batch
         self.ops = [self.golden.operands(g) for g in range(len(self.golden.gemms))]
         self._btiles: dict = {}
         self.chunks, self.cs = None, campaign.chunk
         if campaign.chunk is not None and campaign.chunk < self.B:
-            self.chunks = self._make_chunks(campaign.chunk, params, x)
+            self.chunks = self._make_chunks(campaign.chunk, wl)
 
-    def _make_chunks(self, cs, params, x):
+    def _make_chunks(self, cs, wl):
         """Golden runs on images [k*cs, (k+1)*cs), or None when their GEMMs are not
         bitwise the full batch's (then faults recompute the whole batch)."""
         B = self.B
-        runs = [self.af.trace(params, x[k:k + cs]) for k in range(0, B, cs)]
+        runs = [self.af.trace(wl.params, wl.slice_inputs(k, k + cs)) for k in range(0, B, cs)]
         self.rpi = []
         for g, site in enumerate(self.golden.gemms):
             if (site.groups * site.M) % B:
@@ -206,18 +214,18 @@ class _FormatRun:
 
 
 class _Runner:
-    """Runs trials of one campaign in this process (golden runs built once)."""
+    """Runs trials of one campaign in this process (golden runs built once).
 
-    def __init__(self, campaign: ModelCampaign):
+    ``workload``: the campaign's workload when the caller built it already."""
+
+    def __init__(self, campaign: ModelCampaign, workload: Workload | None = None):
         self.campaign = campaign
-        model = get_model(campaign.model)
-        params = load_params(campaign.model)
-        x, y = load_digits("test")
-        x, self.labels = x[:campaign.batch], y[:campaign.batch]
+        self.workload = wl = workload if workload is not None else campaign.workload()
+        self.labels = wl.labels
         self.runs = {}
         for fmt in campaign.formats:
-            run = _FormatRun(campaign, fmt, model, params, x)
-            run.correct = int((run.logits.argmax(-1) == self.labels).sum())
+            run = _FormatRun(campaign, fmt, wl)
+            run.correct = wl.correct(run.logits)
             self.runs[fmt] = run
         self.space = SiteSpace(campaign, {f: r.golden.gemms for f, r in self.runs.items()})
         self.detector = _resolve(campaign.detector) if campaign.detector else None
@@ -232,11 +240,15 @@ class _Runner:
         gold = d_all[s.group, r0:r1, c0:c1]
         a = a_all[s.group, r0:r1]
         b = run.btile(s.gemm, s.group, c0, c1)
+        alarm = acted = False
         if c.level == "register":
             res = c.array.run(a, b, np.zeros((s.rows, s.cols), gold.dtype),
                               faults=[Fault(s.pe, s.register, s.bit, s.cycle)],
                               input_format="tf32" if s.format == "tf32" else None)
             tile = res.output
+            if c.protected:  # a protection.ProtectedResult: the alarm and what the schemes did
+                alarm = bool(res.alarms) or bool(res.corrected)
+                acted = bool(res.corrected) or res.recompute_cycles > 0
         else:
             res = None
             tile = gold.copy()
@@ -250,7 +262,12 @@ class _Runner:
         else:
             logits = run.propagate(s.gemm, s.group, r0, c0, tile)
             effect, top1, dcorrect, err = self._classify(run, logits)
-        outcome = "detected" if detected else effect
+        if diff == 0 and alarm:
+            outcome = "corrected" if acted else "detected"
+        elif diff and acted:  # a miscorrection: the schemes acted and the tile is still wrong
+            outcome = effect
+        else:
+            outcome = "detected" if detected or alarm else effect
         return TrialResult(trial, s.stratum, s.format, s.gemm, s.layer, s.group, s.row0, s.col0, s.rows, s.cols,
                            s.register, s.bit, s.pe[0], s.pe[1], s.cycle, outcome, effect, diff, top1, dcorrect, err)
 
@@ -258,17 +275,17 @@ class _Runner:
         gold = run.logits
         if np.array_equal(_bits(logits), _bits(gold)):
             return "masked", 0, 0, 0.0
-        p, g = logits.argmax(-1), gold.argmax(-1)
-        top1 = int((p != g).sum())
-        dcorrect = int((p == self.labels).sum()) - run.correct
-        finite = np.isfinite(logits)
+        crit = self.workload.critical(gold, logits)
+        top1 = int(crit.sum())
+        now = self.workload.correct(logits)
+        dcorrect = 0 if now is None or run.correct is None else now - run.correct
+        finite = np.isfinite(logits.astype(np.float64))
         with np.errstate(invalid="ignore", over="ignore"):
-            err = float(np.abs(logits.astype(np.float64) - gold)[finite].max()) if finite.any() else 0.0
+            err = float(np.abs(logits.astype(np.float64) - gold.astype(np.float64))[finite].max()) \
+                if finite.any() else 0.0
         if not finite.all():
             return "nan_inf", top1, dcorrect, err
         return ("critical_sdc" if top1 else "benign_sdc"), top1, dcorrect, err
 
     def run_many(self, trials) -> list:
         return [self.run(int(t)) for t in trials]
-
-

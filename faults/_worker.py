@@ -7,44 +7,60 @@ from __future__ import annotations
 
 import numba
 
-from models import Accelerator, accelerated, get_model, load_digits, load_params
+from models import Accelerator, Workload, accelerated
 
 from ._sites import SiteSpace
 from ._spec import ModelCampaign
+from ._store import CampaignMismatchError
 from ._trial import TrialResult, _Runner
 
-__all__ = ["run_trials", "site_space"]
+__all__ = ["run_trials", "site_space", "check_workload"]
 
 _RUNNERS: dict = {}
 
 
-def _runner(campaign_json: str) -> _Runner:
+def check_workload(wl: Workload, digest: str | None, where: str) -> None:
+    """Raise :class:`faults.CampaignMismatchError` when a rebuilt workload's digest is
+    not the stored one (``digest`` None: nothing stored to check against)."""
+    if digest is not None and wl.digest != digest:
+        raise CampaignMismatchError(
+            f"workload digest must be the stored {digest}, not {wl.digest} ({where}: the workload's parameters or "
+            f"data changed since the campaign was created)")
+
+
+def _runner(campaign_json: str, workload_digest: str | None = None) -> _Runner:
     """This process's runner of a campaign (its canonical JSON), built on first use;
-    a runner of another campaign is dropped."""
+    a runner of another campaign is dropped.  The rebuilt workload's digest must be
+    ``workload_digest`` (when given)."""
     r = _RUNNERS.get(campaign_json)
     if r is None:
         _RUNNERS.clear()
-        r = _RUNNERS[campaign_json] = _Runner(ModelCampaign.from_json(campaign_json))
+        campaign = ModelCampaign.from_json(campaign_json)
+        wl = campaign.workload()
+        check_workload(wl, workload_digest, f"workload {campaign.model_name!r} rebuilt in a worker")
+        r = _RUNNERS[campaign_json] = _Runner(campaign, wl)
     return r
 
 
-def run_trials(campaign_json: str, trials, threads: int | None = None) -> list[TrialResult]:
+def run_trials(campaign_json: str, trials, threads: int | None = None,
+               workload_digest: str | None = None) -> list[TrialResult]:
     """Worker entry point: the results of ``trials``.  ``threads``: Numba threads for
     this process (several workers on one machine: 1, else they oversubscribe the
-    cores)."""
+    cores).  ``workload_digest``: the stored digest the rebuilt workload must have."""
     if threads is not None and numba.get_num_threads() != threads:
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    return _runner(campaign_json).run_many(trials)
+    return _runner(campaign_json, workload_digest).run_many(trials)
 
 
-def site_space(campaign: ModelCampaign) -> SiteSpace:
+def site_space(campaign: ModelCampaign, workload: Workload | None = None) -> SiteSpace:
     """The campaign's strata and trial -> site map (runs the model once per format to
-    enumerate its GEMMs; reuses a runner cached in this process)."""
-    r = _RUNNERS.get(campaign.to_json())
-    if r is not None:
-        return r.space
-    model, params = get_model(campaign.model), load_params(campaign.model)
-    x = load_digits("test")[0][:campaign.batch]
-    gemms = {f: accelerated(model.apply, Accelerator(campaign.array.profile, f, campaign.accumulator)).gemms(
-        params, x) for f in campaign.formats}
+    enumerate its GEMMs; reuses a runner cached in this process).  ``workload``: the
+    campaign's workload when the caller built it already."""
+    if isinstance(campaign.model, str):
+        r = _RUNNERS.get(campaign.to_json())
+        if r is not None:
+            return r.space
+    wl = workload if workload is not None else campaign.workload()
+    gemms = {f: accelerated(wl.apply, Accelerator(campaign.profile, f, campaign.accumulator)).gemms(
+        wl.params, wl.inputs) for f in campaign.formats}
     return SiteSpace(campaign, gemms)

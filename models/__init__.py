@@ -8,23 +8,29 @@ fault-free run so that GEMM faults re-run only what they reach::
     af = accelerated(model.apply, acc)
     logits = af(params, x)                               # fault-free
     golden = af.trace(params, x)                         # cached fault-free run
-    golden.gemms                                         # (GemmSite(index, name, groups, M, K, N), ...)
+    golden.gemms                                         # (GemmSite(index, name, groups, M, K, N, where), ...)
     a, b, d = golden.operands(1)                         # GEMM 1's rounded operands and result
     golden.inject(OutputBitFlip(gemm=1, row=5, col=3, bit=30))
     golden.inject(ReplaceTile(gemm=1, rows=(0, 16), cols=(0, 16),
                               fn=lambda a_tile, b_tile, d_tile: faulty_array(a_tile, b_tile)))
+
+Workloads: a :class:`Workload` is a JAX function with its parameters, data and
+outcome rule (``"top1"``, ``"topk:K"``, ``"retrieval"``, ``"tolerance:REL"`` or a
+callable); :func:`get_workload` gives a shipped model as one, :func:`load_workload`
+calls a ``"module:function"`` factory.
 
 Models: :data:`MODELS` (``"mlp"``, ``"cnn"``, ``"transformer"``) on scikit-learn's
 digits, shipped weights in ``models/weights``; ``python -m models`` prints
 their accuracy per format.
 """
 from ._accelerator import ACCUMULATORS, INPUT_FORMATS, Accelerator
-from ._bridge import AcceleratedFunction, GoldenTrace, InjectStats, accelerated
-from ._jaxpr import GEMM_PRIMITIVES, JaxprEvaluator, is_gemm
+from ._bridge import FALLBACKS, AcceleratedFunction, GoldenTrace, InjectStats, accelerated
+from ._jaxpr import GEMM_PRIMITIVES, OTHER_GEMM_PRIMITIVES, JaxprEvaluator, is_floating, is_gemm
 from ._faults import GEMM_FAULTS, GemmCall, GemmSite, OutputBitFlip, ReplaceGemmOutput, ReplaceTile
 from ._train import (TABLE_FORMATS, TRAIN_SETTINGS, WEIGHTS_DIR, accuracy, accuracy_table, load_digits, load_params,
                      predict, retrain_all, save_params, train)
 from ._zoo import MODELS, Model, get_model
+from ._workload import SHIPPED_BATCH, WORKLOAD_OUTCOMES, Workload, get_workload, load_workload
 from ._pretrained import ACTIVATIONS, POOLING_MODES, BertConfig, PretrainedModel, load_pretrained
 
 __all__ = ["ACCUMULATORS", "INPUT_FORMATS", "Accelerator", "AcceleratedFunction", "GoldenTrace", "InjectStats",
@@ -32,4 +38,6 @@ __all__ = ["ACCUMULATORS", "INPUT_FORMATS", "Accelerator", "AcceleratedFunction"
            "ReplaceTile", "TABLE_FORMATS", "TRAIN_SETTINGS", "WEIGHTS_DIR", "accuracy", "accuracy_table",
            "load_digits", "load_params", "predict", "retrain_all", "save_params", "train", "MODELS", "Model",
            "get_model"]
+__all__ += ["FALLBACKS", "OTHER_GEMM_PRIMITIVES", "is_floating", "SHIPPED_BATCH", "WORKLOAD_OUTCOMES", "Workload",
+            "get_workload", "load_workload"]
 __all__ += ["ACTIVATIONS", "POOLING_MODES", "BertConfig", "PretrainedModel", "load_pretrained"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jax.numpy as jnp
 import numpy as np
 
 from simulator import DatapathProfile, get_format, get_profile, matmul
@@ -109,7 +110,7 @@ class Accelerator:
             simulator narrows it).
         """
         x = np.asarray(x)
-        if x.dtype.kind != "f":
+        if not jnp.issubdtype(x.dtype, jnp.floating):  # bfloat16 / float8 have numpy kind 'V'
             raise TypeError(f"GEMM operands must be floating point, not {x.dtype}")
         if self.input_format == "tf32":
             return np.ascontiguousarray(x, np.float32)

@@ -26,10 +26,13 @@ import numpy as np
 
 from ._accelerator import Accelerator
 from ._faults import GEMM_FAULTS, GemmCall, GemmSite
-from ._jaxpr import JaxprEvaluator, _same
+from ._jaxpr import JaxprEvaluator, _describe, _same, is_floating
 from ._lowering import lower_conv, lower_dot_general
 
-__all__ = ["accelerated", "AcceleratedFunction", "GoldenTrace", "InjectStats"]
+__all__ = ["accelerated", "AcceleratedFunction", "GoldenTrace", "InjectStats", "FALLBACKS"]
+
+#: What the bridge does with a GEMM it cannot route to the simulator.
+FALLBACKS = ("error", "native")
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,8 @@ class _Interpreter(JaxprEvaluator):
     label = "the bridge"
 
     def __init__(self, acc: Accelerator, *, golden=None, golden_sites=None, golden_gemm=None, record=False,
-                 faults_by_index=None, faults_by_key=None, keep_operands=True):
+                 faults_by_index=None, faults_by_key=None, keep_operands=True, fallback="error"):
+        self.fallback = fallback
         self.faults_by_index = faults_by_index or {}
         self.faults_by_key = faults_by_key or {}
         super().__init__(golden=golden, record=record, dirty=self.faults_by_key)
@@ -71,25 +75,28 @@ class _Interpreter(JaxprEvaluator):
         self.gemms = 0
 
     # ---- GEMMs -------------------------------------------------------------------
-    def _site(self, eqn, key, scope, G, M, K, N) -> GemmSite:
+    def _site(self, eqn, key, scope, G, M, K, N, where="simulator") -> GemmSite:
         if key in self.golden_sites:
             return self.golden_sites[key]
         ns = str(eqn.source_info.name_stack)
         name = "/".join(s for s in (scope, ns, eqn.primitive.name) if s)
         index = len(self.sites) if self.golden is None else -1
-        site = GemmSite(index, name, eqn.primitive.name, G, M, K, N, tuple(eqn.outvars[0].aval.shape), key)
+        site = GemmSite(index, name, eqn.primitive.name, G, M, K, N, tuple(eqn.outvars[0].aval.shape), key, where)
         if self.golden is None:
             self.sites.append(site)
         return site
 
     def gemm(self, eqn, invals, key, scope, tainted):
+        why = _unroutable(eqn)
+        if why:
+            return self.native_gemm(eqn, invals, key, scope, tainted, why)[0]
         self.gemms += 1
         acc = self.acc
         out_dtype = eqn.outvars[0].aval.dtype
         if not tainted and key in self.golden_gemm:
             a, b, d, assemble = self.golden_gemm[key]
         else:
-            lhs, rhs = (acc.round_operand(x) for x in invals)
+            lhs, rhs = (acc.round_operand(x) for x in _promote(invals))
             if eqn.primitive.name == "dot_general":
                 a, b, assemble = lower_dot_general(lhs, rhs, eqn.params["dimension_numbers"])
             else:
@@ -105,6 +112,54 @@ class _Interpreter(JaxprEvaluator):
             d.setflags(write=False)
             d = f.apply(GemmCall(site, a, b, d, acc))
         return assemble(d).astype(out_dtype)
+
+    def native_gemm(self, eqn, invals, key, scope, tainted, why):
+        if self.fallback != "native":
+            raise NotImplementedError(
+                f"the bridge cannot route {_describe(eqn)} to the simulator ({why}); pass "
+                f"fallback='native' to accelerated() to run it natively (listed with where='native')")
+        prim = eqn.primitive
+        outs = prim.bind(*invals, **prim.get_bind_params(eqn.params))
+        outs = list(outs) if prim.multiple_results else [outs]
+        shape = _native_shape(eqn, invals)
+        site = self._site(eqn, key, scope, *shape, where="native")
+        if self.faults_by_key.get(key) or (site.index >= 0 and self.faults_by_index.get(site.index)):
+            raise ValueError(f"faults must target GEMMs run on the simulator, not GEMM {site.index} "
+                             f"({site.name}), which ran natively")
+        return outs
+
+
+def _promote(invals):
+    """The two operands of a mixed GEMM (int8 x bfloat16, float32 x float16) converted
+    to their common type as JAX's type promotion gives it (:func:`jax.numpy.result_type`)."""
+    lhs, rhs = (np.asarray(x) for x in invals)
+    if lhs.dtype == rhs.dtype:
+        return lhs, rhs
+    dt = np.dtype(jnp.result_type(lhs.dtype, rhs.dtype))
+    return lhs.astype(dt), rhs.astype(dt)
+
+
+def _unroutable(eqn) -> str:
+    """Why a GEMM equation cannot run on the simulator ('' when it can)."""
+    dts = [np.dtype(v.aval.dtype) for v in eqn.invars]
+    if any(jnp.issubdtype(d, jnp.complexfloating) for d in dts):
+        return "complex operands"
+    if not any(is_floating(d) for d in dts):
+        return "no floating-point operand"
+    if not all(is_floating(d) or jnp.issubdtype(d, jnp.integer) or d == np.bool_ for d in dts):
+        return f"operand dtypes {[d.name for d in dts]}"
+    if eqn.primitive.name == "conv_general_dilated" and eqn.params.get("batch_group_count", 1) != 1:
+        return f"batch_group_count={eqn.params['batch_group_count']} (it only arises in gradients)"
+    return ""
+
+
+def _native_shape(eqn, invals) -> tuple:
+    """(G, M, K, N) of a natively run GEMM (zeros where it has no 2-D GEMM form)."""
+    if eqn.primitive.name == "dot_general" and len(invals) == 2:
+        a, b, _ = lower_dot_general(np.empty(np.shape(invals[0]), np.uint8), np.empty(np.shape(invals[1]), np.uint8),
+                                    eqn.params["dimension_numbers"])
+        return a.shape[0], a.shape[1], a.shape[2], b.shape[2]
+    return 0, 0, 0, 0
 
 
 def _check_faults(faults):
@@ -133,22 +188,33 @@ def _is_dynamic(leaf) -> bool:
 class AcceleratedFunction:
     """``fn`` with its GEMMs run by the simulated accelerator (see :func:`accelerated`)."""
 
-    def __init__(self, fn, accelerator: Accelerator, faults=()):
+    def __init__(self, fn, accelerator: Accelerator, faults=(), fallback: str = "error"):
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
         if not isinstance(accelerator, Accelerator):
             raise TypeError(f"accelerator must be an Accelerator, not {type(accelerator).__name__}")
+        if fallback not in FALLBACKS:
+            raise ValueError(f"fallback must be one of {FALLBACKS}, not {fallback!r}")
+        self.fallback = fallback
         self.fn = fn
         self.accelerator = accelerator
         self.faults = _check_faults(faults)
         self._jaxprs: dict = {}
 
     def __repr__(self):
-        return f"accelerated({getattr(self.fn, '__name__', self.fn)!r}, {self.accelerator!r}, faults={self.faults!r})"
+        fb = "" if self.fallback == "error" else f", fallback={self.fallback!r}"
+        return (f"accelerated({getattr(self.fn, '__name__', self.fn)!r}, {self.accelerator!r}, "
+                f"faults={self.faults!r}{fb})")
 
     def _prepare(self, args, kwargs):
         """(closed jaxpr, dynamic leaves, output treedef) for these arguments."""
         leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
+        for x in leaves:
+            if isinstance(x, jax.core.Tracer):
+                raise TypeError(
+                    "an accelerated function must be called on concrete arrays, not traced by jax.jit, jax.grad "
+                    "or jax.vmap (it runs the GEMMs eagerly on the simulator, outside XLA); call it outside "
+                    "jit/grad, and to batch, vmap the plain function first: accelerated(jax.vmap(fn), acc)")
         dyn_mask = tuple(_is_dynamic(x) for x in leaves)
         dyn = [x for x, m in zip(leaves, dyn_mask) if m]
         static = tuple(x for x, m in zip(leaves, dyn_mask) if not m)
@@ -176,7 +242,7 @@ class AcceleratedFunction:
 
     def _run(self, args, kwargs, **kw):
         cj, dyn, out_tree = self._prepare(args, kwargs)
-        it = _Interpreter(self.accelerator, **kw)
+        it = _Interpreter(self.accelerator, fallback=self.fallback, **kw)
         outs, taints = it.run(cj, dyn)
         return it, outs, taints, out_tree
 
@@ -202,7 +268,7 @@ class AcceleratedFunction:
         The faults given to :func:`accelerated` are not applied here.
         """
         cj, dyn, out_tree = self._prepare(args, kwargs)
-        it = _Interpreter(self.accelerator, record=True, keep_operands=keep_operands)
+        it = _Interpreter(self.accelerator, record=True, keep_operands=keep_operands, fallback=self.fallback)
         outs, _ = it.run(cj, dyn)
         return GoldenTrace(self, cj, dyn, out_tree, outs, it.cache, it.gemm_cache, tuple(it.sites))
 
@@ -233,7 +299,10 @@ class GoldenTrace:
     def operands(self, gemm: int):
         """(a (G, M, K), b (G, K, N), d (G, M, N)) of a GEMM: rounded operands in the
         input dtype and the fault-free result in the accumulator dtype (read-only)."""
-        key = self.gemms[gemm].key
+        site = self.gemms[gemm]
+        if site.where != "simulator":
+            raise ValueError(f"gemm must be a GEMM run on the simulator, not {gemm} ({site.name}), which ran natively")
+        key = site.key
         if key not in self._gemm_cache:
             raise ValueError("operands need trace(..., keep_operands=True)")
         a, b, d, _ = self._gemm_cache[key]
@@ -257,9 +326,12 @@ class GoldenTrace:
         for f in faults:
             if not 0 <= f.gemm < len(self.gemms):
                 raise ValueError(f"gemm must be in [0, {len(self.gemms)}), not {f.gemm}")
+            if self.gemms[f.gemm].where != "simulator":
+                raise ValueError(f"faults must target GEMMs run on the simulator, not GEMM {f.gemm} "
+                                 f"({self.gemms[f.gemm].name}), which ran natively")
             by_key.setdefault(self.gemms[f.gemm].key, []).append(f)
         it = _Interpreter(self.accelerator, golden=self._cache, golden_sites=self._by_key,
-                          golden_gemm=self._gemm_cache, faults_by_key=by_key)
+                          golden_gemm=self._gemm_cache, faults_by_key=by_key, fallback=self._af.fallback)
         outs, taints = it.run(self._cj, self._dyn)
         masked = all(_same(o, g) for o, g in zip(outs, self._flat))
         res = jax.tree_util.tree_unflatten(self._out_tree, [jnp.asarray(x) for x in outs])
@@ -268,12 +340,15 @@ class GoldenTrace:
         return res
 
 
-def accelerated(fn, accelerator: Accelerator, faults=()) -> AcceleratedFunction:
+def accelerated(fn, accelerator: Accelerator, faults=(), *, fallback: str = "error") -> AcceleratedFunction:
     """Run a JAX function with its matmuls and convolutions on the simulated accelerator.
 
-    Every ``dot_general`` and ``conv_general_dilated`` with floating operands in
-    ``fn`` (nested jit, custom_jvp/vjp, checkpoint, cond, while and scan included)
-    has its operands rounded to ``accelerator.input_format``, is lowered to 2-D GEMMs
+    Every ``dot_general`` and ``conv_general_dilated`` with a floating operand in
+    ``fn`` (nested jit, custom_jvp/vjp, checkpoint, cond, while and scan included;
+    float64/32/16, bfloat16 and float8 alike; a mixed int x float GEMM has its
+    operands converted to their common type as JAX promotes them, then rounded) and of
+    any dimension numbers or layout has its operands rounded to
+    ``accelerator.input_format``, is lowered to 2-D GEMMs
     (batch dims and feature groups become independent GEMMs, convolutions go through
     im2col) and runs through :func:`simulator.matmul` with a zero C in the
     accumulator format; D is cast to the primitive's output dtype.  Everything else
@@ -285,10 +360,16 @@ def accelerated(fn, accelerator: Accelerator, faults=()) -> AcceleratedFunction:
             arguments are treated as static.
         accelerator: an :class:`Accelerator`.
         faults: GEMM faults applied on every call (``gemm`` = execution index).
+        fallback: ``"error"`` (default): a GEMM the bridge cannot route (complex
+            operands, a gradient-only convolution, ``ragged_dot``, GEMMs inside a
+            primitive the walker cannot enter) raises NotImplementedError naming the
+            primitive and its shapes; ``"native"``: such GEMMs run natively in JAX and
+            are listed with ``GemmSite.where == "native"`` (faults cannot target them).
     Returns:
         An :class:`AcceleratedFunction`: call it like ``fn``; ``.gemms(*args)``
         enumerates GEMMs, ``.trace(*args)`` returns a :class:`GoldenTrace` for fast
-        fault injection.  It runs eagerly on concrete values (it cannot itself be
-        traced by ``jax.jit``/``grad``).
+        fault injection.  It runs eagerly on concrete values: calling it under
+        ``jax.jit``, ``jax.grad`` or ``jax.vmap`` raises TypeError (vmap the plain
+        function first: ``accelerated(jax.vmap(fn), acc)``).
     """
-    return AcceleratedFunction(fn, accelerator, faults)
+    return AcceleratedFunction(fn, accelerator, faults, fallback)

@@ -42,6 +42,10 @@ class GemmSite:
         out_shape: shape of the primitive's output.
         key: where the execution sits in the jaxpr (eqn path, loop iterations);
             internal to the bridge's cache.
+        where: ``"simulator"`` (rounded and run by :func:`simulator.matmul`) or
+            ``"native"`` (run natively in JAX: only with ``accelerated(...,
+            fallback="native")``, for a GEMM the bridge cannot route; G, M, K, N are
+            0 where it has no 2-D GEMM form).
     """
 
     index: int
@@ -53,6 +57,7 @@ class GemmSite:
     N: int
     out_shape: tuple
     key: tuple = field(repr=False, compare=False, default=())
+    where: str = "simulator"
 
     @property
     def macs(self) -> int:

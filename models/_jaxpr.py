@@ -28,13 +28,16 @@ outputs, and a recomputed output bitwise equal to the stored one is untainted ag
 """
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 from jax.extend.core import ClosedJaxpr, DropVar, Jaxpr, Literal
 
-__all__ = ["JaxprEvaluator", "GEMM_PRIMITIVES", "is_gemm"]
+__all__ = ["JaxprEvaluator", "GEMM_PRIMITIVES", "OTHER_GEMM_PRIMITIVES", "is_gemm", "is_floating"]
 
-#: Primitives that are GEMMs when their operands are floating point.
+#: Primitives that are GEMMs when an operand is floating point (or complex).
 GEMM_PRIMITIVES = ("dot_general", "conv_general_dilated")
+#: Matrix-multiply primitives the walker knows but cannot lower to 2-D GEMMs.
+OTHER_GEMM_PRIMITIVES = ("ragged_dot", "ragged_dot_general")
 _CALL_PRIMS = {  # primitive name -> param holding the jaxpr it calls with all its operands
     "pjit": "jaxpr", "jit": "jaxpr", "closed_call": "call_jaxpr", "core_call": "call_jaxpr",
     "checkpoint": "jaxpr", "remat": "jaxpr", "remat2": "jaxpr", "custom_jvp_call": "call_jaxpr",
@@ -57,19 +60,37 @@ def _sub_jaxprs(params):
 
 
 def _has_gemm(jaxpr: Jaxpr) -> bool:
-    return any(e.primitive.name in GEMM_PRIMITIVES or any(_has_gemm(s) for s in _sub_jaxprs(e.params))
-               for e in jaxpr.eqns)
+    return any(is_gemm(e) or e.primitive.name in OTHER_GEMM_PRIMITIVES
+               or any(_has_gemm(s) for s in _sub_jaxprs(e.params)) for e in jaxpr.eqns)
+
+
+def is_floating(dtype) -> bool:
+    """Whether a dtype is a real floating-point type: numpy's float16/32/64 and the
+    ``ml_dtypes`` types JAX uses (bfloat16, float8_*: numpy kind ``'V'``, not ``'f'``)."""
+    return bool(jnp.issubdtype(np.dtype(dtype), jnp.floating))
 
 
 def is_gemm(eqn) -> bool:
-    """Whether a jaxpr equation is a GEMM: a :data:`GEMM_PRIMITIVES` primitive whose
-    operands are all floating point."""
-    return eqn.primitive.name in GEMM_PRIMITIVES and all(np.dtype(v.aval.dtype).kind == "f" for v in eqn.invars)
+    """Whether a jaxpr equation is a GEMM: a :data:`GEMM_PRIMITIVES` primitive with a
+    floating-point (any width, bfloat16 and float8 included) or complex operand; the
+    other operand may be an integer (a mixed ``int8 @ bfloat16`` dot_general)."""
+    return eqn.primitive.name in GEMM_PRIMITIVES and any(
+        jnp.issubdtype(np.dtype(v.aval.dtype), jnp.inexact) for v in eqn.invars)
+
+
+def _describe(eqn) -> str:
+    """``"dot_general of bfloat16[4,8] x int8[8,3] -> bfloat16[4,3]"``: an equation's
+    primitive and operand/result shapes, for error messages."""
+    def t(v):
+        return f"{np.dtype(v.aval.dtype).name}[{','.join(str(d) for d in v.aval.shape)}]"
+    ins = " x ".join(t(v) for v in eqn.invars if hasattr(v.aval, "shape"))
+    outs = ", ".join(t(v) for v in eqn.outvars if hasattr(v.aval, "shape"))
+    return f"{eqn.primitive.name} of {ins} -> {outs}"
 
 
 def _bits(x) -> np.ndarray:
     x = np.asarray(x)
-    if x.dtype.kind in "fc" and x.dtype.itemsize in (1, 2, 4, 8):
+    if (x.dtype.kind in "fc" or is_floating(x.dtype)) and x.dtype.itemsize in (1, 2, 4, 8):
         return x.view(np.dtype(f"uint{x.dtype.itemsize * 8}"))
     return x
 
@@ -121,6 +142,12 @@ class JaxprEvaluator:
                 ``/``-joined; tainted: whether an operand may differ from ``golden``.
         """
         raise NotImplementedError
+
+    def native_gemm(self, eqn, invals: list, key: tuple, scope: str, tainted: bool, why: str):
+        """The outputs (a list) of a GEMM-bearing equation this walker cannot route
+        (``why`` says why): a NotImplementedError naming the primitive and its shapes by
+        default; a subclass may bind it natively instead."""
+        raise NotImplementedError(f"{self.label} cannot route {_describe(eqn)}: {why}")
 
     def run(self, closed: ClosedJaxpr, args) -> tuple:
         """(outputs, taints) of a closed jaxpr on flat arguments (none tainted)."""
@@ -187,8 +214,13 @@ class JaxprEvaluator:
                 return self._eval_while(eqn, invals, intaint, key, scope)
             if name == "scan":
                 return self._eval_scan(eqn, invals, intaint, key, scope)
+        if name in OTHER_GEMM_PRIMITIVES:
+            return self.native_gemm(eqn, invals, key, scope, tainted,
+                                    f"{name!r} has no lowering to 2-D GEMMs"), [tainted] * len(eqn.outvars)
         if any(_has_gemm(s) for s in _sub_jaxprs(eqn.params)):
-            raise NotImplementedError(f"{self.label} cannot route GEMMs inside a {name!r} primitive")
+            return self.native_gemm(eqn, invals, key, scope, tainted,
+                                    f"it holds GEMMs inside a {name!r} primitive, which the walker cannot "
+                                    f"enter"), [tainted] * len(eqn.outvars)
         outs = prim.bind(*invals, **prim.get_bind_params(eqn.params))
         outs = list(outs) if prim.multiple_results else [outs]
         return outs, [tainted] * len(outs)

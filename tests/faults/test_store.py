@@ -112,7 +112,8 @@ def test_layer_strata_are_weighted(tmp_path):
     lay = {r.key[1]: r for r in rep.tables["layer"]}
     names = [n for n in sorted(lay)]
     fmt = rep.tables["format"][0]
-    gem = {s.name: s.index for s in faults.site_space(c).gemms["fp16"]}
+    space = faults.site_space(c)
+    gem = {space.layer("fp16", s.index): s.index for s in space.gemms["fp16"]}
     want = sum(lay[n].sdc * pops[gem[n]] / total for n in names)
     assert abs(fmt.sdc - want) < 1e-12
 
