@@ -412,6 +412,10 @@ def _gemm_args(prof: DatapathProfile, a, b, c, input_format, variant, precision)
     _check_array("b", b, 2)
     fa = input_format_of(a.dtype, input_format)
     fb = input_format_of(b.dtype, input_format if b.dtype == np.float32 else None)
+    if fa != fb and (fa.container_bits > 8 or fb.container_bits > 8):
+        # mixed operands exist only in the 8-bit-and-narrower kinds (e4m3 x e5m2, f8f6f4)
+        raise TypeError(f"a and b must have the same dtype, or both be formats of at most 8 bits, "
+                        f"not {a.dtype} and {b.dtype}")
     n_parts = 0
     if precision is not None:
         if precision not in _PRECISIONS:

@@ -109,8 +109,10 @@ def test_mixed_operand_formats_follow_one_rule():
         want = reference_general_matmul(av, bv, np.zeros((4, 3)), PROFILES[p].rule("e4m3"), "e4m3", "e5m2")
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
         np.testing.assert_array_equal(got[~np.isnan(got)], want[~np.isnan(want)])
-    with pytest.raises(ValueError, match="different rules"):
+    with pytest.raises(TypeError, match="same dtype"):
         matmul(a, b.astype(np.float16), profile="hopper")
+    with pytest.raises(ValueError, match="supports input formats"):
+        matmul(a, b.astype(ml_dtypes.float8_e4m3fnuz), profile="blackwell")
 
 
 # ---------------------------------------------------------------------------- hand-made vectors

@@ -444,7 +444,7 @@ F16B = np.ones((3, 4), np.float16)
     ((F16.astype(np.float32), F16B.astype(np.float32)), {}, TypeError, "input_format"),
     ((F16.astype(np.float32), F16B.astype(np.float32)), dict(input_format="fp16"), TypeError, "input_format"),
     ((F16, F16B), dict(input_format="tf32"), TypeError, "input_format"),
-    ((F16, F16B), dict(input_format="fp32"), ValueError, "input_format"),
+    ((F16, F16B), dict(input_format="fp32"), TypeError, "input_format"),
     ((F16, F16B), dict(input_format="fp64"), ValueError, "input_format"),
     ((F16, F16B), dict(input_format=16), TypeError, "input_format"),
     ((F16, np.ones((4, 4), np.float16)), {}, ValueError, "b must have shape"),
