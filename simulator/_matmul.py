@@ -355,7 +355,8 @@ def _needs_general(rule: StepRule, fa: Format, fb: Format, scales) -> bool:
 
 
 def check_gemm_args(prof: DatapathProfile, a, b, c, input_format):
-    """Validate a GEMM's operands against a profile (shared by every path).
+    """Validate a GEMM's operands against a profile for the cycle-level arrays
+    (one dtype for A and B; rules of the original vocabulary only).
 
     Returns ``(input Format, StepRule, accumulator Format, c, (M, K, N))`` with ``c``
     a float32 zero matrix when None.  TypeError/ValueError name the bad argument.
@@ -366,6 +367,10 @@ def check_gemm_args(prof: DatapathProfile, a, b, c, input_format):
         raise TypeError(f"a and b must have the same dtype, not {a.dtype} and {b.dtype}")
     fmt = input_format_of(a.dtype, input_format)
     rule = prof.rule(fmt.name)
+    if not rule.is_classic:
+        # the cycle-level arrays have no registers for the issue-13 stages yet: refuse, never guess
+        raise ValueError(f"the cycle-level arrays run rules of the original vocabulary; profile {prof.name!r} "
+                         f"{fmt.name} needs the issue-13 stages (use simulator.matmul), not yet modelled")
     M, Kd = a.shape
     if b.shape[0] != Kd:
         raise ValueError(f"b must have shape ({Kd}, N) to match a's K={Kd}, not {b.shape}")

@@ -293,3 +293,10 @@ def test_verify_dir_on_mmasim_vectors(capsys, tmp_path):
     rc = verify.main([str(MMASIM), "--tiles", "1"])
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1].startswith("TOTAL ") and rc in (0, 1)
+
+
+def test_cycle_level_array_refuses_rules_it_does_not_model():
+    from simulator import TensorCoreArray
+    a = np.ones((4, 16), np.float16)
+    with pytest.raises(ValueError, match="cycle-level"):
+        TensorCoreArray(4, 3, profile="blackwell").run(a, a.T.copy())
