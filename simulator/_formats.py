@@ -23,8 +23,10 @@ __all__ = ["Format", "FORMATS", "get_format", "ROUNDING_MODES"]
 #: Rounding modes understood by :meth:`Format.encode`.
 ROUNDING_MODES = ("rne", "rz")
 
-# what the all-ones exponent field encodes
-_SPECIALS = ("ieee", "fn")  # ieee: inf (mantissa 0) and NaN; fn: only mantissa all-ones is NaN
+# which encodings are special: ieee: the all-ones exponent holds inf (mantissa 0) and NaNs;
+# fn: only the all-ones exponent with the all-ones mantissa is NaN, no inf; fnuz: the
+# negative-zero encoding is the only NaN, no inf, no -0; none: every encoding is finite
+_SPECIALS = ("ieee", "fn", "fnuz", "none")
 
 
 @dataclass(frozen=True)
@@ -36,11 +38,20 @@ class Format:
         exp_bits: width of the exponent field in bits.
         man_bits: width of the stored mantissa (fraction) field in bits.
         bias: exponent bias.
-        specials: ``"ieee"`` (all-ones exponent holds inf and NaNs) or ``"fn"``
+        specials: ``"ieee"`` (all-ones exponent holds inf and NaNs), ``"fn"``
             (finite-only "fn" variant: the all-ones exponent holds normal numbers
-            except the all-ones mantissa, which is the single NaN; no infinity).
+            except the all-ones mantissa, which is the single NaN; no infinity),
+            ``"fnuz"`` (AMD CDNA3 FP8: the negative-zero encoding is the single NaN;
+            no infinity, no -0; the all-ones exponent holds normal numbers) or
+            ``"none"`` (OCP FP4/FP6: every encoding is a finite number).
         subnormals: whether the zero exponent field holds subnormal numbers
             (False: they are flushed to signed zero on encode and decode).
+        signed: whether the encoding has a sign bit (False: E8M0 scales, width
+            = exp_bits + man_bits).
+        sign_ignored: the container has a sign bit that decode drops (UE4M3 scales:
+            the value is the magnitude); encode writes it as 0.
+        has_zero: False: the zero exponent field is an ordinary binade (E8M0:
+            2**-127), so there is no zero and no subnormal; ``emin = -bias``.
         container_bits: bits of the unsigned integer that holds one value
             (TF32 lives in the top 19 bits of a 32-bit container).
         container_shift: how far the encoding sits above bit 0 of its container.
@@ -57,19 +68,23 @@ class Format:
     subnormals: bool = True
     container_bits: int = 0
     container_shift: int = 0
+    signed: bool = True
+    sign_ignored: bool = False
+    has_zero: bool = True
     numpy_name: str = field(default="", compare=False)  # names the container, not the encoding
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
             raise TypeError(f"name must be a non-empty str, not {self.name!r}")
-        for attr, lo, hi in (("exp_bits", 2, 11), ("man_bits", 1, 52)):
+        for attr, lo, hi in (("exp_bits", 2, 11), ("man_bits", 0, 52)):
             v = getattr(self, attr)
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                 raise ValueError(f"{attr} must be an int in [{lo}, {hi}], not {v!r}")
         if not isinstance(self.bias, int) or not 0 < self.bias < (1 << self.exp_bits):
             raise ValueError(f"bias must be an int in [1, {(1 << self.exp_bits) - 1}], not {self.bias!r}")
-        if not isinstance(self.subnormals, bool):
-            raise TypeError(f"subnormals must be a bool, not {self.subnormals!r}")
+        for attr in ("subnormals", "signed", "sign_ignored", "has_zero"):
+            if not isinstance(getattr(self, attr), bool):
+                raise TypeError(f"{attr} must be a bool, not {getattr(self, attr)!r}")
         for attr in ("container_bits", "container_shift"):
             v = getattr(self, attr)
             if not isinstance(v, int) or isinstance(v, bool):
@@ -78,9 +93,18 @@ class Format:
                 raise ValueError(f"{attr} must be non-negative, not {v!r}")
         if self.specials not in _SPECIALS:
             raise ValueError(f"specials must be one of {_SPECIALS}, not {self.specials!r}")
+        if self.man_bits == 0 and (self.has_zero or self.specials not in ("fn", "none")):
+            # with no mantissa bits only E8M0's shape is meaningful: every code a power of two
+            raise ValueError(f"man_bits must be at least 1 unless has_zero=False and specials is 'fn' or "
+                             f"'none', not 0 with has_zero={self.has_zero} and specials={self.specials!r}")
+        if self.sign_ignored and not self.signed:
+            raise ValueError("sign_ignored must be False for a format without a sign bit, not True")
+        if self.specials == "fnuz" and not (self.signed and not self.sign_ignored):
+            raise ValueError("specials 'fnuz' needs a sign bit (its NaN is the negative-zero code), "
+                             f"not signed={self.signed}, sign_ignored={self.sign_ignored}")
         if not isinstance(self.numpy_name, str):
             raise TypeError(f"numpy_name must be a str, not {type(self.numpy_name).__name__}")
-        width = 1 + self.exp_bits + self.man_bits
+        width = int(self.signed) + self.exp_bits + self.man_bits
         container = self.container_bits or max(8, 1 << (width - 1).bit_length())
         if container not in (8, 16, 32, 64) or width + self.container_shift > container:
             raise ValueError(
@@ -91,25 +115,28 @@ class Format:
     # ---- derived properties -------------------------------------------------
     @property
     def width(self) -> int:
-        """Bits in one encoding (sign + exponent + mantissa)."""
-        return 1 + self.exp_bits + self.man_bits
+        """Bits in one encoding (sign, if any, + exponent + mantissa)."""
+        return int(self.signed) + self.exp_bits + self.man_bits
 
     @property
     def emin(self) -> int:
-        """Unbiased exponent of the smallest normal number."""
-        return 1 - self.bias
+        """Unbiased exponent of the smallest normal number (of the smallest value when
+        ``has_zero`` is False)."""
+        return 1 - self.bias if self.has_zero else -self.bias
 
     @property
     def emax(self) -> int:
         """Unbiased exponent of the largest finite number."""
         top = (1 << self.exp_bits) - 1
-        return top - self.bias - (1 if self.specials == "ieee" else 0)
+        # the top binade is all specials for ieee, and for fn without mantissa bits (E8M0)
+        return top - self.bias - (1 if self.specials == "ieee" or (self.specials == "fn" and self.man_bits == 0)
+                                  else 0)
 
     @property
     def max_finite(self) -> float:
         """Largest finite value (binary64, exact)."""
         man_max = (1 << self.man_bits) - 1
-        if self.specials == "fn":
+        if self.specials == "fn" and self.man_bits:
             man_max -= 1  # all-ones mantissa at the top exponent is NaN
         return float((1 << self.man_bits) + man_max) * 2.0 ** (self.emax - self.man_bits)
 
@@ -119,11 +146,16 @@ class Format:
 
     @property
     def smallest_subnormal(self) -> float:
-        return 2.0 ** (self.emin - self.man_bits)
+        """Smallest positive value (the smallest normal when there are no subnormals)."""
+        return 2.0 ** (self.emin - (self.man_bits if self.has_zero else 0))
 
     @property
     def has_inf(self) -> bool:
         return self.specials == "ieee"
+
+    @property
+    def has_nan(self) -> bool:
+        return self.specials != "none"
 
     @property
     def dtype(self) -> np.dtype | None:
@@ -140,9 +172,14 @@ class Format:
 
     @property
     def nan_bits(self) -> int:
-        """A quiet NaN encoding (positive sign), in container position."""
+        """A quiet NaN encoding (positive sign; fnuz: its only NaN, the negative-zero
+        code), in container position; ValueError for formats without NaN."""
+        if not self.has_nan:
+            raise ValueError(f"format {self.name} has no NaN")
         e_all = ((1 << self.exp_bits) - 1) << self.man_bits
-        if self.specials == "fn":
+        if self.specials == "fnuz":
+            code = 1 << (self.width - 1)
+        elif self.specials == "fn":
             code = e_all | ((1 << self.man_bits) - 1)
         else:
             code = e_all | (1 << (self.man_bits - 1))
@@ -162,12 +199,32 @@ class Format:
 
     # ---- decode --------------------------------------------------------------
     def fields(self, bits):
-        """Split bit patterns into (sign, biased exponent, mantissa) int64 arrays."""
+        """Split bit patterns into (sign, biased exponent, mantissa) int64 arrays.
+
+        The sign is 0 for formats without a sign bit and for ``sign_ignored`` ones."""
         u = np.asarray(bits).astype(np.uint64) >> np.uint64(self.container_shift)
         man = (u & np.uint64((1 << self.man_bits) - 1)).astype(np.int64)
         exp = ((u >> np.uint64(self.man_bits)) & np.uint64((1 << self.exp_bits) - 1)).astype(np.int64)
         sign = ((u >> np.uint64(self.exp_bits + self.man_bits)) & np.uint64(1)).astype(np.int64)
+        if not self.signed or self.sign_ignored:
+            sign = np.zeros_like(sign)
         return sign, exp, man
+
+    def special_masks(self, bits):
+        """(nan, inf) bool arrays of bit patterns (inf only for ``"ieee"`` formats)."""
+        u = np.asarray(bits).astype(np.uint64) >> np.uint64(self.container_shift)
+        u = u & np.uint64((1 << self.width) - 1)
+        e_all = np.uint64(((1 << self.exp_bits) - 1) << self.man_bits)
+        man_all = np.uint64((1 << self.man_bits) - 1)
+        mag = u & np.uint64((1 << (self.exp_bits + self.man_bits)) - 1)
+        if self.specials == "ieee":
+            return ((mag & e_all) == e_all) & ((mag & man_all) != 0), mag == e_all
+        no = np.zeros(u.shape, bool)
+        if self.specials == "fn":
+            return mag == (e_all | man_all), no
+        if self.specials == "fnuz":
+            return u == np.uint64(1 << (self.width - 1)), no
+        return no, no
 
     def decode(self, bits) -> np.ndarray:
         """Bit patterns (unsigned ints, any shape) -> binary64 values (exact).
@@ -177,18 +234,17 @@ class Format:
         """
         bits = self._check_bits(bits)
         sign, exp, man = self.fields(bits)
-        top = (1 << self.exp_bits) - 1
-        sig = np.where(exp == 0, man, man | (1 << self.man_bits)).astype(np.float64)
-        e = np.where(exp == 0, self.emin, exp - self.bias) - self.man_bits
+        sub = (exp == 0) & self.has_zero
+        sig = np.where(sub, man, man | (1 << self.man_bits)).astype(np.float64)
+        e = np.where(sub, self.emin, exp - self.bias) - self.man_bits
         with np.errstate(over="ignore"):
             val = np.ldexp(sig, e.astype(np.int32))
         if not self.subnormals:
             val = np.where(exp == 0, 0.0, val)
-        if self.specials == "ieee":
-            val = np.where(exp == top, np.where(man == 0, np.inf, np.nan), val)
-        else:
-            val = np.where((exp == top) & (man == (1 << self.man_bits) - 1), np.nan, val)
-        return np.where(sign == 1, -val, val)
+        nan, inf = self.special_masks(bits)
+        val = np.where(inf, np.inf, val)
+        val = np.where(sign == 1, -val, val)
+        return np.where(nan, np.nan, val)
 
     def _check_bits(self, bits):
         bits = np.asarray(bits)
@@ -208,7 +264,11 @@ class Format:
                 largest finite value instead of producing inf (or NaN in
                 formats without inf). RZ never rounds a finite value to inf.
 
-        NaN maps to :attr:`nan_bits` with the input's sign.
+        NaN maps to :attr:`nan_bits` with the input's sign.  Formats without inf or NaN
+        (``specials="none"``) saturate (as OCP's FP4/FP6 conversions do) and refuse NaN
+        with ValueError; ``"fnuz"`` formats have no -0 (a zero result is +0); formats
+        without a sign give NaN for negative values, and without zero (E8M0) for zero;
+        a positive value below E8M0's smallest rounds to it.
         """
         if rounding not in ROUNDING_MODES:
             raise ValueError(f"rounding must be one of {ROUNDING_MODES}, not {rounding!r}")
@@ -216,6 +276,8 @@ class Format:
         if x.dtype.kind != "f":
             raise TypeError(f"x must be a floating-point array, not {x.dtype}")
         x = x.astype(np.float64)
+        if not self.has_nan and np.isnan(x).any():
+            raise ValueError(f"x must not hold NaN: format {self.name} has no NaN")
         sign = np.signbit(x)
         ax = np.abs(x)
         finite = np.isfinite(ax)
@@ -229,6 +291,8 @@ class Format:
         v = np.ldexp(r, quantum_exp)  # rounded magnitude, unbounded exponent
         if not self.subnormals:
             v = np.where(v < self.smallest_normal, 0.0, v)
+        if not self.has_zero:
+            v = np.maximum(v, self.smallest_normal)  # no zero: the smallest value is the floor
         over = v > self.max_finite
         # IEEE: round-toward-zero never overflows to infinity, it stops at the largest finite
         over_to_max = saturate or rounding == "rz"
@@ -237,8 +301,17 @@ class Format:
         inf_code = self._max_code() if saturate else self._overflow_code()
         code = np.where(over, over_code, mag_bits)
         code = np.where(np.isinf(ax), inf_code, code)
-        code = np.where(np.isnan(ax), self._nan_code(), code)
-        code = code | (sign.astype(np.uint64) << np.uint64(self.width - 1))
+        if self.has_nan:
+            invalid = np.isnan(ax)
+            if not self.signed or self.sign_ignored:
+                invalid |= sign & (ax != 0)  # no negative values
+            if not self.has_zero:
+                invalid |= ax == 0
+            code = np.where(invalid, self._nan_code(), code)
+        if self.signed and not self.sign_ignored:
+            if self.specials == "fnuz":
+                sign = sign & (code != 0)  # no -0: its code is the NaN
+            code = code | (sign.astype(np.uint64) << np.uint64(self.width - 1))
         return (code << np.uint64(self.container_shift)).astype(self.uint_dtype)
 
     def _max_code(self) -> np.uint64:
@@ -248,7 +321,9 @@ class Format:
         return np.uint64(self.nan_bits >> self.container_shift)
 
     def _overflow_code(self) -> np.uint64:
-        return np.uint64(self.inf_bits >> self.container_shift) if self.has_inf else self._nan_code()
+        if self.has_inf:
+            return np.uint64(self.inf_bits >> self.container_shift)
+        return self._nan_code() if self.has_nan else self._max_code()
 
     def _finite_magnitude_bits(self, v) -> np.ndarray:
         """Exactly representable non-negative finite binary64 values -> encodings (no sign)."""
@@ -256,7 +331,7 @@ class Format:
         e = np.maximum(e2.astype(np.int64) - 1, self.emin)
         sig = np.ldexp(v, -(e - self.man_bits).astype(np.int32)).astype(np.uint64)
         normal = sig >= np.uint64(1 << self.man_bits)
-        biased = np.where(normal, e + self.bias, 0).astype(np.uint64)
+        biased = np.where(normal, e + self.bias, 0).astype(np.uint64)  # has_zero=False: always normal
         man = sig & np.uint64((1 << self.man_bits) - 1)
         return (biased << np.uint64(self.man_bits)) | man
 
@@ -282,11 +357,26 @@ FORMATS: Mapping[str, Format] = MappingProxyType({
         Format("bf16", exp_bits=8, man_bits=7, bias=127, numpy_name="bfloat16"),
         Format("e4m3", exp_bits=4, man_bits=3, bias=7, specials="fn", numpy_name="float8_e4m3fn"),
         Format("e5m2", exp_bits=5, man_bits=2, bias=15, numpy_name="float8_e5m2"),
+        # AMD CDNA3 FP8 ("fp8" / "bf8"): 0x80 is the only NaN, no inf, no -0
+        Format("e4m3fnuz", exp_bits=4, man_bits=3, bias=8, specials="fnuz", numpy_name="float8_e4m3fnuz"),
+        Format("e5m2fnuz", exp_bits=5, man_bits=2, bias=16, specials="fnuz", numpy_name="float8_e5m2fnuz"),
+        # OCP MX FP4 and FP6 (one code per uint8, in the low bits): no inf, no NaN
+        Format("e2m1", exp_bits=2, man_bits=1, bias=1, specials="none", numpy_name="float4_e2m1fn"),
+        Format("e2m3", exp_bits=2, man_bits=3, bias=1, specials="none", numpy_name="float6_e2m3fn"),
+        Format("e3m2", exp_bits=3, man_bits=2, bias=3, specials="none", numpy_name="float6_e3m2fn"),
+        # block scales: OCP E8M0 (2**(E - 127), 0xFF NaN, no zero) and NVFP4's UE4M3 (E4M3
+        # whose sign bit is ignored); neither has a numpy dtype of its own that means the same
+        Format("ue8m0", exp_bits=8, man_bits=0, bias=127, specials="fn", signed=False, has_zero=False,
+               numpy_name="float8_e8m0fnu"),
+        Format("ue4m3", exp_bits=4, man_bits=3, bias=7, specials="fn", sign_ignored=True),
     )
 })
 
 _ALIASES = {"float32": "fp32", "binary32": "fp32", "float16": "fp16", "half": "fp16", "binary16": "fp16",
-            "bfloat16": "bf16", "float8_e4m3fn": "e4m3", "e4m3fn": "e4m3", "float8_e5m2": "e5m2"}
+            "bfloat16": "bf16", "float8_e4m3fn": "e4m3", "e4m3fn": "e4m3", "float8_e5m2": "e5m2",
+            "float8_e4m3fnuz": "e4m3fnuz", "float8_e5m2fnuz": "e5m2fnuz", "float4_e2m1fn": "e2m1",
+            "float6_e2m3fn": "e2m3", "float6_e3m2fn": "e3m2", "float8_e8m0fnu": "ue8m0", "e8m0": "ue8m0",
+            "f32": "fp32", "f16": "fp16"}
 
 
 def get_format(name) -> Format:

@@ -549,3 +549,225 @@ def fma_gemm_f32(a32, b32, acc32):
             b0 = b32[k]
             for j in range(N):
                 r[j] = r[j] + a0 * b0[j]
+
+
+# ---------------------------------------------------------------------------- issue 13: the general step
+# c_mode codes of general_fused_gemm
+C_FUSED, C_AFTER, C_ALIGNED = 0, 1, 2
+_TWO128 = float.fromhex("0x1p128")
+_TINY32 = np.float32(float.fromhex("0x1p-126"))
+
+
+@njit(cache=True, inline="always")
+def _shr(x, s, rd):
+    """x * 2**-s for int64 x and s >= 0, rounded down (``rd``) or toward zero."""
+    if s <= 0:
+        return x << min(-s, 62)
+    if rd:
+        return x >> min(s, 63)  # arithmetic shift: floor
+    m = abs(x) >> min(s, 63)
+    return -m if x < 0 else m
+
+
+@njit(cache=True)
+def general_step(av, ae, bv, be, sav, sae, sbv, sbe, blk, i, j, k0, k1, c, c_exp, tv, te, pe, ps,
+                 group_k, zero_set, frac_bits, c_mode, pat, n_pass, sum_fb, c_fb, align_rd, merge_rd, c_drop,
+                 prod_ovf_inf, zero_signed, p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max):
+    """One fused step of element (i, j) over K positions [k0, k1): every issue-13 field.
+
+    av (M, K), bv (N, K): operand values (binary64, B transposed); ae, be int16
+    alignment exponents (a zero operand's is the rule's ``zero_exp``, else
+    :data:`SENTINEL`).  sav/sae (M, K // blk), sbv/sbe (N, K // blk): scale values and
+    exponents (``blk`` 0: no scales).  c: C (binary64 value), c_exp: its alignment
+    exponent (zero C: ``zero_exp`` or SENTINEL).  tv, te (float64, int64), pe, ps (int64):
+    scratch of at least k1 - k0 and n_pass elements.  Other arguments as
+    :func:`general_fused_gemm`.  Returns the step's result as a binary64 value.
+    Every term is exact in binary64 (products of at most 53 significant bits, FP4
+    group sums of a few bits), and every aligned term and sum below 2**53.
+    """
+    n = (k1 - k0 + group_k - 1) // group_k
+    special = 0.0
+    bad = False
+    for t in range(n):
+        if group_k == 1:
+            kk = k0 + t
+            p = av[i, kk] * bv[j, kk]
+            e = np.int64(ae[i, kk]) + np.int64(be[j, kk])
+            if blk > 0:
+                q = kk // blk
+                p = p * (sav[i, q] * sbv[j, q])
+                e += np.int64(sae[i, q]) + np.int64(sbe[j, q])
+        else:
+            # a group of products summed exactly; its exponent is the scales' alone
+            g0 = k0 + t * group_k
+            gs = 0.0
+            for kk in range(g0, min(g0 + group_k, k1)):
+                gs += av[i, kk] * bv[j, kk]
+            q = g0 // blk
+            p = gs * (sav[i, q] * sbv[j, q])
+            e = np.int64(sae[i, q]) + np.int64(sbe[j, q])
+            if gs == 0.0 and not zero_set:
+                e = np.int64(SENTINEL)  # a zero group takes part only under a zero_exp rule
+        if not np.isfinite(p):
+            bad = True
+            special += p
+        tv[t] = p
+        te[t] = e
+    if c_mode != C_AFTER and not np.isfinite(c):
+        bad = True
+        special += c
+    if bad:
+        if c_mode == C_AFTER:
+            special = special + c
+        return special  # NaN or +-inf: the IEEE class of the step
+    if prod_ovf_inf:
+        pinf = False
+        ninf = False
+        for t in range(n):
+            if abs(tv[t]) >= _TWO128:
+                if tv[t] > 0:
+                    pinf = True
+                else:
+                    ninf = True
+        if pinf and ninf:
+            return np.nan
+        if pinf:
+            return np.inf
+        if ninf:
+            return -np.inf
+    if c_mode == C_ALIGNED:
+        L = pat.shape[0]
+        for p_ in range(n_pass):
+            pe[p_] = SENTINEL
+            ps[p_] = 0
+        for t in range(n):
+            p_ = pat[t % L]
+            if te[t] > pe[p_]:
+                pe[p_] = te[t]
+        ep = np.int64(SENTINEL)
+        for p_ in range(n_pass):
+            ep = max(ep, pe[p_])
+        for t in range(n):
+            p_ = pat[t % L]
+            ps[p_] += np.int64(tv[t] * pow2(frac_bits - max(pe[p_], E_FLOOR)))  # truncation toward zero
+        sp = np.int64(0)
+        for p_ in range(n_pass):
+            sp += _shr(ps[p_], ep - pe[p_], merge_rd) if n_pass > 1 else ps[p_]
+        E = max(ep, c_exp)
+        Ec = max(E, E_FLOOR)
+        s31 = _shr(sp << (sum_fb - frac_bits), E - ep, align_rd) if sp != 0 else np.int64(0)
+        cs = c * pow2(c_fb - Ec)
+        sc = np.int64(np.floor(cs) if align_rd else np.trunc(cs))
+        if c_drop >= 0 and c_exp < E - c_drop:
+            sc = np.int64(0)
+        S = s31 + (sc << (sum_fb - c_fb))
+        x = float(S) * pow2(Ec - sum_fb)
+    else:
+        E = np.int64(SENTINEL)
+        for t in range(n):
+            E = max(E, te[t])
+        if c_mode == C_FUSED:
+            E = max(E, c_exp)
+        Ec = max(E, E_FLOOR)
+        sc = pow2(frac_bits - Ec)
+        S = np.int64(0)
+        for t in range(n):
+            S += np.int64(tv[t] * sc)  # truncation toward zero of each aligned term
+        if c_mode == C_FUSED:
+            S += np.int64(c * sc)
+        x = float(S) * pow2(Ec - frac_bits)
+        if c_mode == C_AFTER:
+            x = from_bits(round_bits(as_bits(x), p_man, p_emin, p_max, p_rne, o_ovf))
+            x = from_bits(round_bits(as_bits(x + c), 23, -126, f32_max, True, o_ovf))
+    r = round_bits(as_bits(x), o_man, o_emin, o_max, o_rne, o_ovf)
+    if zero_signed and r == _U0 and x < 0.0:
+        r = _SIGN  # IEEE: a nonzero sum that rounds to zero keeps its sign
+    return from_bits(r)
+
+
+@njit(cache=True)
+def c_align_exp(c, c_emin, c_zero_exp):
+    """Alignment exponent of C (binary64 value): as :func:`acc_align_exp`, a zero C
+    counting with ``c_zero_exp`` (SENTINEL: no part)."""
+    if c == 0.0:
+        return np.int64(c_zero_exp)
+    return np.int64(acc_align_exp(as_bits(c), c_emin))
+
+
+@njit(cache=True, parallel=True)
+def general_fused_gemm(av, ae, bv, be, sav, sae, sbv, sbe, blk, acc, k_step, group_k, zero_set, c_zero_exp,
+                       frac_bits, c_mode, pat, n_pass, sum_fb, c_fb, align_rd, merge_rd, c_drop, prod_ovf_inf,
+                       zero_signed, p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max):
+    """D = A @ B + C through chained fused steps of ``k_step`` K positions, any rule.
+
+    av (M, K) float64, ae (M, K) int16; bv, be (N, K) (B transposed); scales sav, sae
+    (M, K // blk), sbv, sbe (N, K // blk) float64 / int16, blk 0 for none; acc (M, N)
+    float64: C on entry, D on return.  group_k: products summed exactly per term;
+    zero_set: whether the rule has a zero_exp; c_zero_exp: a zero C's exponent
+    (SENTINEL: no part); c_mode: C_FUSED, C_AFTER or C_ALIGNED; pat: int64 pass of
+    each position (repeated), n_pass passes (merged in parallel under C_ALIGNED);
+    sum_fb, c_fb, align_rd, merge_rd, c_drop (-1: never): the aligned-C fields;
+    prod_ovf_inf, zero_signed: bools; p_*, o_*, f32_max as :func:`fused_gemm`.
+    """
+    M, K = av.shape
+    N = bv.shape[0]
+    for i in prange(M):
+        tv = np.empty(k_step, np.float64)
+        te = np.empty(k_step, np.int64)
+        pe = np.empty(max(n_pass, 1), np.int64)
+        ps = np.empty(max(n_pass, 1), np.int64)
+        for j in range(N):
+            c = acc[i, j]
+            for k0 in range(0, K, k_step):
+                c_exp = c_align_exp(c, o_emin, c_zero_exp)
+                c = general_step(av, ae, bv, be, sav, sae, sbv, sbe, blk, i, j, k0, min(k0 + k_step, K), c, c_exp,
+                                 tv, te, pe, ps, group_k, zero_set, frac_bits, c_mode, pat, n_pass, sum_fb, c_fb,
+                                 align_rd, merge_rd, c_drop, prod_ovf_inf, zero_signed, p_man, p_emin, p_max, p_rne,
+                                 o_man, o_emin, o_max, o_rne, o_ovf, f32_max)
+            acc[i, j] = c
+
+
+@njit(cache=True, parallel=True)
+def pairwise_gemm(a32, b32, acc32, k_step, flush_nodes, flush_acc):
+    """D = A @ B + C by pairwise binary32 trees (AMD CDNA1/2), IEEE round to nearest even.
+
+    a32 (M, K), b32 (N, K) (B transposed), acc32 (M, N) float32, C on entry, D on
+    return.  Each step of ``k_step`` (a power of two) positions: leaves fl32(a * b),
+    an exact -0 product made +0 (``fmaf(a, b, +0)``); a balanced tree of binary32
+    additions (neighbours first); then C + tree.  flush_nodes: leaves and nodes below
+    2**-126 become signed zeros; flush_acc: likewise the accumulator after each step.
+    A last partial step is padded with zero products.
+    """
+    M, K = a32.shape
+    N = b32.shape[0]
+    zero = np.float32(0.0)
+    for i in prange(M):
+        buf = np.empty(k_step, np.float32)
+        for j in range(N):
+            c = acc32[i, j]
+            for k0 in range(0, K, k_step):
+                for t in range(k_step):
+                    kk = k0 + t
+                    if kk < K:
+                        x = a32[i, kk]
+                        y = b32[j, kk]
+                        p = x * y
+                        if x == zero or y == zero:
+                            p = p + zero
+                    else:
+                        p = zero
+                    if flush_nodes and abs(p) < _TINY32:
+                        p = p * zero
+                    buf[t] = p
+                w = 1
+                while w < k_step:
+                    for t in range(0, k_step, 2 * w):
+                        s = buf[t] + buf[t + w]
+                        if flush_nodes and abs(s) < _TINY32:
+                            s = s * zero
+                        buf[t] = s
+                    w *= 2
+                c = c + buf[0]
+                if flush_acc and abs(c) < _TINY32:
+                    c = c * zero
+            acc32[i, j] = c

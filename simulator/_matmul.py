@@ -19,7 +19,10 @@ __all__ = ["matmul", "check_gemm_args", "fused_layout", "input_format_of", "oper
 
 # the input formats whose arrays' dtype names them (float32 arrays must say "tf32"),
 # and the accumulator formats; dtypes are the formats' own (Format.dtype)
-_TYPED_INPUTS = ("fp16", "bf16", "e4m3", "e5m2")
+_TYPED_INPUTS = ("fp16", "bf16", "e4m3", "e5m2", "e4m3fnuz", "e5m2fnuz", "e2m1", "e2m3", "e3m2")
+_FLOAT32_INPUTS = ("tf32", "fp32")  # float32 arrays: the caller says which
+_PRECISIONS = {"x1": 1, "x3": 2, "x6": 3}  # bf16 parts of a float32 value (XLA's BF16_BF16_F32_Xn)
+SPLIT_REDUCTIONS = ("sequential", "butterfly", "pairwise")
 _ACCUMULATORS = ("fp32", "fp16")
 
 
@@ -37,14 +40,14 @@ def input_format_of(dtype, input_format=None) -> Format:
     if input_format is not None:
         if not isinstance(input_format, (str, Format)):
             raise TypeError(f"input_format must be a format name such as 'tf32', not {type(input_format).__name__}")
+        names = _TYPED_INPUTS + _FLOAT32_INPUTS
         try:
             fmt = get_format(input_format)
         except ValueError:
-            raise ValueError(f"input_format must be one of 'fp16', 'bf16', 'tf32', 'e4m3', 'e5m2', "
-                             f"not {input_format!r}") from None
-        want = fmt.dtype if fmt.name in _TYPED_INPUTS + ("tf32",) else None
+            raise ValueError(f"input_format must be one of {names}, not {input_format!r}") from None
+        want = fmt.dtype if fmt.name in names else None
         if want is None:
-            raise ValueError(f"input_format must be one of 'fp16', 'bf16', 'tf32', 'e4m3', 'e5m2', not {input_format!r}")
+            raise ValueError(f"input_format must be one of {names}, not {input_format!r}")
         if dtype != want:
             raise TypeError(f"input_format={fmt.name!r} needs {want} arrays, not {dtype}")
         return fmt
@@ -52,9 +55,11 @@ def input_format_of(dtype, input_format=None) -> Format:
     if fmt is not None:
         return fmt
     if dtype == np.float32:
-        raise TypeError("float32 inputs need input_format='tf32' (the matrix units take tf32, not binary32)")
-    raise TypeError(f"inputs must be float16, bfloat16, float8_e4m3fn, float8_e5m2 or float32 "
-                    f"(with input_format='tf32'), not {dtype}")
+        raise TypeError("float32 inputs need input_format='tf32' or 'fp32' (the matrix units take tf32, "
+                        "not binary32, except where a profile has an fp32 rule)")
+    raise TypeError(f"inputs must be float16, bfloat16, float8_e4m3fn, float8_e5m2, float8_e4m3fnuz, "
+                    f"float8_e5m2fnuz, float4_e2m1fn, float6_e2m3fn, float6_e3m2fn or float32 "
+                    f"(with input_format='tf32' or 'fp32'), not {dtype}")
 
 
 def _operand_from_bits(bits: np.ndarray, fmt: Format):
@@ -95,6 +100,8 @@ def operand_arrays(x: np.ndarray, fmt: Format, rule: StepRule, dtype=np.float64)
         # formats of at most 16 bits: a table lookup per element
         tv, te = _operand_tables(fmt, np.dtype(dtype).type)
         idx = np.ascontiguousarray(x).view(fmt.uint_dtype)
+        if fmt.width < 8 * fmt.uint_dtype.itemsize and not fmt.container_shift:
+            idx = idx & fmt.uint_dtype.type((1 << fmt.width) - 1)  # FP4/FP6: one code in the low bits
         vals, e = np.empty(idx.shape, tv.dtype), np.empty(idx.shape, te.dtype)
         K.gather_operands(idx.reshape(-1), tv, te, vals.reshape(-1), e.reshape(-1))
     return np.ascontiguousarray(vals), np.ascontiguousarray(e)
@@ -242,7 +249,8 @@ def _accumulate(a, b, acc, rule: StepRule, fmt: Format, acc_fmt: Format) -> np.n
         a32, b32 = a.astype(np.float32), b.astype(np.float32)  # exact widening
         # binary32 arithmetic is the exact FMA when every product is exact in binary32
         exact = _products_exact_in_fp32(fmt)
-        if not exact and np.isfinite(a32).all() and np.isfinite(b32).all():
+        # (fp32 inputs: a product of two 24-bit significands is never exact in binary32)
+        if not exact and 2 * (fmt.man_bits + 1) <= 24 and np.isfinite(a32).all() and np.isfinite(b32).all():
             nz_a, nz_b = np.abs(a32[a32 != 0]).astype(np.float64), np.abs(b32[b32 != 0]).astype(np.float64)
             exact = nz_a.size == 0 or nz_b.size == 0 or (
                 nz_a.min() * nz_b.min() >= 2.0 ** -126 and nz_a.max() * nz_b.max() < 2.0 ** 127)
@@ -265,8 +273,90 @@ def _accumulate(a, b, acc, rule: StepRule, fmt: Format, acc_fmt: Format) -> np.n
     return acc
 
 
+def _general_operand(x: np.ndarray, fmt: Format, rule: StepRule):
+    """Operand values (binary64) and alignment exponents for the general kernels:
+    flushed to +0 below the smallest normal when ``"inputs"`` is in ``rule.flush``; a
+    zero operand's exponent is ``rule.zero_exp`` (or SENTINEL)."""
+    if fmt.name == "fp32":
+        v = np.ascontiguousarray(x, np.float64)
+        e = np.where(np.isfinite(v) & (v != 0), np.maximum(np.frexp(v)[1] - 1, fmt.emin), K.SENTINEL)
+        e = e.astype(np.int16)
+    else:
+        v, e = operand_arrays(x, fmt, rule, np.float64)
+    if "inputs" in rule.flush:
+        tiny = np.abs(v) < fmt.smallest_normal
+        v = np.where(tiny, 0.0, v)
+        e = np.where(tiny, K.SENTINEL, e).astype(np.int16)
+    if rule.zero_exp is not None:
+        e = np.where(v == 0, rule.zero_exp, e).astype(np.int16)
+    return np.ascontiguousarray(v), np.ascontiguousarray(e)
+
+
+def _scale_operand(s, fmt: Format | None, rows: int, nblk: int, name: str):
+    """Scale codes -> (values, int16 exponents), (rows, nblk); (1, 1) ones when absent."""
+    if s is None:
+        return np.ones((1, 1)), np.zeros((1, 1), np.int16)
+    bits = s.view(np.uint8) if s.dtype != np.uint8 else s
+    v = fmt.decode(bits)
+    _, ef, _ = fmt.fields(bits)
+    e = np.where(np.isfinite(v) & (v != 0), np.maximum(ef - fmt.bias, fmt.emin), 0).astype(np.int16)
+    return np.ascontiguousarray(v, np.float64), np.ascontiguousarray(e)
+
+
+def _accumulate_general(a, b, acc, rule: StepRule, fa: Format, fb: Format, acc_fmt: Format, scales=None):
+    """acc + a @ b under a rule with issue-13 fields (or mixed formats, or scales);
+    returns float64 (fused tree) or float32 (pairwise tree) values.
+
+    scales: None or (scale_a (M, K/blk), scale_b (K/blk, N), Format).
+    """
+    sp = step_params(rule, acc_fmt)
+    if rule.tree == "pairwise":
+        a32 = _general_operand(a, fa, rule)[0].astype(np.float32)  # exact: inputs are binary32 values
+        b32 = _general_operand(b, fb, rule)[0].astype(np.float32)
+        acc32 = np.ascontiguousarray(acc, np.float32)
+        if "inputs" in rule.flush:
+            acc32 = np.where(np.abs(acc32) < np.float32(acc_fmt.smallest_normal), np.float32(0), acc32)
+        K.pairwise_gemm(np.ascontiguousarray(a32), np.ascontiguousarray(b32.T), acc32, rule.k,
+                        "nodes" in rule.flush, "accumulator" in rule.flush)
+        return acc32
+    av, ae = _general_operand(a, fa, rule)
+    bv, be = _general_operand(b, fb, rule)
+    acc = np.ascontiguousarray(acc, np.float64)
+    if "inputs" in rule.flush:
+        acc = np.where(np.abs(acc) < acc_fmt.smallest_normal, 0.0, acc)
+    M, Kd = av.shape
+    N = bv.shape[1]
+    if scales is not None:
+        sa, sb, sfmt = scales
+        blk = Kd // sa.shape[1]
+        sav, sae = _scale_operand(sa, sfmt, M, sa.shape[1], "scale_a")
+        sbv, sbe = _scale_operand(np.ascontiguousarray(sb.T), sfmt, N, sb.shape[0], "scale_b")
+    else:
+        blk = 0
+        sav, sae = _scale_operand(None, None, 1, 1, "")
+        sbv, sbe = sav, sae
+    c_mode = {"fused": K.C_FUSED, "after": K.C_AFTER, "aligned": K.C_ALIGNED}[rule.c_mode]
+    zero = K.SENTINEL if rule.zero_exp is None else rule.zero_exp
+    K.general_fused_gemm(av, ae, np.ascontiguousarray(bv.T), np.ascontiguousarray(be.T), sav, sae,
+                         np.ascontiguousarray(sbv), np.ascontiguousarray(sbe), blk, acc, rule.k, rule.group_k,
+                         rule.zero_exp is not None, zero, rule.frac_bits, c_mode,
+                         np.array(rule.passes, np.int64), max(rule.passes) + 1, rule.sum_frac_bits,
+                         rule.c_frac_bits, rule.align_rounding == "rd", rule.merge_rounding == "rd",
+                         -1 if rule.c_drop is None else rule.c_drop, rule.product_overflow == "inf",
+                         rule.zero_result == "signed", sp.p_man, sp.p_emin, sp.p_max, sp.p_rne, sp.o_man,
+                         sp.o_emin, sp.o_max, sp.o_rne, sp.o_ovf, sp.f32_max)
+    return acc
+
+
+def _needs_general(rule: StepRule, fa: Format, fb: Format, scales) -> bool:
+    """Whether a GEMM runs on the general kernels (issue-13 fields, mixed formats,
+    block scales) rather than the original ones."""
+    return rule.frac_bits is not None and (not rule.is_classic or fa != fb or scales is not None)
+
+
 def check_gemm_args(prof: DatapathProfile, a, b, c, input_format):
-    """Validate a GEMM's operands against a profile (shared by every path).
+    """Validate a GEMM's operands against a profile for the cycle-level arrays
+    (one dtype for A and B; rules of the original vocabulary only).
 
     Returns ``(input Format, StepRule, accumulator Format, c, (M, K, N))`` with ``c``
     a float32 zero matrix when None.  TypeError/ValueError name the bad argument.
@@ -277,6 +367,10 @@ def check_gemm_args(prof: DatapathProfile, a, b, c, input_format):
         raise TypeError(f"a and b must have the same dtype, not {a.dtype} and {b.dtype}")
     fmt = input_format_of(a.dtype, input_format)
     rule = prof.rule(fmt.name)
+    if not rule.is_classic:
+        # the cycle-level arrays have no registers for the issue-13 stages yet: refuse, never guess
+        raise ValueError(f"the cycle-level arrays run rules of the original vocabulary; profile {prof.name!r} "
+                         f"{fmt.name} needs the issue-13 stages (use simulator.matmul), not yet modelled")
     M, Kd = a.shape
     if b.shape[0] != Kd:
         raise ValueError(f"b must have shape ({Kd}, N) to match a's K={Kd}, not {b.shape}")
@@ -294,7 +388,126 @@ def check_gemm_args(prof: DatapathProfile, a, b, c, input_format):
     return fmt, rule, acc_fmt, c, (M, Kd, N)
 
 
-def matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1):
+def _split_bf16(x: np.ndarray, n: int):
+    """float32 array -> n bf16 arrays (hi, mid, lo): each part the RNE bf16 of what the
+    parts before it left (exact binary32 subtractions), as XLA's BF16_BF16_F32_Xn split."""
+    bf16 = get_format("bf16").dtype
+    rest = np.ascontiguousarray(x, np.float32)
+    parts = []
+    for _ in range(n):
+        p = rest.astype(bf16)
+        parts.append(p)
+        with np.errstate(invalid="ignore"):
+            rest = (rest - p.astype(np.float32)).astype(np.float32)
+    return parts
+
+
+# the partial products of XLA's split algorithms, smallest first (the order is assumed)
+_SPLIT_TERMS = {1: [(0, 0)], 2: [(1, 0), (0, 1), (0, 0)],
+                3: [(2, 0), (1, 1), (0, 2), (1, 0), (0, 1), (0, 0)]}
+
+
+def _gemm_args(prof: DatapathProfile, a, b, c, input_format, variant, precision):
+    """Validate a GEMM's operands for :func:`matmul` (mixed A/B formats allowed).
+
+    Returns ``(fa, fb, rule, acc_fmt, c, (M, K, N), n_parts)``; ``n_parts`` > 0 when
+    float32 inputs are split into that many bf16 parts (``precision``).
+    """
+    _check_array("a", a, 2)
+    _check_array("b", b, 2)
+    fa = input_format_of(a.dtype, input_format)
+    fb = input_format_of(b.dtype, input_format if b.dtype == np.float32 else None)
+    if fa != fb and (fa.container_bits > 8 or fb.container_bits > 8):
+        # mixed operands exist only in the 8-bit-and-narrower kinds (e4m3 x e5m2, f8f6f4)
+        raise TypeError(f"a and b must have the same dtype, or both be formats of at most 8 bits, "
+                        f"not {a.dtype} and {b.dtype}")
+    n_parts = 0
+    if precision is not None:
+        if precision not in _PRECISIONS:
+            raise ValueError(f"precision must be one of {tuple(_PRECISIONS)} or None, not {precision!r}")
+        if fa.name != "fp32" or fb.name != "fp32" or "bf16" not in prof.rules:
+            raise ValueError(f"precision needs float32 inputs with input_format='fp32' and a profile with a bf16 "
+                             f"rule, not {fa.name} x {fb.name} on {prof.name!r}")
+        n_parts = _PRECISIONS[precision]
+        rule = prof.rule("bf16", variant=variant)
+    else:
+        if fa.name == "fp32" and "fp32" not in prof.rules and "bf16" in prof.rules:
+            raise ValueError(f"profile {prof.name!r} takes float32 inputs only split into bf16 parts: "
+                             f"precision must be 'x1', 'x3' or 'x6', not None")
+        rule = prof.rule(fa.name, fb.name, variant=variant)
+    M, Kd = a.shape
+    if b.shape[0] != Kd:
+        raise ValueError(f"b must have shape ({Kd}, N) to match a's K={Kd}, not {b.shape}")
+    N = b.shape[1]
+    if c is None:
+        c = np.zeros((M, N), np.float32)
+    _check_array("c", c, 2)
+    acc_fmt = _format_of_dtype(c.dtype, _ACCUMULATORS)
+    if acc_fmt is None:
+        raise TypeError(f"c must be float32 or float16, not {c.dtype}")
+    if c.shape != (M, N):
+        raise ValueError(f"c must have shape {(M, N)}, not {c.shape}")
+    if acc_fmt.name not in prof.accumulators:
+        raise ValueError(f"profile {prof.name!r} supports accumulators {prof.accumulators}, not {acc_fmt.name}")
+    return fa, fb, rule, acc_fmt, c, (M, Kd, N), n_parts
+
+
+def _check_scales(scale_a, scale_b, scale_format, M, Kd, N, fa: Format):
+    """Validate block scales -> None or (scale_a, scale_b, Format)."""
+    if scale_a is None and scale_b is None:
+        if scale_format is not None:
+            raise ValueError("scale_format must be None without scale_a and scale_b, not "
+                             f"{scale_format!r}")
+        return None
+    if scale_a is None or scale_b is None:
+        raise ValueError("scale_a and scale_b must be given together, not one of them")
+    _check_array("scale_a", scale_a, 2)
+    _check_array("scale_b", scale_b, 2)
+    if scale_format not in ("ue8m0", "ue4m3"):
+        raise ValueError(f"scale_format must be 'ue8m0' or 'ue4m3', not {scale_format!r}")
+    sfmt = get_format(scale_format)
+    for name, x in (("scale_a", scale_a), ("scale_b", scale_b)):
+        if x.dtype.itemsize != 1 or x.dtype.kind not in "uV" and x.dtype != (sfmt.dtype or np.uint8):
+            if x.dtype != np.uint8 and x.dtype != sfmt.dtype:
+                raise TypeError(f"{name} must be uint8 codes (or {sfmt.dtype}), not {x.dtype}")
+    nb = scale_a.shape[1]
+    if nb < 1 or Kd % nb or scale_a.shape[0] != M or scale_b.shape != (nb, N):
+        raise ValueError(f"scale_a must be (M, K/block) = ({M}, K/block) and scale_b (K/block, N) with the "
+                         f"block dividing K={Kd}, not {scale_a.shape} and {scale_b.shape}")
+    return np.ascontiguousarray(scale_a).view(np.uint8), np.ascontiguousarray(scale_b).view(np.uint8), sfmt
+
+
+def _run(a, b, acc, rule: StepRule, fa: Format, fb: Format, acc_fmt: Format, scales):
+    """acc + a @ b under one rule, on the kernels the rule needs."""
+    if _needs_general(rule, fa, fb, scales) or (rule.tree == "pairwise"):
+        return _accumulate_general(a, b, acc, rule, fa, fb, acc_fmt, scales)
+    return _accumulate(a, b, acc, rule, fa, acc_fmt)
+
+
+def _reduce(parts, how: str):
+    """Sum float32 partial results in binary32 round to nearest even, in the order ``how``."""
+    f32 = np.float32
+    p = [x.astype(f32) for x in parts]
+    with np.errstate(over="ignore", invalid="ignore"):
+        if how == "sequential":
+            total = p[0]
+            for x in p[1:]:
+                total = total + x
+            return total
+        if how == "butterfly":  # halving strides: p[i] += p[i + S/2], then S/4, ...
+            s = len(p) // 2
+            while s >= 1:
+                for i in range(s):
+                    p[i] = p[i] + p[i + s]
+                s //= 2
+            return p[0]
+        while len(p) > 1:  # pairwise: neighbours, level by level
+            p = [p[i] + p[i + 1] for i in range(0, len(p), 2)]
+        return p[0]
+
+
+def matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, split_reduce="sequential",
+           scale_a=None, scale_b=None, scale_format=None, precision=None, variant=None):
     """D = A @ B + C, bit for bit as the profile's matrix unit computes it.
 
     The GEMM walks K in steps of the profile's ``k`` products (zero-padding the last),
@@ -302,48 +515,86 @@ def matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1):
     ``mma`` instructions.
 
     Args:
-        a: (M, K) array of float16, bfloat16, float8_e4m3fn, float8_e5m2, or
-            float32 with ``input_format="tf32"``.
-        b: (K, N) array of the same dtype.
+        a: (M, K) array of float16, bfloat16, float8_e4m3fn, float8_e5m2,
+            float8_e4m3fnuz, float8_e5m2fnuz, float4_e2m1fn, float6_e2m3fn,
+            float6_e3m2fn, or float32 with ``input_format="tf32"`` or ``"fp32"``.
+        b: (K, N) array of the same dtype, or of another format the profile's rule
+            for a's format also covers (e4m3 x e5m2).
         c: (M, N) float32 or float16 accumulator, or None (+0, float32).
             Its dtype picks the accumulator format.
         profile: a name in :data:`simulator.PROFILES` or a :class:`DatapathProfile`.
-        input_format: the input format's name; needed only for float32 (``"tf32"``).
+        input_format: the input format's name; needed only for float32 (``"tf32"``,
+            or ``"fp32"`` for profiles with an fp32 rule or with ``precision``).
         split_k: S >= 1 dividing K: K is cut into S equal contiguous chunks, each
-            accumulated from zero, the partial results summed in order
-            (((p0 + p1) + p2) + ...) with binary32 round-to-nearest-even and C added
-            last the same way (then rounded to nearest even into float16 for a
-            float16 accumulator).
+            accumulated from zero, the partial results summed in binary32
+            round-to-nearest-even in the order ``split_reduce`` and C added last the
+            same way (then rounded to nearest even into float16 for a float16
+            accumulator).
+        split_reduce: ``"sequential"`` (((p0 + p1) + p2) + ...), ``"butterfly"``
+            (halving strides: p[i] += p[i + S/2], then S/4, ..., as a reduction across
+            GPU lanes) or ``"pairwise"`` (neighbours: (p0 + p1) + (p2 + p3) ...); the
+            last two need S a power of two.
+        scale_a, scale_b: block scales, (M, K/block) and (K/block, N) uint8 codes of
+            ``scale_format`` (``"ue8m0"`` or ``"ue4m3"``): A's row i, K block q is scaled
+            by scale_a[i, q], B's column j by scale_b[q, j].
+        precision: float32 inputs on a profile with a bf16 rule (``"tpu"``): each value
+            split into 1, 2 or 3 bf16 parts (``"x1"``, ``"x3"``, ``"x6"``, as XLA's
+            BF16_BF16_F32_X1/X3/X6) and the partial GEMMs (1, 3 or 6) summed in binary32,
+            smallest first, then C.
+        variant: an instruction variant of the profile (``"legacy"``: CDNA2's non-_1k bf16).
     Returns:
         D, (M, N), with c's dtype (float32 when c is None).  NaN results carry the
-        profile's NaN bits.
+        profile's NaN bits (host-NaN profiles: 0x7FC00000 / 0x7E00).
     """
     prof = get_profile(profile)
-    fmt, rule, acc_fmt, c, (M, Kd, N) = check_gemm_args(prof, a, b, c, input_format)
+    fa, fb, rule, acc_fmt, c, (M, Kd, N), n_parts = _gemm_args(prof, a, b, c, input_format, variant, precision)
+    scales = _check_scales(scale_a, scale_b, scale_format, M, Kd, N, fa)
+    if rule.group_k > 1 and scales is None:
+        raise ValueError(f"profile {prof.name!r} computes {fa.name} in scaled groups: scale_a and scale_b must be "
+                         f"given, not None")
     if not isinstance(split_k, (int, np.integer)) or isinstance(split_k, bool):
         raise TypeError(f"split_k must be an int, not {type(split_k).__name__}")
     if split_k < 1 or (Kd % split_k != 0 if Kd else split_k != 1):
         raise ValueError(f"split_k must be a positive divisor of K={Kd}, not {split_k}")
+    if split_reduce not in SPLIT_REDUCTIONS:
+        raise ValueError(f"split_reduce must be one of {SPLIT_REDUCTIONS}, not {split_reduce!r}")
+    if split_reduce != "sequential" and split_k & (split_k - 1):
+        raise ValueError(f"split_reduce={split_reduce!r} needs split_k a power of two, not {split_k}")
+    if scales is not None and split_k > 1 and (Kd // split_k) % (Kd // scales[0].shape[1]):
+        raise ValueError(f"split_k must cut K on scale-block boundaries, not {split_k}")
 
     # a float32 C is its own exact working copy; a float16 one is widened (exactly)
     c_vals = c.astype(np.float32 if c.dtype == np.float32 else np.float64)
     chunk = Kd // split_k if Kd else 0
-    if split_k == 1:
-        acc = _accumulate(a, b, c_vals, rule, fmt, acc_fmt)
-    else:
-        f32 = np.float32
-        total = None
-        for s in range(split_k):
-            sl = slice(s * chunk, (s + 1) * chunk)
-            part = _accumulate(a[:, sl], b[sl], np.zeros((M, N)), rule, fmt, acc_fmt)
+
+    def gemm(k0, k1, acc):
+        sc = None
+        if scales is not None:
+            blk = Kd // scales[0].shape[1]
+            sc = (scales[0][:, k0 // blk:k1 // blk], scales[1][k0 // blk:k1 // blk], scales[2])
+        if n_parts:
+            pa, pb = _split_bf16(a[:, k0:k1], n_parts), _split_bf16(b[k0:k1], n_parts)
+            bf16 = get_format("bf16")
+            partial = [_run(pa[x], pb[y], np.zeros((M, N)), rule, bf16, bf16, acc_fmt, None)
+                       for x, y in _SPLIT_TERMS[n_parts]]
             with np.errstate(over="ignore", invalid="ignore"):
-                total = part.astype(f32) if total is None else total + part.astype(f32)
+                return _reduce(partial + [acc.astype(np.float32)], "sequential")
+        return _run(a[:, k0:k1], b[k0:k1], acc, rule, fa, fb, acc_fmt, sc)
+
+    if split_k == 1:
+        acc = gemm(0, Kd, c_vals)
+    else:
+        parts = [gemm(s * chunk, (s + 1) * chunk, np.zeros((M, N))) for s in range(split_k)]
+        total = _reduce(parts, split_reduce)
         with np.errstate(over="ignore", invalid="ignore"):
-            acc = total + c_vals.astype(f32)
+            acc = total + c_vals.astype(np.float32)
     with np.errstate(over="ignore"):
         out = acc.astype(c.dtype)
     nan = np.isnan(acc)
     if nan.any():
         bits = out.view(acc_fmt.uint_dtype)
-        bits[nan] = prof.nan_fp32 if acc_fmt.name == "fp32" else prof.nan_fp16
+        if acc_fmt.name == "fp32":
+            bits[nan] = 0x7FC00000 if prof.nan_fp32 is None else prof.nan_fp32
+        else:
+            bits[nan] = 0x7E00 if prof.nan_fp16 is None else prof.nan_fp16
     return out

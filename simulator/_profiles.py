@@ -19,9 +19,20 @@ The step of every tensor-core rule here (``frac_bits`` not None) is:
 
 ``frac_bits=None`` means an IEEE fused step: the exact sum rounded once
 (``systolic_fma``: a scalar binary32 fused multiply-add).
+
+Issue 13 grew the vocabulary (every field has a default that keeps the rule above):
+a pairwise binary32 adder tree (``tree``), how a zero operand counts in the choice
+of E (``zero_exp``), C re-aligned after the products (``c_mode="aligned"`` with
+``sum_frac_bits``, ``c_frac_bits``, ``align_rounding``, ``c_drop``), passes summed
+side by side (``pass_merge="parallel"``, ``merge_rounding``), products that overflow
+binary32 (``product_overflow``), subnormal flushing (``flush``), block-scaled groups
+summed exactly (``group_k``) and the sign of a result that rounds to zero
+(``zero_result``).  :attr:`StepRule.is_classic` says whether a rule uses only the
+original vocabulary.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -30,12 +41,26 @@ import numpy as np
 
 from ._formats import FORMATS
 
-__all__ = ["StepRule", "DatapathProfile", "PROFILES", "get_profile", "C_MODES"]
+__all__ = ["StepRule", "DatapathProfile", "PROFILES", "get_profile", "C_MODES", "FLUSH_POINTS", "TREES"]
 
-#: How C enters a step: fused with the products, or added after the products'
-#: sum was rounded to binary32 (one binary32 round-to-nearest-even addition).
-C_MODES = ("fused", "after")
+#: How C enters a step: fused with the products, added after the products' sum was
+#: rounded to binary32 (one binary32 round-to-nearest-even addition), or re-aligned
+#: with the products' fixed-point sum to their common exponent (``"aligned"``).
+C_MODES = ("fused", "after", "aligned")
+#: How a step sums its products: one alignment to the largest exponent (``"fused"``)
+#: or a balanced binary tree of binary32 round-to-nearest-even additions (``"pairwise"``).
+TREES = ("fused", "pairwise")
+#: Where subnormals can be flushed to zero (see :attr:`StepRule.flush`).
+FLUSH_POINTS = ("inputs", "nodes", "accumulator")
 _ROUNDINGS = ("rz", "rne")
+_ALIGN_ROUNDINGS = ("rd", "rz")
+#: the largest frac_bits: k * 2**(frac_bits + 2) and FP4 group terms (< 2**(frac_bits + 12))
+#: must stay below 2**53 (binary64 holds every aligned term and sum exactly)
+_MAX_FRAC_BITS = 35
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True)
@@ -64,6 +89,37 @@ class StepRule:
         overflow: a finite result beyond the accumulator's range becomes ``"inf"``
             (what the H100 does, even when it rounds toward zero) or
             ``"ieee"`` (inf under RNE, the largest finite value under RZ).
+        tree: ``"fused"`` (the steps above) or ``"pairwise"`` (AMD CDNA1/2 f16/bf16):
+            every product rounded to binary32 (as ``fmaf(a, b, +0)``: an exact -0
+            product is +0), then a balanced binary tree (halves ``[0, n//2)``,
+            ``[n//2, n)``, recursively; k a power of two) of binary32 RNE additions;
+            C is added after (``c_mode="after"``), the result rounded to nearest even.
+        zero_exp: None: zero products and a zero C take no part in choosing E (the
+            H100's rule).  An int: a zero operand counts with this exponent, so a zero
+            product's exponent is ``zero_exp`` + the other operand's (+ its scales') and a
+            zero C counts with ``zero_exp`` (MMA-Sim: -126).
+        sum_frac_bits, c_frac_bits, align_rounding, c_drop: ``c_mode="aligned"``
+            (AMD CDNA3): the products' sum S (aligned to its own largest exponent Ep,
+            ``frac_bits`` bits) and C are re-aligned to E = max(Ep, exponent of C): S
+            kept to ``sum_frac_bits`` bits below 2**E, C to ``c_frac_bits``, both by
+            ``align_rounding`` (``"rd"``: floor of the two's-complement value, ``"rz"``:
+            toward zero); C is dropped when its exponent is below E - ``c_drop``; the
+            two are added exactly and the sum rounded by ``rounding``.
+        pass_merge, merge_rounding: ``"chain"`` (above) or ``"parallel"`` (CDNA3 FP8):
+            each pass is aligned to its own largest exponent and truncated to
+            ``frac_bits``; the pass sums are re-aligned to the largest of those at
+            ``frac_bits`` by ``merge_rounding`` and added exactly.
+        product_overflow: ``"inf"`` (CDNA3): any product of magnitude >= 2**128 makes the
+            step +-inf (NaN if both signs occur), whatever the other terms; ``"none"``.
+        flush: a frozenset of points where subnormals become zero: ``"inputs"`` (A, B and
+            C below their format's smallest normal become +0), ``"nodes"`` (every
+            pairwise-tree leaf and node below 2**-126 becomes a signed zero),
+            ``"accumulator"`` (after each step's C addition, likewise).
+        group_k: block-scaled FP4: the products of each ``group_k`` consecutive K
+            positions are summed exactly; the group sum times the two scales is one
+            term whose alignment exponent is the scales' exponents alone.
+        zero_result: a nonzero exact sum that rounds to zero gives ``"+0"`` (NVIDIA)
+            or the sum's sign (``"signed"``, IEEE; CDNA3).  An exact zero is +0.
     """
 
     k: int
@@ -74,14 +130,24 @@ class StepRule:
     operand_rounding: str = "rz"
     passes: tuple = (0,)
     overflow: str = "inf"
+    tree: str = "fused"
+    zero_exp: int | None = None
+    sum_frac_bits: int = 31
+    c_frac_bits: int = 24
+    align_rounding: str = "rd"
+    c_drop: int | None = None
+    pass_merge: str = "chain"
+    merge_rounding: str = "rd"
+    product_overflow: str = "none"
+    flush: frozenset = frozenset()
+    group_k: int = 1
+    zero_result: str = "+0"
 
     def __post_init__(self):
         if not isinstance(self.k, int) or isinstance(self.k, bool) or not 1 <= self.k <= 256:
             raise ValueError(f"k must be an int in [1, 256], not {self.k!r}")
-        if self.frac_bits is not None and (not isinstance(self.frac_bits, int) or isinstance(self.frac_bits, bool)
-                                           or not 1 <= self.frac_bits <= 26):
-            # 26: k * 2**(3 + frac_bits) must stay below 2**53 so a binary64 sum is exact
-            raise ValueError(f"frac_bits must be None or an int in [1, 26], not {self.frac_bits!r}")
+        if self.frac_bits is not None and (not _is_int(self.frac_bits) or not 1 <= self.frac_bits <= _MAX_FRAC_BITS):
+            raise ValueError(f"frac_bits must be None or an int in [1, {_MAX_FRAC_BITS}], not {self.frac_bits!r}")
         if self.frac_bits is None and self.k != 1:
             raise ValueError(f"an exact (frac_bits=None) step must have k=1, not k={self.k}")
         if self.c_mode not in C_MODES:
@@ -101,6 +167,59 @@ class StepRule:
         if (not isinstance(self.result_man_bits, int) or isinstance(self.result_man_bits, bool)
                 or not 1 <= self.result_man_bits <= 23):
             raise ValueError(f"result_man_bits must be an int in [1, 23], not {self.result_man_bits!r}")
+        self._check_issue13_fields()
+
+    def _check_issue13_fields(self):
+        if self.tree not in TREES:
+            raise ValueError(f"tree must be one of {TREES}, not {self.tree!r}")
+        if self.zero_exp is not None and (not _is_int(self.zero_exp) or not -400 <= self.zero_exp <= 0):
+            raise ValueError(f"zero_exp must be None or an int in [-400, 0], not {self.zero_exp!r}")
+        for attr in ("sum_frac_bits", "c_frac_bits"):
+            v = getattr(self, attr)
+            if not _is_int(v) or not 1 <= v <= 40:
+                raise ValueError(f"{attr} must be an int in [1, 40], not {v!r}")
+        if self.c_drop is not None and (not _is_int(self.c_drop) or self.c_drop < 0):
+            raise ValueError(f"c_drop must be None or a non-negative int, not {self.c_drop!r}")
+        for attr in ("align_rounding", "merge_rounding"):
+            if getattr(self, attr) not in _ALIGN_ROUNDINGS:
+                raise ValueError(f"{attr} must be one of {_ALIGN_ROUNDINGS}, not {getattr(self, attr)!r}")
+        if self.pass_merge not in ("chain", "parallel"):
+            raise ValueError(f"pass_merge must be 'chain' or 'parallel', not {self.pass_merge!r}")
+        if self.product_overflow not in ("none", "inf"):
+            raise ValueError(f"product_overflow must be 'none' or 'inf', not {self.product_overflow!r}")
+        if not isinstance(self.flush, frozenset) or not self.flush <= set(FLUSH_POINTS):
+            raise ValueError(f"flush must be a frozenset of {FLUSH_POINTS}, not {self.flush!r}")
+        if not _is_int(self.group_k) or self.group_k < 1 or self.k % self.group_k:
+            raise ValueError(f"group_k must be a positive int dividing k={self.k}, not {self.group_k!r}")
+        if self.zero_result not in ("+0", "signed"):
+            raise ValueError(f"zero_result must be '+0' or 'signed', not {self.zero_result!r}")
+        n_pass = max(self.passes) + 1
+        fused = self.frac_bits is not None
+        if self.tree == "pairwise":
+            if not fused or self.k & (self.k - 1) or self.c_mode != "after" or n_pass > 1 or self.group_k > 1:
+                raise ValueError("a pairwise tree needs frac_bits set (unused), k a power of two, c_mode='after', "
+                                 f"one pass and group_k=1, not k={self.k}, c_mode={self.c_mode!r}, "
+                                 f"passes={self.passes}, group_k={self.group_k}")
+        elif self.flush - {"inputs"}:
+            raise ValueError(f"flush points 'nodes' and 'accumulator' belong to tree='pairwise', not {self.tree!r}")
+        if not fused and not self.is_classic:
+            raise ValueError("an exact (frac_bits=None) step takes only the classic fields "
+                             "(tree, zero_exp, c_mode='aligned', passes, product_overflow, group_k at defaults)")
+        if n_pass > 1 and self.pass_merge == "chain" and not self.is_classic:
+            raise ValueError("chained passes (pass_merge='chain') combine only with the classic fields, "
+                             "not with the issue-13 ones")
+        if self.pass_merge == "parallel" and self.c_mode != "aligned":
+            raise ValueError(f"pass_merge='parallel' needs c_mode='aligned', not {self.c_mode!r}")
+        if self.group_k > 1 and (n_pass > 1 or self.c_mode != "fused"):
+            raise ValueError("group_k > 1 needs one pass and c_mode='fused'")
+
+    @property
+    def is_classic(self) -> bool:
+        """Whether the rule uses only the original vocabulary (every issue-13 field at
+        its default): the rules the cycle-level arrays and the original kernels run."""
+        return (self.tree == "fused" and self.zero_exp is None and self.c_mode != "aligned"
+                and self.pass_merge == "chain" and self.product_overflow == "none" and not self.flush
+                and self.group_k == 1 and self.zero_result == "+0")
 
 
 @dataclass(frozen=True)
@@ -110,17 +229,23 @@ class DatapathProfile:
     Attributes:
         name: catalogue name.
         description: one line: what hardware and which source.
-        rules: input format name -> :class:`StepRule` (read-only mapping).
+        rules: input format name -> :class:`StepRule` (read-only mapping).  A key may
+            name a variant of an instruction family as ``"FORMAT/VARIANT"`` (CDNA2's
+            legacy bf16 instructions are ``"bf16/legacy"``; ``"bf16"`` is the ``_1k``
+            kind), chosen by ``matmul(..., variant=...)``.
         accumulators: accumulator formats it supports (``"fp32"``, ``"fp16"``).
-        nan_fp32, nan_fp16: the bits of a NaN result.
+        nan_fp32, nan_fp16: the bits of a NaN result, or None for "host NaN": the
+            unit's NaN bits are unknown (the reference ran on a host CPU whose NaN bits
+            it kept), a NaN result is written as the quiet NaN 0x7FC00000 / 0x7E00
+            and checks compare NaN-ness only.
     """
 
     name: str
     description: str
     rules: MappingProxyType
     accumulators: tuple = ("fp32", "fp16")
-    nan_fp32: int = 0x7FFFFFFF
-    nan_fp16: int = 0x7FFF
+    nan_fp32: int | None = 0x7FFFFFFF
+    nan_fp16: int | None = 0x7FFF
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -134,8 +259,10 @@ class DatapathProfile:
         if not rules:
             raise ValueError("rules must name at least one input format, not none")
         for fmt, rule in rules.items():
-            if fmt not in FORMATS:
-                raise ValueError(f"rules keys must be formats in {sorted(FORMATS)}, not {fmt!r}")
+            if not isinstance(fmt, str) or fmt.split("/")[0] not in FORMATS or fmt.count("/") > 1 \
+                    or fmt.endswith("/"):
+                raise ValueError(f"rules keys must be formats in {sorted(FORMATS)} (or 'FORMAT/VARIANT'), "
+                                 f"not {fmt!r}")
             if not isinstance(rule, StepRule):
                 raise TypeError(f"rules[{fmt!r}] must be a StepRule, not {type(rule).__name__}")
         if not isinstance(self.accumulators, tuple) or not self.accumulators:
@@ -146,17 +273,36 @@ class DatapathProfile:
         for attr, fmt in (("nan_fp32", "fp32"), ("nan_fp16", "fp16")):
             v = getattr(self, attr)
             f = FORMATS[fmt]
+            if v is None:
+                continue
             if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < (1 << f.width) \
                     or not np.isnan(f.decode(np.array([v], f.uint_dtype))[0]):
                 raise ValueError(f"{attr} must be the bits of a {fmt} NaN, not {v!r}")
         object.__setattr__(self, "rules", MappingProxyType(rules))
 
-    def rule(self, input_format: str) -> StepRule:
-        """The step rule for an input format name; ValueError if unsupported."""
-        if input_format not in self.rules:
-            raise ValueError(f"profile {self.name!r} supports input formats {sorted(self.rules)}, "
-                             f"not {input_format!r}")
-        return self.rules[input_format]
+    def rule(self, input_format: str, b_format: str | None = None, variant: str | None = None) -> StepRule:
+        """The step rule for an input format name (and B's, when it differs, and an
+        instruction variant); ValueError if unsupported or if A's and B's formats
+        follow different rules."""
+        if variant is not None and not isinstance(variant, str):
+            raise TypeError(f"variant must be a str or None, not {type(variant).__name__}")
+        keys = [input_format] if b_format is None or b_format == input_format else [input_format, b_format]
+        rules = []
+        for f in keys:
+            key = f if variant is None else f"{f}/{variant}"
+            if key not in self.rules:
+                raise ValueError(f"profile {self.name!r} supports input formats {sorted(self.rules)}, "
+                                 f"not {key!r}")
+            rules.append(self.rules[key])
+        if len(rules) == 2 and rules[0] != rules[1]:
+            raise ValueError(f"profile {self.name!r} has different rules for {input_format!r} and {b_format!r}: "
+                             f"a and b must be formats of one rule, not {input_format!r} x {b_format!r}")
+        return rules[0]
+
+    @property
+    def host_nan(self) -> bool:
+        """Whether NaN results compare by class only (see ``nan_fp32``)."""
+        return self.nan_fp32 is None
 
     def __hash__(self):
         return hash((self.name, tuple(sorted(self.rules.items()))))
@@ -166,6 +312,23 @@ def _uniform(k16, **kw):
     """Rules for the 16-bit formats plus tf32 at half the K (tf32 instructions are k8)."""
     return {"fp16": StepRule(k16, **kw), "bf16": StepRule(k16, **kw), "tf32": StepRule(max(1, k16 // 2), **kw)}
 
+
+# MMA-Sim's zero-operand convention: a zero operand counts with this exponent
+_MMASIM_ZERO = -126
+_BLACKWELL = {**{f: StepRule(16, frac_bits=25, zero_exp=_MMASIM_ZERO) for f in ("fp16", "bf16")},
+              "tf32": StepRule(8, frac_bits=25, zero_exp=_MMASIM_ZERO),
+              **{f: StepRule(32, frac_bits=25, zero_exp=_MMASIM_ZERO) for f in ("e4m3", "e5m2", "e2m3", "e3m2", "e2m1")}}
+# AMD: an IEEE binary32 fma chain (f32 mfma), pairwise binary32 trees (CDNA1/2 f16/bf16)
+_AMD_FMA = StepRule(1, frac_bits=None, rounding="rne", operand_rounding="rne", overflow="ieee")
+_FLUSH_ALL = frozenset({"inputs", "nodes", "accumulator"})
+
+
+def _pairwise(k, flush=frozenset()):
+    return StepRule(k, tree="pairwise", c_mode="after", rounding="rne", overflow="ieee", flush=flush)
+
+
+_CDNA3 = StepRule(8, frac_bits=24, zero_exp=_MMASIM_ZERO, c_mode="aligned", sum_frac_bits=31, c_frac_bits=24,
+                  align_rounding="rd", product_overflow="inf", rounding="rne", overflow="ieee", zero_result="signed")
 
 # reverse-engineered from the H100/H200 captures (100 % of 688,128 elements): two passes
 # of 16 products split by k % 4, each fused by the 16-bit rule and truncated to
@@ -212,6 +375,80 @@ PROFILES: Mapping[str, DatapathProfile] = MappingProxyType({
              for f in ("fp16", "bf16", "tf32", "e4m3", "e5m2")},
             accumulators=("fp32",),
             nan_fp32=0x7FC00000,
+        ),
+        DatapathProfile(
+            "ada",
+            "NVIDIA Ada Lovelace (sm_89) mma: FP8 (e4m3, e5m2, mixed) in steps of 16 products + C, "
+            "13 fractional bits, binary32 result truncated to 13 mantissa bits (an m16n8k32 is two "
+            "chained steps); 16-bit and tf32 as ampere; a zero operand counts with exponent -126. "
+            "Source: MMA-Sim (FP8 checked bit for bit on its vectors; 16-bit/tf32 are its Ampere rules)",
+            {**{f: StepRule(8, frac_bits=24, zero_exp=_MMASIM_ZERO) for f in ("fp16", "bf16")},
+             "tf32": StepRule(4, frac_bits=24, zero_exp=_MMASIM_ZERO),
+             **{f: StepRule(16, frac_bits=13, result_man_bits=13, zero_exp=_MMASIM_ZERO) for f in ("e4m3", "e5m2")}},
+        ),
+        DatapathProfile(
+            "blackwell",
+            "NVIDIA Blackwell (sm_100) mma and tcgen05 (kind f16, tf32, f8f6f4): one fused step per "
+            "instruction (16-bit k16, tf32 k8, FP8 k32), 25 fractional bits, RZ; a zero operand counts "
+            "with exponent -126. Source: MMA-Sim, checked bit for bit; FP6/FP4 without scales are "
+            "assumed to follow the FP8 path (MMA-Sim cannot run them)",
+            _BLACKWELL,
+        ),
+        DatapathProfile(
+            "rtx_blackwell",
+            "NVIDIA RTX Blackwell (sm_120) mma: the same arithmetic as blackwell in MMA-Sim (FP8 k32, "
+            "25 fractional bits, no split of K). Source: MMA-Sim, checked bit for bit on its FP8 vectors",
+            _BLACKWELL,
+        ),
+        DatapathProfile(
+            "blackwell_mx",
+            "NVIDIA Blackwell block-scaled mma / tcgen05 (MXFP8, MXFP6, MXFP4, NVFP4): scales (ue8m0 per "
+            "32 K positions, or ue8m0/ue4m3 per 16 for FP4) enter each term's value and exponent; FP8/FP6 "
+            "k32, 25 fractional bits; FP4 k64 with groups of 16 products summed exactly, 35 fractional "
+            "bits; a zero operand counts with exponent -126. Source: MMA-Sim, checked bit for bit "
+            "(FP6 assumed to follow FP8)",
+            {**{f: StepRule(32, frac_bits=25, zero_exp=_MMASIM_ZERO) for f in ("e4m3", "e5m2", "e2m3", "e3m2")},
+             "e2m1": StepRule(64, frac_bits=35, zero_exp=_MMASIM_ZERO, group_k=16)},
+            accumulators=("fp32",),
+        ),
+        DatapathProfile(
+            "cdna1",
+            "AMD CDNA1 (MI100) mfma: f32 an IEEE fma chain; f16 a pairwise binary32 tree of 4 products, "
+            "bf16 of 2, then C added, round to nearest even. Source: MMA-Sim, checked bit for bit "
+            "(NaN results compared as NaN: MMA-Sim's NaN bits are its host's)",
+            {"fp32": _AMD_FMA, "fp16": _pairwise(4), "bf16": _pairwise(2)},
+            accumulators=("fp32",), nan_fp32=None, nan_fp16=None,
+        ),
+        DatapathProfile(
+            "cdna2",
+            "AMD CDNA2 (MI200) mfma: as cdna1 with subnormals flushed (inputs, tree nodes, accumulator); "
+            "f16 and bf16 (_1k instructions) trees of 4; the legacy bf16 instructions (no _1k) are "
+            "variant 'legacy', trees of 2. Source: MMA-Sim, checked bit for bit (NaN as NaN)",
+            {"fp32": _AMD_FMA, "fp16": _pairwise(4, _FLUSH_ALL), "bf16": _pairwise(4, _FLUSH_ALL),
+             "bf16/legacy": _pairwise(2, _FLUSH_ALL)},
+            accumulators=("fp32",), nan_fp32=None, nan_fp16=None,
+        ),
+        DatapathProfile(
+            "cdna3",
+            "AMD CDNA3 (MI300) mfma: f32 an IEEE fma chain; f16/bf16 steps of 8 products (xf32: 4) fused "
+            "with 24 fractional bits, C re-aligned (31/24 bits, rounded down) and added, RNE; products "
+            "past binary32 give inf; fp8/bf8 (fnuz) steps of 16 in two interleaved passes (even/odd K), "
+            "C dropped 25 binades below. Source: MMA-Sim, checked bit for bit (NaN as NaN)",
+            {"fp32": _AMD_FMA, **{f: _CDNA3 for f in ("fp16", "bf16")},
+             "tf32": dataclasses.replace(_CDNA3, k=4),
+             **{f: dataclasses.replace(_CDNA3, k=16, passes=(0, 1), pass_merge="parallel", c_drop=25)
+                for f in ("e4m3fnuz", "e5m2fnuz")}},
+            accumulators=("fp32",), nan_fp32=None, nan_fp16=None,
+        ),
+        DatapathProfile(
+            "tpu",
+            "Google TPU MXU (assumed; no bit-accurate TPU reference exists): bf16 operands, exact "
+            "products, binary32 round-to-nearest-even accumulation along K, one product at a time as a "
+            "systolic column adds it (published: bf16 inputs, fp32 accumulation). float32 inputs are "
+            "split into bf16 parts (precision='x1'/'x3'/'x6' of matmul, as XLA's BF16_BF16_F32_X1/X3/X6 "
+            "dot algorithms; the order the partial products are summed is assumed)",
+            {"bf16": StepRule(1, frac_bits=None, rounding="rne", operand_rounding="rne")},
+            accumulators=("fp32",), nan_fp32=0x7FC00000,
         ),
     )
 })

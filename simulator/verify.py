@@ -3,6 +3,12 @@
 Usage::
 
     python -m simulator.verify PATH.npz [PATH.npz ...] [--profile hopper] [--tiles N]
+    python -m simulator.verify DIR [--tiles N]
+
+A DIR holds an ``index.json`` in the MMA-Sim layout (``../shared/reference/mmasim``):
+every instruction it lists is mapped to its profile (:data:`INSTRUCTION_PROFILES`),
+and each line reads ``NAME SUITE matched/total`` with NAME the file's stem.  For
+host-NaN profiles (AMD) a NaN result matches any NaN; how many did so is printed.
 
 Each file holds, per suite, raw-bit arrays ``SUITE.a`` (tiles, 16, K),
 ``SUITE.b`` (tiles, K, 8), ``SUITE.c`` and ``SUITE.d`` (tiles, 16, 8) with
@@ -20,10 +26,13 @@ from types import MappingProxyType
 
 import numpy as np
 
+import json
+
 from ._formats import get_format
 from ._matmul import matmul
+from ._profiles import get_profile
 
-__all__ = ["OPS", "load_suites", "verify_file", "main"]
+__all__ = ["OPS", "INSTRUCTION_PROFILES", "instruction_profile", "verify_dir", "load_suites", "verify_file", "main"]
 
 #: op (a reference file's stem) -> (input format, accumulator format); the arrays'
 #: dtypes are the formats' (``Format.dtype``)
@@ -35,6 +44,92 @@ OPS = MappingProxyType({
     "e4m3f32": ("e4m3", "fp32"),
     "e5m2f32": ("e5m2", "fp32"),
 })
+
+
+#: (arch, instruction kind) of an MMA-Sim index entry -> profile name; Hopper follows the
+#: H100 silicon (zeros take no part in the exponent choice), not MMA-Sim's convention
+INSTRUCTION_PROFILES = MappingProxyType({
+    ("Volta", "mma"): "volta", ("Turing", "mma"): "turing", ("Ampere", "mma"): "ampere",
+    ("Ada Lovelace", "mma"): "ada", ("Hopper", "mma"): "hopper", ("Hopper", "wgmma"): "hopper_wgmma",
+    ("Blackwell", "mma"): "blackwell", ("Blackwell", "tcgen05mma"): "blackwell",
+    ("RTX Blackwell", "mma"): "rtx_blackwell",
+    ("Blackwell", "mma_block_scale"): "blackwell_mx", ("Blackwell", "tcgen05mma_block_scale"): "blackwell_mx",
+    ("RTX Blackwell", "mma_block_scale"): "blackwell_mx",
+    ("CDNA1", "mfma"): "cdna1", ("CDNA2", "mfma"): "cdna2", ("CDNA3", "mfma"): "cdna3",
+})
+# MMA-Sim's format names -> the catalogue's
+_MMASIM_FORMATS = {"f32": "fp32", "f16": "fp16"}
+
+
+def instruction_profile(entry) -> tuple:
+    """An index.json entry -> (profile name, variant or None, input format names (a, b))."""
+    key = (entry["arch"], entry["instruction"])
+    if key not in INSTRUCTION_PROFILES:
+        raise ValueError(f"instruction must be one of {sorted(INSTRUCTION_PROFILES)}, not {key!r}")
+    fa, fb = (_MMASIM_FORMATS.get(entry[x], entry[x]) for x in ("a_format", "b_format"))
+    # CDNA2's bf16 instructions without the _1k suffix pair products as CDNA1 does
+    variant = "legacy" if key == ("CDNA2", "mfma") and fa == "bf16" and not entry["qualifier"].endswith("_1k") \
+        else None
+    return INSTRUCTION_PROFILES[key], variant, (fa, fb)
+
+
+def _typed(bits, fmt_name):
+    """Raw codes -> an array matmul takes (float32 for tf32/fp32, the format's dtype else)."""
+    fmt = get_format(fmt_name)
+    if fmt.name in ("tf32", "fp32"):
+        return bits.astype(np.uint32).view(np.float32)
+    return bits.astype(fmt.uint_dtype).view(fmt.dtype)
+
+
+def verify_dir(folder, tiles=None, suites=None):
+    """Check every instruction of an MMA-Sim-layout folder through :func:`matmul`.
+
+    Returns a list of (name, suite, matched, total, nan_matches), one per instruction
+    and suite; ``nan_matches`` counts NaN results that matched a NaN of other bits
+    (host-NaN profiles only).
+    """
+    try:
+        index = json.loads(open(os.path.join(folder, "index.json")).read())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{folder}: no readable index.json ({e})") from e
+    rows = []
+    for entry in index["instructions"]:
+        pname, variant, (fa, fb) = instruction_profile(entry)
+        prof = get_profile(pname)
+        path = os.path.join(folder, entry["file"])
+        name = os.path.splitext(entry["file"])[0]
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+            raise ValueError(f"{path}: not a readable .npz results file ({e})") from e
+        cf, df = (_MMASIM_FORMATS.get(entry[x], entry[x]) for x in ("c_format", "d_format"))
+        acc_dt = get_format(df).dtype
+        kw = dict(profile=prof, variant=variant)
+        if fa in ("tf32", "fp32"):
+            kw["input_format"] = fa
+        if entry.get("scale_format"):
+            kw["scale_format"] = entry["scale_format"]
+        for suite in sorted({k.split(".")[0] for k in arrays}):
+            if suites is not None and suite not in suites:
+                continue
+            a, b, c, d = (arrays[f"{suite}.{x}"] for x in "abcd")
+            n = a.shape[0] if tiles is None else min(tiles, a.shape[0])
+            matched = nan_m = 0
+            for t in range(n):
+                ct = _typed(c[t], cf).astype(acc_dt)  # an f16 C of an f32 D widens exactly
+                if "scale_format" in kw:
+                    kw["scale_a"], kw["scale_b"] = arrays[f"{suite}.scale_a"][t], arrays[f"{suite}.scale_b"][t]
+                got = matmul(_typed(a[t], fa), _typed(b[t], fb), ct, **kw).view(d.dtype)
+                eq = got == d[t]
+                if prof.host_nan:
+                    fmt = get_format(df)
+                    gn, rn = np.isnan(fmt.decode(got)), np.isnan(fmt.decode(d[t]))
+                    nan_m += int((gn & rn & ~eq).sum())
+                    eq = eq | (gn & rn)
+                matched += int(eq.sum())
+            rows.append((name, suite, matched, n * d[0].size, nan_m))
+    return rows
 
 
 def load_suites(path):
@@ -97,7 +192,24 @@ def main(argv=None) -> int:
     p.add_argument("--tiles", type=int, default=None, help="check only the first N tiles of each suite")
     args = p.parse_args(argv)
     tot_m = tot_n = 0
-    for path in args.paths:
+    dirs = [x for x in args.paths if os.path.isdir(x)]
+    if dirs:
+        nan_total = 0
+        for folder in dirs:
+            try:
+                rows = verify_dir(folder, args.tiles)
+            except (ValueError, TypeError) as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            for name, suite, m, n, nm in rows:
+                print(f"{name} {suite} {m}/{n}" + ("" if m == n else f"  ({100.0 * m / n:.3f} %)")
+                      + (f"  [{nm} NaN = NaN]" if nm else ""))
+                tot_m += m
+                tot_n += n
+                nan_total += nm
+        if nan_total:
+            print(f"# host-NaN profiles: {nan_total} NaN results matched NaNs of other bits")
+    for path in (x for x in args.paths if not os.path.isdir(x)):
         try:
             op, res = verify_file(path, args.profile, args.tiles)
         except (ValueError, TypeError) as e:

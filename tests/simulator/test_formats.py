@@ -20,7 +20,16 @@ DTYPES = {
     "bf16": np.dtype(ml_dtypes.bfloat16),
     "e4m3": np.dtype(ml_dtypes.float8_e4m3fn),
     "e5m2": np.dtype(ml_dtypes.float8_e5m2),
+    "e4m3fnuz": np.dtype(ml_dtypes.float8_e4m3fnuz),
+    "e5m2fnuz": np.dtype(ml_dtypes.float8_e5m2fnuz),
+    "e2m1": np.dtype(ml_dtypes.float4_e2m1fn),
+    "e2m3": np.dtype(ml_dtypes.float6_e2m3fn),
+    "e3m2": np.dtype(ml_dtypes.float6_e3m2fn),
+    "ue8m0": np.dtype(ml_dtypes.float8_e8m0fnu),
 }
+# ml_dtypes stores FP4/FP6 one code per byte, in the low bits: the codes of the format's width
+WIDTH = {"e2m1": 4, "e2m3": 6, "e3m2": 6}
+NEW = ["e4m3fnuz", "e5m2fnuz", "e2m1", "e2m3", "e3m2", "ue8m0"]
 SMALL = [n for n in DTYPES if DTYPES[n].itemsize <= 2]  # every bit pattern is enumerable
 # numpy warns when it casts NaN bit patterns between float types; the tests check NaNs explicitly
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")
@@ -35,7 +44,8 @@ def _uint(nbits):
 
 
 def test_catalogue_has_the_issue_formats():
-    assert set(FORMATS) == {"fp32", "tf32", "fp16", "bf16", "e4m3", "e5m2"}
+    assert set(FORMATS) == {"fp32", "tf32", "fp16", "bf16", "e4m3", "e5m2", "e4m3fnuz", "e5m2fnuz",
+                            "e2m1", "e2m3", "e3m2", "ue8m0", "ue4m3"}
     for name, fmt in FORMATS.items():
         assert isinstance(fmt, Format) and fmt.name == name
 
@@ -48,15 +58,21 @@ def _expected_properties(name):
         return dict(width=19, container=32, max_finite=_f32(0x7F7FE000), smallest_normal=_f32(0x00800000),
                     smallest_subnormal=_f32(0x00002000), nan_bits=0x7FC00000, inf_bits=0x7F800000,
                     max_bits=0x7F7FE000, emin=-126, emax=127)
+    if name == "ue4m3":
+        # E4M3 (fn) read without its sign: ml_dtypes' float8_e4m3fn on the non-negative half
+        want = _expected_properties("e4m3")
+        return {**want, "nan_bits": 0x7F}
     d = DTYPES[name]
-    fi = ml_dtypes.finfo(d) if name in ("bf16", "e4m3", "e5m2") else np.finfo(d)
+    fi = np.finfo(d) if name in ("fp32", "fp16") else ml_dtypes.finfo(d)
     u = _uint(d.itemsize * 8)
-    inf = np.array([np.inf], np.float32).astype(d)
+    with np.errstate(invalid="ignore"):
+        inf = np.array([np.inf], np.float32).astype(d)
+    has_nan = name not in WIDTH
     return dict(
-        width=d.itemsize * 8, container=d.itemsize * 8,
+        width=WIDTH.get(name, d.itemsize * 8), container=d.itemsize * 8,
         max_finite=float(fi.max), smallest_normal=float(fi.smallest_normal),
         smallest_subnormal=float(fi.smallest_subnormal),
-        nan_bits=int(np.array([np.nan], np.float32).astype(d).view(u)[0]),
+        nan_bits=int(np.array([np.nan], np.float32).astype(d).view(u)[0]) if has_nan else None,
         inf_bits=int(inf.view(u)[0]) if np.isinf(inf.astype(np.float64))[0] else None,
         max_bits=int(np.array([fi.max], d).view(u)[0]),
         emin=int(fi.minexp), emax=int(fi.maxexp) - 1,
@@ -73,7 +89,12 @@ def test_properties_match_independent_oracle(name):
     assert fmt.smallest_normal == want["smallest_normal"]
     assert fmt.smallest_subnormal == want["smallest_subnormal"]
     assert fmt.emin == want["emin"] and fmt.emax == want["emax"]
-    assert fmt.nan_bits == want["nan_bits"]
+    if want["nan_bits"] is None:
+        assert not fmt.has_nan
+        with pytest.raises(ValueError, match="NaN"):
+            fmt.nan_bits
+    else:
+        assert fmt.has_nan and fmt.nan_bits == want["nan_bits"]
     assert fmt.max_bits == want["max_bits"]
     if want["inf_bits"] is None:
         assert not fmt.has_inf
@@ -108,7 +129,7 @@ def _assert_same_values(got, want):
 @pytest.mark.parametrize("name", SMALL)
 def test_decode_every_bit_pattern(name):
     d = DTYPES[name]
-    codes = np.arange(1 << (8 * d.itemsize), dtype=_uint(8 * d.itemsize))
+    codes = np.arange(1 << WIDTH.get(name, 8 * d.itemsize), dtype=_uint(8 * d.itemsize))
     _assert_same_values(FORMATS[name].decode(codes), codes.view(d).astype(np.float64))
     np.testing.assert_array_equal(FORMATS[name].all_bit_patterns(), codes)
 
@@ -168,6 +189,9 @@ def test_encode_round_trips_every_finite_pattern(name):
                 np.testing.assert_array_equal(got[fin], codes[fin])
                 # NaN -> the format's NaN bits with the input's sign
                 nan = np.isnan(v64)
+                if not nan.any():
+                    assert not fmt.has_nan or name == "ue8m0"  # E8M0's NaN is checked below
+                    continue
                 want_nan = np.where(np.signbit(v64[nan]), fmt.nan_bits | int(sign), fmt.nan_bits)
                 np.testing.assert_array_equal(got[nan].astype(np.uint64), want_nan.astype(np.uint64))
 
@@ -417,10 +441,11 @@ GOOD = dict(name="x", exp_bits=5, man_bits=10, bias=15)
     ("name", "", TypeError), ("name", 3, TypeError), ("name", None, TypeError),
     ("exp_bits", 1, ValueError), ("exp_bits", 12, ValueError), ("exp_bits", 5.0, ValueError),
     ("exp_bits", True, ValueError), ("exp_bits", "5", ValueError),
-    ("man_bits", 0, ValueError), ("man_bits", 53, ValueError), ("man_bits", 2.5, ValueError),
+    ("man_bits", 53, ValueError), ("man_bits", 2.5, ValueError),
     ("man_bits", False, ValueError),
     ("bias", 0, ValueError), ("bias", 32, ValueError), ("bias", -1, ValueError), ("bias", 15.0, ValueError),
-    ("specials", "fnuz", ValueError), ("specials", None, ValueError),
+    ("specials", "fnz", ValueError), ("specials", None, ValueError), ("man_bits", 0, ValueError),
+    ("signed", 1, TypeError), ("sign_ignored", "yes", TypeError), ("has_zero", None, TypeError),
     ("container_bits", 8, ValueError), ("container_bits", 12, ValueError), ("container_bits", 128, ValueError),
     ("container_shift", 1, ValueError), ("container_shift", 1.5, TypeError),
     ("container_shift", -1, ValueError), ("container_bits", 16.0, (TypeError, ValueError)),
@@ -451,3 +476,65 @@ def test_get_format_names_aliases_and_errors():
     with pytest.raises(TypeError, match="format must be a str or Format"):
         get_format(16)
     assert simulator.get_format is get_format
+
+
+# ---------------------------------------------------------------------------- issue 13 formats
+@pytest.mark.parametrize("name", NEW)
+def test_new_formats_encode_rne_matches_ml_dtypes(name):
+    """Round to nearest even from binary32, against ml_dtypes' casts (FP4/FP6 and fnuz
+    saturate / give NaN on overflow as ml_dtypes does; FP4/FP6 refuse NaN inputs)."""
+    fmt, d = FORMATS[name], DTYPES[name]
+    rng = np.random.default_rng(len(name))
+    e = rng.integers(fmt.emin - 6, min(fmt.emax + 3, 127), 200_000)
+    x = np.ldexp(1.0 + rng.integers(0, 1 << 23, e.size) / float(1 << 23), e).astype(np.float32)
+    fin = fmt.decode(fmt.all_bit_patterns())
+    fin = np.unique(fin[np.isfinite(fin) & (fin >= 0)])
+    mids = ((fin[1:] + fin[:-1]) / 2).astype(np.float32)  # exact ties
+    x = np.concatenate([x, mids, fin.astype(np.float32), [0.0, np.inf]]).astype(np.float32)
+    if fmt.signed:
+        x = np.where(rng.integers(0, 2, x.size).astype(bool), -x, x).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = x.astype(d).view(np.uint8)
+    got = fmt.encode(x)
+    if name == "ue8m0":
+        keep = x > 0  # ml_dtypes and this agree on NaN for zero/negatives, checked below
+        _assert_bits_equal(got[keep], want[keep], x[keep])
+        assert (got[x <= 0] == 0xFF).all()
+    else:
+        _assert_bits_equal(got, want, x)
+
+
+def test_fnuz_has_no_negative_zero_and_one_nan():
+    for name in ("e4m3fnuz", "e5m2fnuz"):
+        f = FORMATS[name]
+        v = f.decode(f.all_bit_patterns())
+        assert np.flatnonzero(np.isnan(v)).tolist() == [0x80] and not np.isinf(v).any()
+        assert f.encode(np.array([-0.0, -2.0 ** -30, np.nan, -np.nan, 1e9])).tolist() == [0, 0, 0x80, 0x80, 0x80]
+        assert f.encode(np.array([1e9, -1e9]), saturate=True).tolist() == [0x7F, 0xFF]
+    assert FORMATS["e4m3fnuz"].max_finite == 240.0 and FORMATS["e5m2fnuz"].max_finite == 57344.0
+
+
+def test_fp4_fp6_have_no_specials():
+    e2m1 = FORMATS["e2m1"]
+    assert e2m1.decode(np.arange(16, dtype=np.uint8)).tolist() == [
+        0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6]
+    assert e2m1.encode(np.array([7.0, 1e9, np.inf, -np.inf])).tolist() == [7, 7, 7, 15]
+    with pytest.raises(ValueError, match="NaN"):
+        e2m1.encode(np.array([np.nan]))
+    assert FORMATS["e2m3"].max_finite == 7.5 and FORMATS["e3m2"].max_finite == 28.0
+
+
+def test_scale_formats():
+    e8 = FORMATS["ue8m0"]
+    assert e8.width == 8 and not e8.signed and not e8.has_zero and e8.man_bits == 0
+    codes = np.arange(256, dtype=np.uint8)
+    v = e8.decode(codes)
+    assert np.isnan(v[255]) and (v[:255] == np.ldexp(1.0, np.arange(255) - 127)).all()
+    assert e8.encode(np.array([1.0, 1.5, 3.0, 2.0 ** -140, 0.0, -1.0, 2.0 ** 128])).tolist() == [
+        127, 128, 129, 0, 255, 255, 255]
+    ue4 = FORMATS["ue4m3"]
+    e4 = FORMATS["e4m3"]
+    np.testing.assert_array_equal(ue4.decode(codes[:255]), np.abs(e4.decode(codes[:255])))
+    assert np.isnan(ue4.decode(np.array([0x7F, 0xFF], np.uint8))).all()
+    assert ue4.encode(np.array([1.0, -0.0])).tolist() == [0x38, 0x00]
+    assert ue4.encode(np.array([-1.0])).tolist() == [0x7F]  # no negative scales

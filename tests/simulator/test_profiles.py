@@ -20,11 +20,15 @@ def test_catalogue_entry_is_valid(name):
     assert isinstance(p, DatapathProfile) and p.name == name
     assert isinstance(p.description, str) and p.description
     assert isinstance(p.rules, MappingProxyType) and len(p.rules) >= 1
-    assert set(p.rules) <= set(FORMATS) - {"fp32"}
+    assert {k.split("/")[0] for k in p.rules} <= set(FORMATS) - {"ue8m0", "ue4m3"}
+    assert "fp32" not in p.rules or p.rules["fp32"].frac_bits is None  # binary32 inputs: an IEEE fma
     assert all(isinstance(r, StepRule) for r in p.rules.values())
     assert "fp32" in p.accumulators and set(p.accumulators) <= {"fp32", "fp16"}
-    assert np.isnan(np.array([p.nan_fp32], np.uint32).view(np.float32)[0])
-    assert np.isnan(np.array([p.nan_fp16], np.uint16).view(np.float16)[0])
+    if p.host_nan:
+        assert p.name.startswith("cdna")  # MMA-Sim's AMD NaN bits are its host's
+    else:
+        assert np.isnan(np.array([p.nan_fp32], np.uint32).view(np.float32)[0])
+        assert np.isnan(np.array([p.nan_fp16], np.uint16).view(np.float16)[0])
     assert get_profile(name) is p and get_profile(p) is p
     for fmt, rule in p.rules.items():
         assert p.rule(fmt) is rule
@@ -73,7 +77,7 @@ def test_older_tensor_cores_take_fp16():
 # ---------------------------------------------------------------------------- StepRule validation
 @pytest.mark.parametrize("field,value", [
     ("k", 0), ("k", 257), ("k", -4), ("k", 16.0), ("k", "16"), ("k", True), ("k", None),
-    ("frac_bits", 0), ("frac_bits", 27), ("frac_bits", 25.0), ("frac_bits", "25"), ("frac_bits", True),
+    ("frac_bits", 0), ("frac_bits", 36), ("frac_bits", 25.0), ("frac_bits", "25"), ("frac_bits", True),
     ("c_mode", "before"), ("c_mode", None),
     ("rounding", "rd"), ("rounding", "RZ"), ("rounding", None),
     ("operand_rounding", "rd"), ("operand_rounding", 0),
@@ -81,10 +85,43 @@ def test_older_tensor_cores_take_fp16():
     ("passes", ()), ("passes", [0]), ("passes", (1,)), ("passes", (0, 2)), ("passes", (0, 1, 1)),
     ("passes", (0, 0.0)), ("passes", (True, False)), ("passes", (-1, 0)), ("passes", 0),
     ("overflow", "saturate"), ("overflow", None),
+    ("tree", "serial"), ("zero_exp", 5), ("zero_exp", -126.0), ("sum_frac_bits", 0), ("c_frac_bits", 41),
+    ("align_rounding", "rne"), ("merge_rounding", "up"), ("c_drop", -1), ("pass_merge", "tree"),
+    ("product_overflow", "nan"), ("flush", {"inputs"}), ("flush", frozenset({"leaves"})),
+    ("group_k", 3), ("group_k", 0), ("zero_result", "-0"),
 ])
 def test_step_rule_rejects_bad_field(field, value):
     with pytest.raises((TypeError, ValueError), match=field):
         StepRule(**{"k": 16, field: value})
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(k=4, tree="pairwise"), "pairwise"),                      # C must come after the tree
+    (dict(k=3, tree="pairwise", c_mode="after"), "pairwise"),      # not a power of two
+    (dict(k=16, flush=frozenset({"nodes"})), "nodes"),             # nodes belong to a tree
+    (dict(k=16, passes=(0, 1), pass_merge="parallel"), "parallel"),  # needs aligned C
+    (dict(k=16, passes=(0, 1), zero_exp=-126), "chain"),
+    (dict(k=16, group_k=16, c_mode="after"), "group_k"),
+    (dict(k=1, frac_bits=None, zero_exp=-126), "classic"),
+])
+def test_step_rule_rejects_inconsistent_issue13_fields(kw, match):
+    with pytest.raises(ValueError, match=match):
+        StepRule(**kw)
+
+
+def test_issue13_profiles_hold_the_published_rules():
+    p = PROFILES["cdna3"]
+    r = p.rule("e4m3fnuz", "e5m2fnuz")
+    assert (r.k, r.frac_bits, r.passes, r.pass_merge, r.c_mode, r.c_drop) == (16, 24, (0, 1), "parallel", "aligned", 25)
+    assert p.host_nan and not PROFILES["hopper"].host_nan
+    assert PROFILES["hopper"].rule("fp16").zero_exp is None  # H100 silicon, not MMA-Sim
+    assert PROFILES["blackwell_mx"].rule("e2m1").group_k == 16
+    assert PROFILES["ada"].rule("e4m3").k == 16 and PROFILES["blackwell"].rule("e4m3").frac_bits == 25
+    assert PROFILES["rtx_blackwell"].rules == PROFILES["blackwell"].rules
+    assert PROFILES["cdna1"].rule("bf16").k == 2 and PROFILES["cdna2"].rule("bf16/legacy" .split("/")[0],
+                                                                          variant="legacy").k == 2
+    for name in ("ada", "blackwell", "rtx_blackwell", "blackwell_mx", "cdna1", "cdna2", "cdna3", "tpu"):
+        assert "MMA-Sim" in PROFILES[name].description or "assumed" in PROFILES[name].description
 
 
 def test_step_rule_exact_step_must_be_k1():
