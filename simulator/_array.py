@@ -186,12 +186,23 @@ class SystolicArray(_ArrayBase):
         args = (self.rows, self.cols, self.pipeline_depth, use_f32,
                 fmt.exp_bits, fmt.man_bits, fmt.bias, fmt.specials == "fn",
                 acc_fmt.exp_bits, acc_fmt.man_bits, acc_fmt.bias,
-                sp.o_man, sp.o_emin, sp.o_max, sp.o_ovf, ev, em, ptr)
+                sp.o_man, sp.o_emin, sp.o_max, sp.o_ovf, ev, em)
         if self.dataflow == "ws":
-            AK.ws_fma(ops.abits, ops.av.astype(dt), ops.bbits, ops.bv.astype(dt), acc_k, *args, _CHUNK)
+            AK.ws_fma(ops.abits, ops.av.astype(dt), ops.bbits, ops.bv.astype(dt), acc_k, *args,
+                      *_row_index(ev, len(ptr) - 1, self.rows), _CHUNK)
         else:
-            AK.os_fma(ops.abits, ops.av.astype(dt), ops.bbits, ops.bv.astype(dt), acc_k, *args)
+            AK.os_fma(ops.abits, ops.av.astype(dt), ops.bbits, ops.bv.astype(dt), acc_k, *args, ptr)
         acc[...] = acc_k
+
+
+def _row_index(ev: np.ndarray, folds: int, rows: int) -> tuple:
+    """(row_ptr (folds*rows+1,), row_idx (E,), max_row): the event table grouped by
+    (fold, PE row), table order kept within a group (the order faults act in), and
+    the largest group: the weight-stationary kernels scan one row's events only."""
+    key = ev[:, AK.EV_FOLD] * rows + ev[:, AK.EV_R]
+    idx = np.argsort(key, kind="stable").astype(np.int64)
+    ptr = np.searchsorted(key[idx], np.arange(folds * rows + 1)).astype(np.int64)
+    return ptr, idx, int(np.diff(ptr).max()) if len(ev) else 0
 
 
 def _f32_exact(av, ae, bv, be, acc) -> bool:
@@ -261,6 +272,7 @@ class TensorCoreArray(_ArrayBase):
                   lav, lae, lbv, lbe, la_bad, lb_bad, pass_len, p_floor, fmt.exp_bits, fmt.man_bits, fmt.bias, fmt.specials == "fn",
                   acc_fmt.exp_bits, acc_fmt.man_bits, acc_fmt.bias,
                   sp.frac_bits, sp.c_fused, sp.p_man, sp.p_emin, sp.p_max, sp.p_rne,
-                  sp.o_man, sp.o_emin, sp.o_max, sp.o_rne, sp.o_ovf, sp.f32_max, ev, em, ptr, _CHUNK)
+                  sp.o_man, sp.o_emin, sp.o_max, sp.o_rne, sp.o_ovf, sp.f32_max, ev, em,
+                  *_row_index(ev, len(ptr) - 1, self.rows), _CHUNK)
 
 
