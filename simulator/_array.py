@@ -22,6 +22,7 @@ from . import _kernels as K
 from . import _pe
 from ._array_reference import step_run
 from ._fault import Fault, OutputFault, apply_output_faults
+from ._faultmap import FaultMap
 from ._formats import get_format
 from ._golden import ArrayGoldenRun, _Operands, to_output
 from ._matmul import check_gemm_args, fused_layout
@@ -99,7 +100,8 @@ class _ArrayBase:
         return tuple((r.name, r.width) for r in
                      self.schedule(1, 1, 1, input_format=input_format, accumulator=accumulator).registers)
 
-    def run(self, a, b, c=None, *, faults=(), input_format=None, trace=()) -> ArrayResult:
+    def run(self, a, b, c=None, *, faults=(), fault_map: FaultMap | None = None, input_format=None,
+            trace=()) -> ArrayResult:
         """D = A @ B + C through the array, cycle by cycle, with faults.
 
         Args:
@@ -108,12 +110,18 @@ class _ArrayBase:
                 or None (+0, float32).
             faults: :class:`simulator.Fault` (register level) and
                 :class:`simulator.OutputFault` (applied to D afterwards) values.
+            fault_map: a :class:`simulator.FaultMap`: the chip's permanent faults,
+                met in every fold at every cycle (after ``faults`` in acting order).
             input_format: ``"tf32"`` for float32 inputs.
             trace: register names to record every cycle (runs the slow reference
                 stepper: small GEMMs only).
         """
         fmt, rule, acc_fmt, c, (M, Kd, N) = self._prepare(a, b, c, input_format)
         sched = self._schedule(M, Kd, N, fmt, rule, acc_fmt)
+        if fault_map is not None:
+            if not isinstance(fault_map, FaultMap):
+                raise TypeError(f"fault_map must be a FaultMap, not {type(fault_map).__name__}")
+            faults = tuple(faults) + fault_map.faults
         reg_faults, out_faults = self._check_faults(sched, faults)
         ops = _Operands.of(a, b, fmt, rule, acc_fmt)
         acc = c.astype(np.float64)

@@ -322,24 +322,35 @@ def _fma_hot_row(row_active, ab0, wb_row, c_vals, out, ev, em, e0, e1, r, i, nco
     other operand's bits per column; c_vals: (ncols,) psum in; out: (ncols,) psum out
     (may alias c_vals).  row_active False: a pass-through row (psum only).
     """
-    m2 = 2 * (op_mb + 1)
     for c in range(ncols):
-        v = c_vals[c]
-        if row_active:
-            ab = _ops(ab0, ev, em, e0, e1, REG_A, r, c, i, 0, 0)
-            wb = _ops(wb_row[c], ev, em, e0, e1, reg_w, r, c, i, 0, 0)
-            av = decode_fp(ab, op_eb, op_mb, op_bias, op_fn)
-            wv = decode_fp(wb, op_eb, op_mb, op_bias, op_fn)
-            ea = operand_exp(ab, op_eb, op_mb, op_bias, op_fn)
-            ew = operand_exp(wb, op_eb, op_mb, op_bias, op_fn)
-            p = av * wv
-            pe = ea + ew if (ea > -511 and ew > -511) else np.int64(SENTINEL)
-            for s in range(1, depth):
-                if np.isfinite(p) and _has_reg(ev, e0, e1, REG_PROD, r, c, i):
-                    pb = _ops(prod_encode(p, pe, m2), ev, em, e0, e1, REG_PROD, r, c, i, 0, s)
-                    p, pe = prod_decode(pb, m2)
-            v = fma_add(p, v, o_man, o_emin, o_max, o_ovf, sc, su)
-        out[c] = _psum_ops(v, ev, em, e0, e1, REG_PSUM, r, c, i, 1, acc_eb, acc_mb, acc_bias, False)
+        out[c] = _fma_hot_pe(row_active, ab0, wb_row[c], c_vals[c], ev, em, e0, e1, r, c, i, depth, reg_w,
+                             op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb, acc_bias,
+                             o_man, o_emin, o_max, o_ovf, sc, su)
+
+
+@njit(cache=True)
+def _fma_hot_pe(row_active, ab0, wb, v, ev, em, e0, e1, r, c, i, depth, reg_w,
+                op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb, acc_bias,
+                o_man, o_emin, o_max, o_ovf, sc, su):
+    """One scalar-FMA PE (r, c) for one item, every register as bits: ab0 the moving
+    operand's bits as they entered the row, wb the other operand's bits, v psum in;
+    returns psum out."""
+    m2 = 2 * (op_mb + 1)
+    if row_active:
+        ab = _ops(ab0, ev, em, e0, e1, REG_A, r, c, i, 0, 0)
+        wb = _ops(wb, ev, em, e0, e1, reg_w, r, c, i, 0, 0)
+        av = decode_fp(ab, op_eb, op_mb, op_bias, op_fn)
+        wv = decode_fp(wb, op_eb, op_mb, op_bias, op_fn)
+        ea = operand_exp(ab, op_eb, op_mb, op_bias, op_fn)
+        ew = operand_exp(wb, op_eb, op_mb, op_bias, op_fn)
+        p = av * wv
+        pe = ea + ew if (ea > -511 and ew > -511) else np.int64(SENTINEL)
+        for s in range(1, depth):
+            if np.isfinite(p) and _has_reg(ev, e0, e1, REG_PROD, r, c, i):
+                pb = _ops(prod_encode(p, pe, m2), ev, em, e0, e1, REG_PROD, r, c, i, 0, s)
+                p, pe = prod_decode(pb, m2)
+        v = fma_add(p, v, o_man, o_emin, o_max, o_ovf, sc, su)
+    return _psum_ops(v, ev, em, e0, e1, REG_PSUM, r, c, i, 1, acc_eb, acc_mb, acc_bias, False)
 
 
 @njit(cache=True, parallel=True)
@@ -367,8 +378,7 @@ def ws_fma(a_bits, a_val, w_bits, w_val, acc, R, C, depth, use_f32,
     for ch in prange(nch):
         sc = np.empty(2, np.float64)
         su = sc.view(np.uint64)
-        cv = np.empty(C, np.float64)
-        wrow = np.empty(C, np.uint64)
+        colhot = np.zeros(C, np.bool_)
         evs = np.empty((max(max_row, 1), EV_COLS), np.int64)
         ems = np.empty((max(max_row, 1), 3), np.uint64)
         for nt in range(nnt):
@@ -384,15 +394,24 @@ def ws_fma(a_bits, a_val, w_bits, w_val, acc, R, C, depth, use_f32,
                         hi = row_ptr[f * R + r + 1]
                         ne = row_events(ev, em, row_idx, lo, hi, m, evs, ems) if hi > lo else 0
                         if ne > 0:
+                            # only the PEs an event touches take the staged path (the
+                            # rest of the row is the fault-free FMA on the same values)
+                            colhot[:Cu] = False
+                            for q in range(ne):
+                                for c in range(evs[q, EV_C0], min(evs[q, EV_C1], Cu)):
+                                    colhot[c] = True
+                            ab0 = a_bits[m, k0 + r] if r < Ru else _U0
                             for c in range(Cu):
-                                cv[c] = acc[m, n0 + c]
-                                wrow[c] = w_bits[k0 + r, n0 + c] if r < Ru else _U0
-                            _fma_hot_row(r < Ru, a_bits[m, k0 + r] if r < Ru else _U0, wrow, cv, cv,
-                                         evs, ems, 0, ne, r, m, Cu, depth, REG_W,
-                                         op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb, acc_bias,
-                                         o_man, o_emin, o_max, o_ovf, sc, su)
-                            for c in range(Cu):
-                                acc[m, n0 + c] = cv[c]
+                                if colhot[c]:
+                                    acc[m, n0 + c] = _fma_hot_pe(
+                                        r < Ru, ab0, w_bits[k0 + r, n0 + c] if r < Ru else _U0, acc[m, n0 + c],
+                                        evs, ems, 0, ne, r, c, m, depth, REG_W, op_eb, op_mb, op_bias, op_fn,
+                                        acc_eb, acc_mb, acc_bias, o_man, o_emin, o_max, o_ovf, sc, su)
+                                elif r < Ru and use_f32:
+                                    acc[m, n0 + c] = acc[m, n0 + c] + a_val[m, k0 + r] * w_val[k0 + r, n0 + c]
+                                elif r < Ru:
+                                    acc[m, n0 + c] = fma_add(a_val[m, k0 + r] * w_val[k0 + r, n0 + c],
+                                                             acc[m, n0 + c], o_man, o_emin, o_max, o_ovf, sc, su)
                         elif r < Ru:
                             av = a_val[m, k0 + r]
                             if use_f32:
