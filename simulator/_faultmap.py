@@ -105,6 +105,13 @@ class FaultMap:
             m[r, c] = True
         return m
 
+    def weight_mask(self, array, k: int, n: int, *, input_format: str | None = None) -> np.ndarray:
+        """Weight-stationary: (k, n) bool, True where element (kk, nn) of a (k x n) B
+        is held by a faulty PE (:meth:`Schedule.weight_pes`: PE ((kk // step) % rows,
+        nn % cols) in every fold).  What fault-aware pruning zeroes."""
+        rows, cols = array.schedule(1, k, n, input_format=input_format).weight_pes()
+        return self.pe_mask(array.rows, array.cols)[rows[:, None], cols[None, :]]
+
     def select(self, keep) -> "FaultMap":
         """The map of the faults for which ``keep(fault)`` is true."""
         return FaultMap(tuple(f for f in self.faults if keep(f)))
