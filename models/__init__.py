@@ -14,6 +14,10 @@ fault-free run so that GEMM faults re-run only what they reach::
     golden.inject(ReplaceTile(gemm=1, rows=(0, 16), cols=(0, 16),
                               fn=lambda a_tile, b_tile, d_tile: faulty_array(a_tile, b_tile)))
 
+A faulty chip (:mod:`models._chip`): ``run_on_chip(golden, array_gemm(array, fault_map,
+acc))`` runs every GEMM through a PE array with a :class:`simulator.FaultMap`;
+``param_masks`` / ``retrain_masked`` prune and retrain around its faulty PEs.
+
 Models: :data:`MODELS` (``"mlp"``, ``"cnn"``, ``"transformer"``) on scikit-learn's
 digits, shipped weights in ``models/weights``; ``python -m models`` prints
 their accuracy per format.
@@ -25,6 +29,7 @@ from ._faults import GEMM_FAULTS, GemmCall, GemmSite, OutputBitFlip, ReplaceGemm
 from ._train import (TABLE_FORMATS, TRAIN_SETTINGS, WEIGHTS_DIR, accuracy, accuracy_table, load_digits, load_params,
                      predict, retrain_all, save_params, train)
 from ._zoo import MODELS, Model, get_model
+from ._chip import array_gemm, chip_faults, param_masks, retrain_masked, run_on_chip, weight_masks
 from ._pretrained import ACTIVATIONS, POOLING_MODES, BertConfig, PretrainedModel, load_pretrained
 
 __all__ = ["ACCUMULATORS", "INPUT_FORMATS", "Accelerator", "AcceleratedFunction", "GoldenTrace", "InjectStats",
@@ -32,4 +37,5 @@ __all__ = ["ACCUMULATORS", "INPUT_FORMATS", "Accelerator", "AcceleratedFunction"
            "ReplaceTile", "TABLE_FORMATS", "TRAIN_SETTINGS", "WEIGHTS_DIR", "accuracy", "accuracy_table",
            "load_digits", "load_params", "predict", "retrain_all", "save_params", "train", "MODELS", "Model",
            "get_model"]
+__all__ += ["array_gemm", "chip_faults", "param_masks", "retrain_masked", "run_on_chip", "weight_masks"]
 __all__ += ["ACTIVATIONS", "POOLING_MODES", "BertConfig", "PretrainedModel", "load_pretrained"]
