@@ -109,7 +109,7 @@ def param_masks(params: dict, array, fault_map: FaultMap, *, input_format: str |
     return out
 
 
-def retrain_masked(name: str, params: dict, masks: dict, *, epochs: int = 10, lr: float = 1e-3, seed: int = 0,
+def retrain_masked(name: str, params: dict, masks: dict, *, epochs: int = 40, lr: float = 3e-3, seed: int = 0,
                    batch: int = 64):
     """Fine-tune a zoo model on the digits training split with the masked weights held
     at zero (FAP+T): they start at zero, their gradients are dropped and every update
