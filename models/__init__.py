@@ -18,6 +18,9 @@ Workloads: a :class:`Workload` is a JAX function with its parameters, data and
 outcome rule (``"top1"``, ``"topk:K"``, ``"retrieval"``, ``"tolerance:REL"`` or a
 callable); :func:`get_workload` gives a shipped model as one, :func:`load_workload`
 calls a ``"module:function"`` factory.
+A faulty chip (:mod:`models._chip`): ``run_on_chip(golden, array_gemm(array, fault_map,
+acc))`` runs every GEMM through a PE array with a :class:`simulator.FaultMap`;
+``param_masks`` / ``retrain_masked`` prune and retrain around its faulty PEs.
 
 Models: :data:`MODELS` (``"mlp"``, ``"cnn"``, ``"transformer"``) on scikit-learn's
 digits, shipped weights in ``models/weights``; ``python -m models`` prints
@@ -31,6 +34,7 @@ from ._train import (TABLE_FORMATS, TRAIN_SETTINGS, WEIGHTS_DIR, accuracy, accur
                      predict, retrain_all, save_params, train)
 from ._zoo import MODELS, Model, get_model
 from ._workload import SHIPPED_BATCH, WORKLOAD_OUTCOMES, Workload, get_workload, load_workload
+from ._chip import array_gemm, chip_faults, param_masks, retrain_masked, run_on_chip, weight_masks
 from ._pretrained import ACTIVATIONS, POOLING_MODES, BertConfig, PretrainedModel, load_pretrained
 
 __all__ = ["ACCUMULATORS", "INPUT_FORMATS", "Accelerator", "AcceleratedFunction", "GoldenTrace", "InjectStats",
@@ -40,4 +44,5 @@ __all__ = ["ACCUMULATORS", "INPUT_FORMATS", "Accelerator", "AcceleratedFunction"
            "get_model"]
 __all__ += ["FALLBACKS", "OTHER_GEMM_PRIMITIVES", "is_floating", "SHIPPED_BATCH", "WORKLOAD_OUTCOMES", "Workload",
             "get_workload", "load_workload"]
+__all__ += ["array_gemm", "chip_faults", "param_masks", "retrain_masked", "run_on_chip", "weight_masks"]
 __all__ += ["ACTIVATIONS", "POOLING_MODES", "BertConfig", "PretrainedModel", "load_pretrained"]

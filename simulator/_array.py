@@ -22,6 +22,7 @@ from . import _kernels as K
 from . import _pe
 from ._array_reference import step_run
 from ._fault import Fault, OutputFault, apply_output_faults
+from ._faultmap import FaultMap
 from ._formats import get_format
 from ._golden import ArrayGoldenRun, _Operands, to_output
 from ._matmul import check_gemm_args, fused_layout
@@ -99,7 +100,8 @@ class _ArrayBase:
         return tuple((r.name, r.width) for r in
                      self.schedule(1, 1, 1, input_format=input_format, accumulator=accumulator).registers)
 
-    def run(self, a, b, c=None, *, faults=(), input_format=None, trace=()) -> ArrayResult:
+    def run(self, a, b, c=None, *, faults=(), fault_map: FaultMap | None = None, input_format=None,
+            trace=()) -> ArrayResult:
         """D = A @ B + C through the array, cycle by cycle, with faults.
 
         Args:
@@ -108,12 +110,18 @@ class _ArrayBase:
                 or None (+0, float32).
             faults: :class:`simulator.Fault` (register level) and
                 :class:`simulator.OutputFault` (applied to D afterwards) values.
+            fault_map: a :class:`simulator.FaultMap`: the chip's permanent faults,
+                met in every fold at every cycle (after ``faults`` in acting order).
             input_format: ``"tf32"`` for float32 inputs.
             trace: register names to record every cycle (runs the slow reference
                 stepper: small GEMMs only).
         """
         fmt, rule, acc_fmt, c, (M, Kd, N) = self._prepare(a, b, c, input_format)
         sched = self._schedule(M, Kd, N, fmt, rule, acc_fmt)
+        if fault_map is not None:
+            if not isinstance(fault_map, FaultMap):
+                raise TypeError(f"fault_map must be a FaultMap, not {type(fault_map).__name__}")
+            faults = tuple(faults) + fault_map.faults
         reg_faults, out_faults = self._check_faults(sched, faults)
         ops = _Operands.of(a, b, fmt, rule, acc_fmt)
         acc = c.astype(np.float64)
@@ -186,12 +194,23 @@ class SystolicArray(_ArrayBase):
         args = (self.rows, self.cols, self.pipeline_depth, use_f32,
                 fmt.exp_bits, fmt.man_bits, fmt.bias, fmt.specials == "fn",
                 acc_fmt.exp_bits, acc_fmt.man_bits, acc_fmt.bias,
-                sp.o_man, sp.o_emin, sp.o_max, sp.o_ovf, ev, em, ptr)
+                sp.o_man, sp.o_emin, sp.o_max, sp.o_ovf, ev, em)
         if self.dataflow == "ws":
-            AK.ws_fma(ops.abits, ops.av.astype(dt), ops.bbits, ops.bv.astype(dt), acc_k, *args, _CHUNK)
+            AK.ws_fma(ops.abits, ops.av.astype(dt), ops.bbits, ops.bv.astype(dt), acc_k, *args,
+                      *_row_index(ev, len(ptr) - 1, self.rows), _CHUNK)
         else:
-            AK.os_fma(ops.abits, ops.av.astype(dt), ops.bbits, ops.bv.astype(dt), acc_k, *args)
+            AK.os_fma(ops.abits, ops.av.astype(dt), ops.bbits, ops.bv.astype(dt), acc_k, *args, ptr)
         acc[...] = acc_k
+
+
+def _row_index(ev: np.ndarray, folds: int, rows: int) -> tuple:
+    """(row_ptr (folds*rows+1,), row_idx (E,), max_row): the event table grouped by
+    (fold, PE row), table order kept within a group (the order faults act in), and
+    the largest group: the weight-stationary kernels scan one row's events only."""
+    key = ev[:, AK.EV_FOLD] * rows + ev[:, AK.EV_R]
+    idx = np.argsort(key, kind="stable").astype(np.int64)
+    ptr = np.searchsorted(key[idx], np.arange(folds * rows + 1)).astype(np.int64)
+    return ptr, idx, int(np.diff(ptr).max()) if len(ev) else 0
 
 
 def _f32_exact(av, ae, bv, be, acc) -> bool:
@@ -261,6 +280,7 @@ class TensorCoreArray(_ArrayBase):
                   lav, lae, lbv, lbe, la_bad, lb_bad, pass_len, p_floor, fmt.exp_bits, fmt.man_bits, fmt.bias, fmt.specials == "fn",
                   acc_fmt.exp_bits, acc_fmt.man_bits, acc_fmt.bias,
                   sp.frac_bits, sp.c_fused, sp.p_man, sp.p_emin, sp.p_max, sp.p_rne,
-                  sp.o_man, sp.o_emin, sp.o_max, sp.o_rne, sp.o_ovf, sp.f32_max, ev, em, ptr, _CHUNK)
+                  sp.o_man, sp.o_emin, sp.o_max, sp.o_rne, sp.o_ovf, sp.f32_max, ev, em,
+                  *_row_index(ev, len(ptr) - 1, self.rows), _CHUNK)
 
 

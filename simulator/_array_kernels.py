@@ -294,15 +294,21 @@ def _psum_ops(v, ev, em, e0, e1, reg, r, c, i, stage, acc_eb, acc_mb, acc_bias, 
 
 
 @njit(cache=True)
-def _mark_rows(ev, e0, e1, i, rowhot):
-    """rowhot[r] = some event of this fold touches PE row r at item i; returns any."""
-    rowhot[:] = False
-    hit = False
-    for e in range(e0, e1):
+def row_events(ev, em, ridx, lo, hi, i, evs, ems):
+    """Copy the events ``ridx[lo:hi]`` (one fold's events on one PE row, in table
+    order) that act on item ``i`` into ``evs``/``ems``; returns how many.  The hot
+    path then scans only these, so a fold with many faults (a fault map: every
+    faulty PE in every fold) costs each row only its own events."""
+    n = 0
+    for q in range(lo, hi):
+        e = ridx[q]
         if ev[e, EV_I0] <= i < ev[e, EV_I1]:
-            rowhot[ev[e, EV_R]] = True
-            hit = True
-    return hit
+            for j in range(EV_COLS):
+                evs[n, j] = ev[e, j]
+            for j in range(3):
+                ems[n, j] = em[e, j]
+            n += 1
+    return n
 
 
 # ---- scalar-FMA PE: the staged (hot) path of one PE row ------------------------------
@@ -316,37 +322,52 @@ def _fma_hot_row(row_active, ab0, wb_row, c_vals, out, ev, em, e0, e1, r, i, nco
     other operand's bits per column; c_vals: (ncols,) psum in; out: (ncols,) psum out
     (may alias c_vals).  row_active False: a pass-through row (psum only).
     """
-    m2 = 2 * (op_mb + 1)
     for c in range(ncols):
-        v = c_vals[c]
-        if row_active:
-            ab = _ops(ab0, ev, em, e0, e1, REG_A, r, c, i, 0, 0)
-            wb = _ops(wb_row[c], ev, em, e0, e1, reg_w, r, c, i, 0, 0)
-            av = decode_fp(ab, op_eb, op_mb, op_bias, op_fn)
-            wv = decode_fp(wb, op_eb, op_mb, op_bias, op_fn)
-            ea = operand_exp(ab, op_eb, op_mb, op_bias, op_fn)
-            ew = operand_exp(wb, op_eb, op_mb, op_bias, op_fn)
-            p = av * wv
-            pe = ea + ew if (ea > -511 and ew > -511) else np.int64(SENTINEL)
-            for s in range(1, depth):
-                if np.isfinite(p) and _has_reg(ev, e0, e1, REG_PROD, r, c, i):
-                    pb = _ops(prod_encode(p, pe, m2), ev, em, e0, e1, REG_PROD, r, c, i, 0, s)
-                    p, pe = prod_decode(pb, m2)
-            v = fma_add(p, v, o_man, o_emin, o_max, o_ovf, sc, su)
-        out[c] = _psum_ops(v, ev, em, e0, e1, REG_PSUM, r, c, i, 1, acc_eb, acc_mb, acc_bias, False)
+        out[c] = _fma_hot_pe(row_active, ab0, wb_row[c], c_vals[c], ev, em, e0, e1, r, c, i, depth, reg_w,
+                             op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb, acc_bias,
+                             o_man, o_emin, o_max, o_ovf, sc, su)
+
+
+@njit(cache=True)
+def _fma_hot_pe(row_active, ab0, wb, v, ev, em, e0, e1, r, c, i, depth, reg_w,
+                op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb, acc_bias,
+                o_man, o_emin, o_max, o_ovf, sc, su):
+    """One scalar-FMA PE (r, c) for one item, every register as bits: ab0 the moving
+    operand's bits as they entered the row, wb the other operand's bits, v psum in;
+    returns psum out."""
+    m2 = 2 * (op_mb + 1)
+    if row_active:
+        ab = _ops(ab0, ev, em, e0, e1, REG_A, r, c, i, 0, 0)
+        wb = _ops(wb, ev, em, e0, e1, reg_w, r, c, i, 0, 0)
+        av = decode_fp(ab, op_eb, op_mb, op_bias, op_fn)
+        wv = decode_fp(wb, op_eb, op_mb, op_bias, op_fn)
+        ea = operand_exp(ab, op_eb, op_mb, op_bias, op_fn)
+        ew = operand_exp(wb, op_eb, op_mb, op_bias, op_fn)
+        p = av * wv
+        pe = ea + ew if (ea > -511 and ew > -511) else np.int64(SENTINEL)
+        for s in range(1, depth):
+            if np.isfinite(p) and _has_reg(ev, e0, e1, REG_PROD, r, c, i):
+                pb = _ops(prod_encode(p, pe, m2), ev, em, e0, e1, REG_PROD, r, c, i, 0, s)
+                p, pe = prod_decode(pb, m2)
+        v = fma_add(p, v, o_man, o_emin, o_max, o_ovf, sc, su)
+    return _psum_ops(v, ev, em, e0, e1, REG_PSUM, r, c, i, 1, acc_eb, acc_mb, acc_bias, False)
 
 
 @njit(cache=True, parallel=True)
 def ws_fma(a_bits, a_val, w_bits, w_val, acc, R, C, depth, use_f32,
            op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb, acc_bias,
-           o_man, o_emin, o_max, o_ovf, ev, em, fold_ptr, chunk):
+           o_man, o_emin, o_max, o_ovf, ev, em, row_ptr, row_idx, max_row, chunk):
     """Weight-stationary scalar-FMA array over a whole GEMM (acc in place).
 
     a_bits (M, K) uint64 operand encodings, a_val (M, K) their values (float32 when
     use_f32, else float64); w_bits/w_val (K, N) likewise; acc (M, N) float32/float64:
     C on entry, D on return.  Folds run N-tile-major, K-folds inner, so each fold's
     partial sum enters the next as its C.  ev/em: event table and its (and, or, xor)
-    masks, sorted by fold then cycle; fold_ptr (folds+1,) CSR offsets into ev.
+    masks, sorted by fold then cycle; row_ptr (folds*R+1,), row_idx (E,): the events
+    of fold f on PE row r are ``row_idx[row_ptr[f*R+r]:row_ptr[f*R+r+1]]`` (table
+    order); max_row: the most events of one (fold, row).  A (fold, item, PE row) no
+    event touches is the fault-free FMA; one that an event touches runs the staged
+    path on that row's events only.
     Rows of M are independent within a fold: threads take chunks of ``chunk`` rows.
     """
     M, K = a_bits.shape
@@ -357,9 +378,9 @@ def ws_fma(a_bits, a_val, w_bits, w_val, acc, R, C, depth, use_f32,
     for ch in prange(nch):
         sc = np.empty(2, np.float64)
         su = sc.view(np.uint64)
-        rowhot = np.zeros(R, np.bool_)
-        cv = np.empty(C, np.float64)
-        wrow = np.empty(C, np.uint64)
+        colhot = np.zeros(C, np.bool_)
+        evs = np.empty((max(max_row, 1), EV_COLS), np.int64)
+        ems = np.empty((max(max_row, 1), 3), np.uint64)
         for nt in range(nnt):
             n0 = nt * C
             Cu = min(C, N - n0)
@@ -367,21 +388,30 @@ def ws_fma(a_bits, a_val, w_bits, w_val, acc, R, C, depth, use_f32,
                 f = nt * nkf + kf
                 k0 = kf * R
                 Ru = min(R, K - k0)
-                e0 = fold_ptr[f]
-                e1 = fold_ptr[f + 1]
                 for m in range(ch * chunk, min(M, (ch + 1) * chunk)):
-                    hot = e1 > e0 and _mark_rows(ev, e0, e1, m, rowhot)
-                    for r in range(R if hot else Ru):
-                        if hot and rowhot[r]:
+                    for r in range(R):
+                        lo = row_ptr[f * R + r]
+                        hi = row_ptr[f * R + r + 1]
+                        ne = row_events(ev, em, row_idx, lo, hi, m, evs, ems) if hi > lo else 0
+                        if ne > 0:
+                            # only the PEs an event touches take the staged path (the
+                            # rest of the row is the fault-free FMA on the same values)
+                            colhot[:Cu] = False
+                            for q in range(ne):
+                                for c in range(evs[q, EV_C0], min(evs[q, EV_C1], Cu)):
+                                    colhot[c] = True
+                            ab0 = a_bits[m, k0 + r] if r < Ru else _U0
                             for c in range(Cu):
-                                cv[c] = acc[m, n0 + c]
-                                wrow[c] = w_bits[k0 + r, n0 + c] if r < Ru else _U0
-                            _fma_hot_row(r < Ru, a_bits[m, k0 + r] if r < Ru else _U0, wrow, cv, cv,
-                                         ev, em, e0, e1, r, m, Cu, depth, REG_W,
-                                         op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb, acc_bias,
-                                         o_man, o_emin, o_max, o_ovf, sc, su)
-                            for c in range(Cu):
-                                acc[m, n0 + c] = cv[c]
+                                if colhot[c]:
+                                    acc[m, n0 + c] = _fma_hot_pe(
+                                        r < Ru, ab0, w_bits[k0 + r, n0 + c] if r < Ru else _U0, acc[m, n0 + c],
+                                        evs, ems, 0, ne, r, c, m, depth, REG_W, op_eb, op_mb, op_bias, op_fn,
+                                        acc_eb, acc_mb, acc_bias, o_man, o_emin, o_max, o_ovf, sc, su)
+                                elif r < Ru and use_f32:
+                                    acc[m, n0 + c] = acc[m, n0 + c] + a_val[m, k0 + r] * w_val[k0 + r, n0 + c]
+                                elif r < Ru:
+                                    acc[m, n0 + c] = fma_add(a_val[m, k0 + r] * w_val[k0 + r, n0 + c],
+                                                             acc[m, n0 + c], o_man, o_emin, o_max, o_ovf, sc, su)
                         elif r < Ru:
                             av = a_val[m, k0 + r]
                             if use_f32:
@@ -538,7 +568,7 @@ def ws_dpu(a_bits, w_bits, acc, R, C, k, order, start,
            lav, lae, lbv, lbe, la_bad, lb_bad, pass_len, p_floor,
            op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb, acc_bias,
            frac, c_fused, p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max,
-           ev, em, fold_ptr, chunk):
+           ev, em, row_ptr, row_idx, max_row, chunk):
     """Weight-stationary array of k-wide dot-product units over a whole GEMM.
 
     a_bits (M, K), w_bits (K, N): operand encodings (uint64) in K order, for the
@@ -548,7 +578,8 @@ def ws_dpu(a_bits, w_bits, acc, R, C, k, order, start,
     (``simulator._matmul.fused_layout``).  PE row r of K-fold kf holds step
     s = kf*R + r (K columns [s*k, s*k+k)); rows past the last step pass the partial
     sum through.  A fault-free PE row is the core's :func:`fused_step_rows` over the
-    fold's columns; a row a fault touches runs the staged path, every register as bits.
+    fold's columns; a row a fault touches runs the staged path, every register as bits,
+    on that row's events only (ev, em, row_ptr, row_idx, max_row as :func:`ws_fma`).
     """
     M, K = a_bits.shape
     N = w_bits.shape[1]
@@ -561,7 +592,6 @@ def ws_dpu(a_bits, w_bits, acc, R, C, k, order, start,
     for ch in prange(nch):
         sc = np.empty(3, np.float64)
         su = sc.view(np.uint64)
-        rowhot = np.zeros(R, np.bool_)
         p = np.empty(k, np.float64)
         pe = np.empty(k, np.int64)
         pp = np.empty(k, np.float64)
@@ -576,27 +606,29 @@ def ws_dpu(a_bits, w_bits, acc, R, C, k, order, start,
         tot = np.empty(C, np.float64)
         carry = np.empty(C, np.float64)
         row = np.empty(C, np.float64)
+        evs = np.empty((max(max_row, 1), EV_COLS), np.int64)
+        ems = np.empty((max(max_row, 1), 3), np.uint64)
         for nt in range(nnt):
             n0 = nt * C
             Cu = min(C, N - n0)
             for kf in range(nkf):
                 f = nt * nkf + kf
                 Ru = min(R, nsteps - kf * R)
-                e0 = fold_ptr[f]
-                e1 = fold_ptr[f + 1]
                 for m in range(ch * chunk, min(M, (ch + 1) * chunk)):
-                    hot = e1 > e0 and _mark_rows(ev, e0, e1, m, rowhot)
-                    for r in range(R if hot else Ru):
+                    for r in range(R):
                         kb = (kf * R + r) * k
                         kn = min(k, K - kb) if r < Ru else 0
-                        if hot and rowhot[r]:
+                        lo = row_ptr[f * R + r]
+                        hi = row_ptr[f * R + r + 1]
+                        ne = row_events(ev, em, row_idx, lo, hi, m, evs, ems) if hi > lo else 0
+                        if ne > 0:
                             for t in range(k):
                                 ab[t] = a_bits[m, kb + t] if t < kn else _U0
                             for c in range(Cu):
                                 for t in range(k):
                                     wb[t] = w_bits[kb + t, n0 + c] if t < kn else _U0
                                 acc[m, n0 + c] = dpu_hot(r < Ru, ab, wb, k, acc[m, n0 + c], order, start,
-                                                         ev, em, e0, e1, r, c, m, op_eb, op_mb, op_bias, op_fn,
+                                                         evs, ems, 0, ne, r, c, m, op_eb, op_mb, op_bias, op_fn,
                                                          acc_eb, acc_mb, acc_bias, frac, c_fused, p_man, p_emin,
                                                          p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf,
                                                          f32_max, p, pe, pp, ppe, terms, sc, su)

@@ -191,6 +191,23 @@ class Schedule:
             self._cache["classes"] = tuple((ru, cu, fin, np.array(v, np.int64)) for (ru, cu, fin), v in types.items())
         return self._cache["classes"]
 
+    def weight_pes(self) -> tuple:
+        """Weight-stationary: where B's elements sit, ``(rows (k,), cols (n,))`` int64:
+        B[kk, nn] is held by PE (rows[kk], cols[nn]) in its fold (PE row r of a K-fold
+        holds K positions [r*step, r*step + step) of the fold's K range, column c
+        the fold's N position c): rows = (kk // step) % R, cols = nn % C.  What a
+        permanent fault in PE (r, c) meets, in every fold."""
+        if self.dataflow != "ws":
+            raise ValueError(f"weight_pes needs a weight-stationary schedule, not dataflow {self.dataflow!r}")
+        return (np.arange(self.k, dtype=np.int64) // self.step) % self.rows, np.arange(self.n, dtype=np.int64) % self.cols
+
+    def output_pes(self) -> tuple:
+        """Output-stationary: where D's elements are accumulated, ``(rows (m,), cols (n,))``
+        int64: D[i, j] in PE (i % R, j % C)."""
+        if self.dataflow != "os":
+            raise ValueError(f"output_pes needs an output-stationary schedule, not dataflow {self.dataflow!r}")
+        return np.arange(self.m, dtype=np.int64) % self.rows, np.arange(self.n, dtype=np.int64) % self.cols
+
     def base_cycle(self, r: int, c: int) -> int:
         """Base cycle (the cycle it multiplies) of item 0 at PE (r, c), fold-relative."""
         return (self.rows + r * self.row_interval + c) if self.dataflow == "ws" else (r + c)
