@@ -108,7 +108,7 @@ def run_model_campaign(campaign: ModelCampaign, path, *, executor: str = "proces
 
 def resume_model_campaign(path, **kw) -> CampaignRun:
     """Run the trials a database's campaign is missing (keywords as :func:`run_model_campaign`)."""
-    with ResultStore.open(path) as store:
+    with ResultStore.open(path, readonly=True) as store:
         campaign = store.campaign
     return run_model_campaign(campaign, path, **kw)
 
