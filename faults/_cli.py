@@ -120,8 +120,17 @@ def _array_args(p, default_shape):
                    help="PE pipeline depth (systolic; None: the profile's)")
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Help with each option's default, except None (the help says what None means)."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _Help
     ap = argparse.ArgumentParser(prog="gemmfi", description="gemmfi: bit-accurate fault injection into matrix units",
                                  formatter_class=fmt)
     sub = ap.add_subparsers(dest="cmd", required=True)
