@@ -95,8 +95,8 @@ class CampaignReport:
                 lines.append(f"{key[:40]:<40} {r.n:>6}  {rates}  "
                              f"{_ci(r.sdc, r.sdc_ci):>22}  {_ci(r.critical, r.critical_ci):>22}")
         lines.append("")
-        lines.append("outcomes (% of trials, population-weighted): " + "; ".join(
-            f"{k}: {v}" for k, v in OUTCOME_LEGEND.items()))
+        lines.append("outcomes (% of trials, population-weighted; intervals at the confidence above):")
+        lines.extend(f"  {k:<13} {v}" for k, v in OUTCOME_LEGEND.items())
         return "\n".join(lines)
 
     def plot(self, directory=None) -> list:
