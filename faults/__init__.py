@@ -22,7 +22,7 @@ from ._report import GROUPINGS, CampaignReport, ReportRow, model_campaign_report
 from ._sites import SiteSpace, Stratum, TrialSite
 from ._spec import LEVELS, STRATIFY, ModelCampaign, WorkloadRef, make_array
 from ._stats import CI_METHODS, clopper_pearson_interval, proportion_interval, sample_size, wilson_interval
-from ._store import CampaignMismatchError, ResultStore, StoreError
+from ._store import CampaignMismatchError, ResultStore, StoreCorruptError, StoreError
 from ._trial import TRIAL_OUTCOMES, TileCheck, TrialResult
 from ._value import NativeValueInjector
 from ._worker import site_space
@@ -35,7 +35,8 @@ __all__ = [
     # model campaigns
     "ModelCampaign", "WorkloadRef", "make_array", "LEVELS", "STRATIFY", "SiteSpace", "Stratum", "TrialSite", "site_space",
     "TRIAL_OUTCOMES", "TrialResult", "TileCheck", "EXECUTORS", "CampaignRun", "run_model_campaign",
-    "resume_model_campaign", "ResultStore", "StoreError", "CampaignMismatchError", "GROUPINGS", "CampaignReport",
+    "resume_model_campaign", "ResultStore", "StoreError", "StoreCorruptError", "CampaignMismatchError",
+    "GROUPINGS", "CampaignReport",
     "ReportRow", "model_campaign_report",
     # statistics
     "CI_METHODS", "sample_size", "wilson_interval", "clopper_pearson_interval", "proportion_interval",

@@ -8,7 +8,12 @@ an SQLite results database, their report (text) and plots (PNG next to the datab
 and ``report`` take the database positionally or with ``--db``.
 ``gemmfi campaign run`` with no arguments runs a small default campaign (the CNN on
 256 digits, a 16x16 systolic array, fp16, register-level faults, 385 trials for a 5 %
-margin at 95 % confidence) into ``gemmfi-campaign.db`` and prints its report.
+margin at 95 % confidence) into ``gemmfi-campaign.db`` in the current directory and
+prints its report.
+
+Every option is checked before anything is written: a bad value exits with status 2
+and one line ``gemmfi: error: X must be Y, not Z`` (argparse's usage line first for
+malformed options), never a traceback.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from simulator import Fault, get_format
 from ._executor import resume_model_campaign, run_model_campaign
 from ._report import model_campaign_report
 from ._spec import ModelCampaign, make_array
+from ._report import GROUPINGS
 from ._store import ResultStore, StoreError
 
 __all__ = ["main"]
@@ -50,89 +56,164 @@ def _csv(text: str) -> tuple:
     return tuple(v for v in text.split(",") if v)
 
 
+def _int_at_least(lo: int, what: str = "an int"):
+    """An argparse type: an int >= lo."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = None
+        if v is None or v < lo:
+            raise argparse.ArgumentTypeError(f"must be {what} >= {lo}, not {text!r}")
+        return v
+    parse.__name__ = f"int >= {lo}"
+    return parse
+
+
+_POSITIVE, _NONNEG = _int_at_least(1), _int_at_least(0)
+
+
+def _probability(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = None
+    if v is None or not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), not {text!r}")
+    return v
+
+
+def _mkn(text: str) -> tuple:
+    try:
+        v = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        v = ()
+    if len(v) != 3 or min(v) < 1:
+        raise argparse.ArgumentTypeError(f"must be M,K,N (three ints >= 1) such as 16,32,16, not {text!r}")
+    return v
+
+
+def _groupings(text: str) -> tuple:
+    v = _csv(text)
+    bad = [g for g in v if g not in GROUPINGS]
+    if not v or bad:
+        raise argparse.ArgumentTypeError(f"must be groupings among {','.join(GROUPINGS)} (comma separated), "
+                                         f"not {text!r}")
+    return v
+
+
+def _db_args(p) -> None:
+    """The results database: a positional path or ``--db`` (the same thing; give one)."""
+    p.add_argument("db_path", nargs="?", default=None, metavar="DB",
+                   help=f"results database (same as --db; default: {DEFAULT_DB} in the current directory)")
+    p.add_argument("--db", default=None, help=f"results database (default: {DEFAULT_DB} in the current directory)")
+
+
+def _resolve_db(args) -> None:
+    if args.db_path is not None and args.db is not None and args.db_path != args.db:
+        raise ValueError(f"the database must be given once (DB or --db), not both {args.db_path!r} and {args.db!r}")
+    args.db = args.db_path or args.db or DEFAULT_DB
+
+
 def _array_args(p, default_shape):
     p.add_argument("--array", type=_shape, default=default_shape, metavar="RxC", help="PE array shape")
     p.add_argument("--profile", default="systolic_fma", help="datapath profile (systolic_fma, hopper, ...)")
     p.add_argument("--dataflow", default="ws", choices=("ws", "os"), help="systolic dataflow")
-    p.add_argument("--pipeline-depth", type=int, default=None, help="PE pipeline depth (systolic)")
+    p.add_argument("--pipeline-depth", type=_POSITIVE, default=None,
+                   help="PE pipeline depth (systolic; None: the profile's)")
 
 
-def _db_args(p):
-    p.add_argument("db_path", nargs="?", default=None, metavar="DB",
-                   help=f"results database (or --db; default {DEFAULT_DB})")
-    p.add_argument("--db", default=None, help="results database (same as the positional DB)")
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Help with each option's default, except None (the help says what None means)."""
 
-
-def _db_of(args) -> str:
-    """The database a resume/report names, positionally or with --db."""
-    pos, opt = getattr(args, "db_path", None), args.db
-    if pos is not None and opt is not None and pos != opt:
-        raise ValueError(f"database must be given once, not both {pos!r} and --db {opt!r}")
-    return pos or opt or DEFAULT_DB
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="gemmfi", description="gemmfi: bit-accurate fault injection into matrix units")
+    fmt = _Help
+    ap = argparse.ArgumentParser(prog="gemmfi", description="gemmfi: bit-accurate fault injection into matrix units",
+                                 formatter_class=fmt)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    t = sub.add_parser("tile", help="simulate one GEMM tile with one fault and show what changed")
+    t = sub.add_parser("tile", help="simulate one GEMM tile with one fault and show what changed", formatter_class=fmt,
+                       description="Simulate one GEMM tile of random operands on a PE array, once fault-free and "
+                                   "once with one fault, and print which outputs changed. Writes nothing.")
     _array_args(t, (8, 8))
-    t.add_argument("--pe", type=_pair, default=(0, 0), metavar="ROW,COL")
-    t.add_argument("--register", default="psum")
-    t.add_argument("--bit", type=int, default=30)
-    t.add_argument("--cycle", type=int, default=12)
-    t.add_argument("--kind", default="flip", choices=("flip", "stuck0", "stuck1"))
-    t.add_argument("--nbits", type=int, default=1)
-    t.add_argument("--duration", type=int, default=None, help="cycles a stuck-at acts (default: to the end)")
-    t.add_argument("--mkn", type=lambda s: tuple(int(v) for v in s.split(",")), default=None, metavar="M,K,N",
-                   help="GEMM shape (default: rows,2*rows,cols of the array)")
+    t.add_argument("--pe", type=_pair, default=(0, 0), metavar="ROW,COL", help="the faulty PE")
+    t.add_argument("--register", default="psum", help="the faulty register (the output lists the PE's registers)")
+    t.add_argument("--bit", type=_NONNEG, default=30, help="first bit of the fault in the register")
+    t.add_argument("--cycle", type=_NONNEG, default=12, help="cycle the fault strikes (the output says if it is live)")
+    t.add_argument("--kind", default="flip", choices=("flip", "stuck0", "stuck1"), help="fault kind")
+    t.add_argument("--nbits", type=_POSITIVE, default=1, help="adjacent bits the fault covers (a burst)")
+    t.add_argument("--duration", type=_POSITIVE, default=None, help="cycles a stuck-at acts (None: to the end)")
+    t.add_argument("--mkn", type=_mkn, default=None, metavar="M,K,N",
+                   help="GEMM shape (None: rows,2*rows,cols of the array)")
     t.add_argument("--format", default="fp16", help="input format")
-    t.add_argument("--accumulator", default="fp32")
-    t.add_argument("--seed", type=int, default=0, help="seed of the random operands")
+    t.add_argument("--accumulator", default="fp32", help="accumulator format (fp32 or fp16)")
+    t.add_argument("--seed", type=_NONNEG, default=0, help="seed of the random operands")
 
-    c = sub.add_parser("campaign", help="model fault-injection campaigns")
+    c = sub.add_parser("campaign", help="model fault-injection campaigns", formatter_class=fmt)
     csub = c.add_subparsers(dest="action", required=True)
-    r = csub.add_parser("run", help="run (or continue) a campaign and print its report")
-    r.add_argument("--db", default=DEFAULT_DB, help=f"results database (default {DEFAULT_DB})")
+    r = csub.add_parser("run", help="run (or continue) a campaign and print its report", formatter_class=fmt,
+                        description="Run a model fault-injection campaign into an SQLite results database "
+                                    f"(default: {DEFAULT_DB} in the current directory; an existing one holding the "
+                                    "same campaign is continued), then print its report and save its plots as PNG "
+                                    "files next to the database (DB_layer.png, DB_register.png, DB_bit.png).")
+    _db_args(r)
     r.add_argument("--model", default="cnn",
                    help="mlp, cnn, transformer, or MODULE:FACTORY (a function returning a models.Workload, its "
                         "module importable, e.g. on PYTHONPATH)")
     _array_args(r, (16, 16))
     r.add_argument("--formats", type=_csv, default=("fp16",), help="input formats, comma separated")
-    r.add_argument("--accumulator", default="fp32")
-    r.add_argument("--batch", type=int, default=None,
-                   help="evaluation examples, the first of the workload's (default: all of them; a shipped model: "
+    r.add_argument("--accumulator", default="fp32", help="accumulator format (fp32 or fp16)")
+    r.add_argument("--batch", type=_POSITIVE, default=None,
+                   help="evaluation examples, the first of the workload's (None: all of them; a shipped model: "
                         "the first 256 test images)")
-    r.add_argument("--level", default="register", choices=("register", "value"))
-    r.add_argument("--registers", type=_csv, default=None, help="registers to sample (default: all)")
-    r.add_argument("--margin", type=float, default=0.05, help="error margin of the sample-size formula")
-    r.add_argument("--confidence", type=float, default=0.95)
-    r.add_argument("--p", type=float, default=0.5, help="anticipated proportion of the sample-size formula")
-    r.add_argument("--trials", type=int, default=None, help="trials per stratum (default: from the formula)")
-    r.add_argument("--stratify", default="format", choices=("format", "layer"))
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--tile", type=_shape, default=None, metavar="RxC", help="output tile (default: the array)")
-    r.add_argument("--chunk", type=int, default=8, help="images per cached golden sub-run (0: whole batch)")
+    r.add_argument("--level", default="register", choices=("register", "value"),
+                   help="register: flips in the PE array's registers; value: flips of one GEMM output")
+    r.add_argument("--registers", type=_csv, default=None, help="registers to sample, comma separated (None: all)")
+    r.add_argument("--margin", type=_probability, default=0.05, help="error margin of the sample-size formula")
+    r.add_argument("--confidence", type=_probability, default=0.95,
+                   help="confidence of the sample-size formula and of the report's intervals")
+    r.add_argument("--p", type=_probability, default=0.5, help="anticipated proportion of the sample-size formula")
+    r.add_argument("--trials", type=_POSITIVE, default=None, help="trials per stratum (None: from the formula)")
+    r.add_argument("--stratify", default="format", choices=("format", "layer"),
+                   help="one stratum per format, or per format and layer")
+    r.add_argument("--seed", type=_NONNEG, default=0, help="campaign seed (trial i's fault depends on it and i)")
+    r.add_argument("--tile", type=_shape, default=None, metavar="RxC", help="output tile (None: the array's shape)")
+    r.add_argument("--chunk", type=_NONNEG, default=8, help="images per cached golden sub-run (0: whole batch)")
     r.add_argument("--detector", default=None, metavar="MODULE:FUNCTION", help="protection check on faulty tiles")
-    for q in (r, csub.add_parser("resume", help="run the trials a campaign database is missing")):
-        if q is not r:
-            _db_args(q)
+    res = csub.add_parser("resume", help="run the trials a campaign database is missing", formatter_class=fmt,
+                          description="Run the trials a results database is missing (after a kill or --max-trials), "
+                                      "then print its report and save its plots next to the database.")
+    _db_args(res)
+    for q in (r, res):
         q.add_argument("--executor", default="process", choices=("process", "serial", "dask"),
-                       help="process pool (default), this process, or Dask (needs --scheduler)")
-        q.add_argument("--workers", type=int, default=None)
-        q.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://host:port)")
-        q.add_argument("--max-trials", type=int, default=None, help="stop after this many new trials")
-        q.add_argument("--batch-size", type=int, default=None, help="trials per task and per transaction")
-        q.add_argument("--no-progress", action="store_true")
-        q.add_argument("--no-report", action="store_true")
-        q.add_argument("--no-plots", action="store_true")
-    rep = csub.add_parser("report", help="print a campaign's report and save its plots")
+                       help="process: a local process pool; serial: this process; dask: the cluster at --scheduler")
+        q.add_argument("--workers", type=_POSITIVE, default=None, help="pool processes (None: one per CPU)")
+        q.add_argument("--scheduler", default=None,
+                       help="Dask scheduler address (tcp://host:port): run on that cluster instead")
+        q.add_argument("--max-trials", type=_POSITIVE, default=None,
+                       help="stop after this many new trials (None: all)")
+        q.add_argument("--batch-size", type=_POSITIVE, default=None,
+                       help="trials per task and per transaction (None: about 8 tasks per worker)")
+        q.add_argument("--no-progress", action="store_true", help="no progress bar")
+        q.add_argument("--no-report", action="store_true", help="do not print the report")
+        q.add_argument("--no-plots", action="store_true", help="do not save the report's plots")
+    rep = csub.add_parser("report", help="print a campaign's report and save its plots", formatter_class=fmt,
+                          description="Print a results database's report (outcome rates per group, SDC and critical "
+                                      "rates with confidence intervals, a legend of the outcomes) and save its "
+                                      "plots as PNG files next to the database. The database is only read.")
     _db_args(rep)
-    rep.add_argument("--method", default="wilson", choices=("wilson", "clopper-pearson"))
-    rep.add_argument("--confidence", type=float, default=None)
-    rep.add_argument("--by", type=_csv, default=("format", "layer", "register"),
-                     help="groupings: format, layer, register, bit")
-    rep.add_argument("--no-plots", action="store_true")
+    rep.add_argument("--method", default="wilson", choices=("wilson", "clopper-pearson"), help="interval method")
+    rep.add_argument("--confidence", type=_probability, default=None,
+                     help="interval confidence (None: the campaign's)")
+    rep.add_argument("--by", type=_groupings, default=("format", "layer", "register"),
+                     help=f"groupings, comma separated, among {', '.join(GROUPINGS)}")
+    rep.add_argument("--no-plots", action="store_true", help="do not save the plots")
     return ap
 
 
@@ -147,16 +228,21 @@ def _fmt_bits(x) -> str:
 
 
 def _ranges(v) -> str:
-    """'3-7, 12, 20-25' of ascending ints."""
-    out, v = [], [int(x) for x in v]
-    i = 0
-    while i < len(v):
-        j = i
-        while j + 1 < len(v) and v[j + 1] == v[j] + 1:
-            j += 1
-        out.append(f"{v[i]}" if i == j else f"{v[i]}-{v[j]}")
-        i = j + 1
-    return ", ".join(out[:8]) + (", ..." if len(out) > 8 else "") if out else "none"
+    """'3-7, 12, 20-25' of ascending ints (vectorised: live-cycle lists can hold millions)."""
+    v = np.asarray(v, np.int64)
+    if not len(v):
+        return "none"
+    breaks = np.flatnonzero(np.diff(v) != 1)
+    starts = np.concatenate(([0], breaks + 1))[:9]
+    ends = np.concatenate((breaks, [len(v) - 1]))[:9]
+    out = [f"{v[i]}" if i == j else f"{v[i]}-{v[j]}" for i, j in zip(starts, ends)]
+    return ", ".join(out[:8]) + (", ..." if len(out) > 8 else "")
+
+
+def _is_in(x: int, v) -> bool:
+    """Whether x is in the ascending int array v (binary search)."""
+    i = int(np.searchsorted(v, x))
+    return i < len(v) and int(v[i]) == x
 
 
 def cmd_tile(args, out) -> int:
@@ -184,7 +270,7 @@ def cmd_tile(args, out) -> int:
     live = sites.live_cycles(args.register, args.pe)
     print(f"fault: {fault}", file=out)
     print(f"{args.register} at PE {args.pe} is live in {len(live)} of {sites.cycles} cycles ({_ranges(live)}); "
-          f"cycle {args.cycle} {'is' if args.cycle in set(live.tolist()) else 'is not'} live", file=out)
+          f"cycle {args.cycle} {'is' if _is_in(args.cycle, live) else 'is not'} live", file=out)
     w = gold.output.dtype.itemsize * 8
     ub = np.dtype(f"uint{w}")
     diff = np.argwhere(gold.output.view(ub) != bad.output.view(ub))
@@ -255,7 +341,7 @@ def cmd_campaign(args, out) -> int:
         db = args.db
         res = run_model_campaign(_campaign_from_args(args), db, **kw)
     else:
-        db = _db_of(args)
+        db = args.db
         res = resume_model_campaign(db, **kw)
     rate = res.ran / res.seconds if res.seconds > 0 else 0.0
     print(f"{res.ran} trials run in {res.seconds:.1f} s ({rate:.0f}/s, {res.executor}); "
@@ -272,12 +358,14 @@ def main(argv=None, out=None) -> int:
     try:
         if args.cmd == "tile":
             return cmd_tile(args, out)
+        _resolve_db(args)
         if args.action == "report":
-            _report(_db_of(args), out, args.by, args.method, args.confidence, not args.no_plots)
+            _report(args.db, out, args.by, args.method, args.confidence, not args.no_plots)
             return 0
         return cmd_campaign(args, out)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, StoreError) as e:
-        print(f"gemmfi: error: {e}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, StoreError) as e:
+        # OSError: a missing or unwritable file, an unreachable scheduler (ConnectionError)
+        print(f"gemmfi: error: {'; '.join(str(e).splitlines())}", file=sys.stderr)  # one line
         return 2
 
 

@@ -8,9 +8,15 @@ nothing: trial ``i``'s fault and result are pure functions of ``(campaign, i)``.
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import socket
+import sys
+import threading
 import time
+from urllib.parse import urlsplit
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +32,8 @@ __all__ = ["run_model_campaign", "resume_model_campaign", "CampaignRun", "EXECUT
 
 #: Executors of :func:`run_model_campaign` (a Dask scheduler address selects ``"dask"``).
 EXECUTORS = ("process", "serial", "dask")
+#: Seconds to wait for a Dask scheduler to answer before giving up.
+SCHEDULER_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -57,10 +65,99 @@ def _batches(ids, size):
     return [ids[i:i + size] for i in range(0, len(ids), size)]
 
 
-def _bar(total, progress, desc):
-    from tqdm import tqdm
+class _Progress:
+    """A tqdm bar whose time estimate comes from measured trials only.
 
-    return tqdm(total=total, disable=not progress, desc=desc, unit="trial", smoothing=0.1)
+    The first batches of a run also pay for start-up (worker processes, golden runs of
+    the model, Numba compilation), so an estimate from them is far too long.  Until
+    ``warm`` batches are stored the bar shows no estimate; then a fresh bar (starting
+    at the trials already stored) measures the rate from there on.
+    """
+
+    def __init__(self, total, progress, desc, warm, file=None):
+        self.total, self.progress, self.desc, self.warm, self.file = total, progress, desc, warm, file
+        self.batches = 0
+        self.bar = self._make(0, "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                                 "[{elapsed}, estimate after start-up]")
+
+    def _make(self, initial, fmt=None):
+        from tqdm import tqdm
+
+        return tqdm(total=self.total, initial=initial, disable=not self.progress, desc=self.desc, unit="trial",
+                    smoothing=0.1, bar_format=fmt, file=self.file)
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+        self.batches += 1
+        if self.batches == self.warm and self.bar.n < self.total:
+            done = self.bar.n
+            self.bar.leave = False
+            self.bar.close()
+            self.bar = self._make(done)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _bar(total, progress, desc, warm=1, file=None):
+    return _Progress(total, progress, desc, warm, file)
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Process-pool initializer: this worker ends when its parent process does, by
+    any signal (SIGKILL included), instead of living on as an orphan.
+
+    On Linux the kernel sends SIGKILL when the parent dies (``PR_SET_PDEATHSIG``);
+    everywhere a daemon thread waits on multiprocessing's parent sentinel (a pipe
+    that closes when the parent dies) and checks that the parent is still
+    ``parent_pid``, and ends the process with ``os._exit``.  The resource tracker
+    then sees its last client gone and exits too.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass  # the thread below still watches
+    if os.getppid() != parent_pid:
+        os._exit(1)  # the parent died before this worker started
+    parent = multiprocessing.parent_process()
+    sentinel = getattr(parent, "sentinel", None)
+
+    def watch():
+        from multiprocessing.connection import wait as wait_ready
+
+        while True:
+            if sentinel is not None:
+                if wait_ready([sentinel], timeout=1.0):
+                    os._exit(1)
+            else:
+                time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="gemmfi-parent-watch", daemon=True).start()
+
+
+def _check_scheduler(scheduler) -> None:
+    """Fail fast (within :data:`SCHEDULER_TIMEOUT` s, one line) when a scheduler
+    address does not answer, before anything is written."""
+    if not isinstance(scheduler, str):
+        return  # a distributed.Client: already connected
+    parts = urlsplit(scheduler if "://" in scheduler else f"tcp://{scheduler}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if parts.scheme not in ("tcp", "tls"):
+        return  # another transport (inproc, ucx, ...): Client's own timeout applies
+    if not host or not port:
+        raise ValueError(f"scheduler must be a Dask scheduler address such as tcp://host:8786, not {scheduler!r}")
+    try:
+        socket.create_connection((host, port), timeout=SCHEDULER_TIMEOUT).close()
+    except OSError as e:
+        raise ConnectionError(f"scheduler must be a reachable Dask scheduler, not {scheduler!r} "
+                              f"({e.strerror or type(e).__name__} within {SCHEDULER_TIMEOUT:g} s)") from None
 
 
 def run_model_campaign(campaign: ModelCampaign, path, *, executor: str = "process", workers: int | None = None,
@@ -99,6 +196,11 @@ def run_model_campaign(campaign: ModelCampaign, path, *, executor: str = "proces
         raise ValueError(f"executor must be 'serial' for a campaign on an in-memory models.Workload, not "
                          f"{executor!r}: other processes cannot rebuild it; give model='module:function' (a "
                          f"factory returning the Workload) to run it on {executor!r}")
+    for name, v in (("batch_size", batch_size), ("max_trials", max_trials)):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ValueError(f"{name} must be an int >= 1 or None, not {v!r}")
+    if executor == "dask":
+        _check_scheduler(scheduler)  # before the database is created
     t0 = time.perf_counter()
     path = Path(path)
     if path.exists():
@@ -125,7 +227,7 @@ def resume_model_campaign(path, *, workload: Workload | None = None, **kw) -> Ca
     factory called again) and must have the stored digest, else
     :class:`faults.CampaignMismatchError` naming both and nothing is run.  A campaign
     on an in-memory workload needs it back: ``workload=`` (same digest)."""
-    with ResultStore.open(path) as store:
+    with ResultStore.open(path, readonly=True) as store:
         campaign = store.campaign
     if workload is not None:
         if not isinstance(workload, Workload):
@@ -152,7 +254,8 @@ def _execute(store, executor, workers, scheduler, batch_size, progress, max_tria
     size = batch_size or max(4, min(64, -(-len(pending) // (8 * workers)) if pending else 4))
     batches = _batches(pending, size)
     cj = campaign.to_json()
-    bar = _bar(len(pending), progress, f"campaign {campaign.digest}")
+    # no time estimate before every worker has stored a batch and one more came in
+    bar = _bar(len(pending), progress, f"campaign {campaign.digest}", warm=min(len(batches), workers + 1))
     ts = None
 
     def store_rows(rows):
@@ -170,7 +273,8 @@ def _execute(store, executor, workers, scheduler, batch_size, progress, max_tria
         elif executor == "process":
             threads = max(1, (os.cpu_count() or 1) // workers)
             ctx = multiprocessing.get_context("spawn")  # JAX is multithreaded: never fork it
-            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_exit_with_parent,
+                                     initargs=(os.getpid(),)) as pool:
                 ts = time.perf_counter()
                 it = iter(batches)
                 inflight = set()
@@ -188,7 +292,10 @@ def _execute(store, executor, workers, scheduler, batch_size, progress, max_tria
         else:
             from distributed import Client, as_completed
 
-            client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
+            try:
+                client = scheduler if isinstance(scheduler, Client) else Client(scheduler, timeout=SCHEDULER_TIMEOUT)
+            except (OSError, TimeoutError) as e:
+                raise ConnectionError(f"scheduler must be a reachable Dask scheduler, not {scheduler!r} ({e})") from None
             try:
                 ts = time.perf_counter()
                 futs = [client.submit(run_trials, cj, b, 1, wl.digest, pure=False) for b in batches]

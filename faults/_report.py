@@ -16,10 +16,23 @@ import numpy as np
 from models import Workload
 
 from ._trial import TRIAL_OUTCOMES
-from ._stats import proportion_interval
+from ._stats import CI_METHODS, proportion_interval
 from ._store import ResultStore
 
-__all__ = ["CampaignReport", "ReportRow", "model_campaign_report", "GROUPINGS"]
+__all__ = ["CampaignReport", "ReportRow", "model_campaign_report", "GROUPINGS", "OUTCOME_LEGEND"]
+
+#: What each outcome of :data:`faults.TRIAL_OUTCOMES` and each summary column of a
+#: report means; :meth:`CampaignReport.text` prints it under the tables.
+OUTCOME_LEGEND = MappingProxyType({
+    "masked": "the model's output bitwise equal to the fault-free run's (no alarm was needed)",
+    "benign_sdc": "silent data corruption: outputs differ, no example critical by the workload's outcome rule",
+    "critical_sdc": "silent data corruption: some example critical (top1: its top-1 class changed or went wrong)",
+    "nan_inf": "a NaN or infinity in the outputs",
+    "detected": "an alarm reached the system (a protection scheme or --detector) and the tile was not restored",
+    "corrected": "a protection scheme acted and the delivered tile equals the fault-free one",
+    "SDC": "benign_sdc + critical_sdc + nan_inf, with its confidence interval",
+    "critical": "critical_sdc + nan_inf, with its confidence interval",
+})
 
 #: Report groupings: name -> the :class:`faults.TrialResult` fields that form a group's key.
 GROUPINGS = MappingProxyType({"format": ("format",), "layer": ("format", "layer"),
@@ -82,16 +95,21 @@ class CampaignReport:
         lines = [f"campaign {c.digest}: {what}, {type(arr).__name__} "
                  f"{arr.rows}x{arr.cols} {arr.profile}{prot}, {c.level}-level faults, "
                  f"formats {','.join(c.formats)}; {self.done}/{self.total} trials; {pct}% {self.method} intervals"]
+        groupings = _check_groupings(groupings)
+        width = {o: max(8, len(o)) for o in TRIAL_OUTCOMES}  # whole outcome names, never cut
         for g in groupings:
             rows = self.tables[g]
             lines.append("")
-            head = f"{'/'.join(GROUPINGS[g]):<40} {'n':>6}  " + " ".join(f"{o[:8]:>8}" for o in TRIAL_OUTCOMES)
+            head = f"{'/'.join(GROUPINGS[g]):<40} {'n':>6}  " + " ".join(f"{o:>{width[o]}}" for o in TRIAL_OUTCOMES)
             lines.append(head + f"  {'SDC [CI]':>22}  {'critical [CI]':>22}")
             for r in rows:
                 key = "/".join(str(k) for k in r.key)
-                rates = " ".join(f"{100 * r.rates[o]:7.2f}%" for o in TRIAL_OUTCOMES)
+                rates = " ".join(f"{f'{100 * r.rates[o]:.2f}%':>{width[o]}}" for o in TRIAL_OUTCOMES)
                 lines.append(f"{key[:40]:<40} {r.n:>6}  {rates}  "
                              f"{_ci(r.sdc, r.sdc_ci):>22}  {_ci(r.critical, r.critical_ci):>22}")
+        lines.append("")
+        lines.append("outcomes (% of trials, population-weighted; intervals at the confidence above):")
+        lines.extend(f"  {k:<13} {v}" for k, v in OUTCOME_LEGEND.items())
         return "\n".join(lines)
 
     def plot(self, directory=None) -> list:
@@ -151,6 +169,17 @@ class CampaignReport:
         return out
 
 
+def _check_groupings(groupings) -> tuple:
+    if isinstance(groupings, str):
+        groupings = (groupings,)
+    if not isinstance(groupings, (tuple, list)) or not groupings:
+        raise TypeError(f"groupings must be a non-empty tuple of str, not {groupings!r}")
+    bad = [g for g in groupings if g not in GROUPINGS]
+    if bad:
+        raise ValueError(f"groupings must be among {tuple(GROUPINGS)}, not {bad}")
+    return tuple(groupings)
+
+
 def _ci(v, ci):
     return f"{100 * v:5.1f}% [{100 * ci[0]:4.1f},{100 * ci[1]:5.1f}]"
 
@@ -166,10 +195,19 @@ def model_campaign_report(path, confidence: float | None = None, method: str = "
         workload: a :class:`models.Workload` the results are meant to describe
             (optional): its digest must be the stored one, else
             :class:`faults.CampaignMismatchError` naming both.
+
+    The database is opened read-only and verified first (:class:`faults.StoreError`
+    naming the file and what failed when it is not a whole gemmfi database).
     """
     if workload is not None and not isinstance(workload, Workload):
         raise TypeError(f"workload must be a models.Workload or None, not {type(workload).__name__}")
-    with ResultStore.open(path, workload_digest=None if workload is None else workload.digest) as store:
+    if method not in CI_METHODS:
+        raise ValueError(f"method must be one of {CI_METHODS}, not {method!r}")
+    if confidence is not None and (not isinstance(confidence, (int, float)) or isinstance(confidence, bool)
+                                   or not 0 < confidence < 1):
+        raise ValueError(f"confidence must be a number in (0, 1) or None, not {confidence!r}")
+    with ResultStore.open(path, workload_digest=None if workload is None else workload.digest,
+                          readonly=True) as store:
         rows = store.rows()
         strata = store.strata()
         campaign, total, wmeta = store.campaign, store.total, store.workload

@@ -39,8 +39,9 @@ class Accelerator:
             for the FP8 formats, as the hardware conversion does (``cvt.rn.satfinite``
             on Hopper; e4m3 has no infinity, so a non-saturating conversion would give
             NaN), and not for fp16/bf16 (overflow gives inf, as a plain cast does).
-        split_k: split-K factor passed to :func:`simulator.matmul`; a GEMM whose K it
-            does not divide runs with ``split_k=1``.
+        split_k: split-K factor passed to :func:`simulator.matmul`; every GEMM's K
+            must be a multiple of it (else :meth:`gemm` raises ValueError naming K and
+            split_k: a GEMM never silently runs unsplit).
 
     Operands are rounded to nearest, ties to even (RNE), from their exact values
     (float32/float16/bfloat16/float64 model arrays are widened to binary64 first, so
@@ -135,7 +136,10 @@ class Accelerator:
         N = b.shape[2]
         out = np.empty((G, M, N), self.acc_dtype)
         fmt = "tf32" if self.input_format == "tf32" else None
-        split = self.split_k if K % self.split_k == 0 else 1
+        if K % self.split_k:
+            raise ValueError(f"K must be a multiple of split_k={self.split_k}, not {K} "
+                             f"(a GEMM of shape ({M}, {K}) @ ({K}, {N}))")
+        split = self.split_k
         for g in range(G):
             c = np.zeros((M, N), self.acc_dtype)
             out[g] = matmul(np.ascontiguousarray(a[g]), np.ascontiguousarray(b[g]), c, profile=self.profile,

@@ -52,8 +52,8 @@ def test_foreign_and_tampered_databases(tmp_path, done_db):
         conn.execute("CREATE TABLE t (x)")
     with pytest.raises(StoreError, match="gemmfi campaign database"):
         ResultStore.open(p)
-    for name, sql, msg in (("tampered", "UPDATE meta SET value='99' WHERE key='schema'", "schema must be 1"),
-                           ("badmeta", "UPDATE meta SET value='{}' WHERE key='campaign'", "bad metadata")):
+    for name, sql, msg in (("tampered", "UPDATE meta SET value='99' WHERE key='schema'", "schema must be 2"),
+                           ("badmeta", "UPDATE meta SET value='{}' WHERE key='campaign'", "header digest")):
         q = tmp_path / f"{name}.db"
         q.write_bytes(done_db.read_bytes())
         with sqlite3.connect(q) as conn:
@@ -125,9 +125,9 @@ def test_create_leaves_no_partial_file_behind(tmp_path, monkeypatch):
     seen = []
     real_connect = ResultStore._connect
 
-    def spy(path):
+    def spy(path, *a):
         seen.append((path.name, (tmp_path / "c.db").exists()))
-        return real_connect(path)
+        return real_connect(path, *a)
 
     monkeypatch.setattr(ResultStore, "_connect", staticmethod(spy))
     r = run_model_campaign(C, tmp_path / "c.db", executor="serial", max_trials=2)
