@@ -339,15 +339,19 @@ def _verify(conn, path):
     cols = [r[1] for r in conn.execute("PRAGMA table_info(trials)")]
     if tuple(cols) != TRIAL_COLUMNS + ("row_digest",):
         raise StoreError(f"{bad} (trials columns {cols})")
-    stored = ModelCampaign.from_json(meta["campaign"])
-    if stored.digest != meta["digest"]:
-        raise CampaignMismatchError(
-            f"results database {str(path)!r} must hold the campaign its digest names, not an edited one "
-            f"(stored digest {meta['digest']}, stored campaign's digest now {stored.digest})")
-    if stored.to_json() != meta["campaign"]:
-        raise StoreCorruptError(f"{corrupt} (campaign digest mismatch)")
     if meta.get("header_digest") != _header_digest(conn):
+        try:  # name the mismatch when the stored campaign itself was edited (still a valid campaign)
+            edited = ModelCampaign.from_json(meta["campaign"]).digest
+        except (KeyError, ValueError, TypeError):
+            edited = None
+        if edited is not None and edited != meta.get("digest"):
+            raise CampaignMismatchError(
+                f"results database {str(path)!r} must hold the campaign its digest names, not an edited one "
+                f"(stored digest {meta.get('digest')}, stored campaign's digest now {edited})")
         raise StoreCorruptError(f"{corrupt} (header digest mismatch: campaign, totals or strata changed)")
+    stored = ModelCampaign.from_json(meta["campaign"])
+    if stored.digest != meta["digest"] or stored.to_json() != meta["campaign"]:
+        raise StoreCorruptError(f"{corrupt} (campaign digest mismatch)")
     total = int(meta["total"])
     n_strata = conn.execute("SELECT COUNT(*), COALESCE(SUM(trials), 0) FROM strata").fetchone()
     if n_strata[1] != total:
