@@ -345,9 +345,9 @@ def _verify(conn, path):
         except (KeyError, ValueError, TypeError):
             edited = None
         if edited is not None and edited != meta.get("digest"):
-            raise CampaignMismatchError(
-                f"results database {str(path)!r} must hold the campaign its digest names, not an edited one "
-                f"(stored digest {meta.get('digest')}, stored campaign's digest now {edited})")
+            raise StoreCorruptError(
+                f"{corrupt} (header digest mismatch: the stored campaign was edited: its digest is now {edited}, "
+                f"stored {meta.get('digest')})")
         raise StoreCorruptError(f"{corrupt} (header digest mismatch: campaign, totals or strata changed)")
     stored = ModelCampaign.from_json(meta["campaign"])
     if stored.digest != meta["digest"] or stored.to_json() != meta["campaign"]:
