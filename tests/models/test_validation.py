@@ -10,7 +10,7 @@ f = lambda x, w: x @ w  # noqa: E731
 
 @pytest.mark.parametrize("kwargs,exc,match", [
     (dict(profile=3), TypeError, "profile must be a str or DatapathProfile, not int"),
-    (dict(profile="tpu"), ValueError, "profile must be one of .*, not 'tpu'"),
+    (dict(profile="npu9000"), ValueError, "profile must be one of .*, not 'npu9000'"),
     (dict(input_format=16), TypeError, "input_format must be a str, not int"),
     (dict(input_format="fp8"), ValueError, "input_format must be one of .*, not 'fp8'"),
     (dict(accumulator="fp64"), ValueError, "accumulator must be one of .*, not 'fp64'"),
