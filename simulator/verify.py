@@ -138,15 +138,23 @@ def load_suites(path):
     Raises ValueError naming the file and what is wrong for an unknown op, a
     missing array, inconsistent shapes or a corrupt archive.
     """
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: results file must be an existing file, not missing")
     op = os.path.splitext(os.path.basename(path))[0]
     if op not in OPS:
         raise ValueError(f"{path}: the file's stem must name an op in {sorted(OPS)}, not {op!r}")
     in_dt, acc_dt = (get_format(x).dtype for x in OPS[op])
     try:
-        with np.load(path, allow_pickle=False) as z:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError(f"{path}: results file must be an .npz archive, not a single .npy array")
+        with z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    except (OSError, zipfile.BadZipFile, EOFError, AttributeError) as e:
         raise ValueError(f"{path}: not a readable .npz results file ({e})") from e
+    except ValueError as e:
+        raise ValueError(f"{path}: not a readable .npz results file ({e})" if not str(e).startswith(str(path))
+                         else str(e)) from e
     suites = {}
     for name in sorted({k.rsplit(".", 1)[0] for k in arrays}):
         try:
@@ -157,6 +165,8 @@ def load_suites(path):
                 or a.shape[2] != b.shape[1] or c.shape != (a.shape[0], a.shape[1], b.shape[2]):
             raise ValueError(f"{path}: suite {name!r} has inconsistent shapes "
                              f"a{a.shape} b{b.shape} c{c.shape} d{d.shape}")
+        if a.shape[0] == 0:
+            raise ValueError(f"{path}: suite {name!r} must hold >= 1 tile, not 0")
         want_in = np.dtype(np.uint32) if op == "tf32f32" else np.dtype(in_dt).itemsize
         want_acc = np.dtype(acc_dt).itemsize
         if (a.dtype.itemsize != np.dtype(want_in).itemsize if op == "tf32f32" else a.dtype.itemsize != want_in) \
@@ -181,15 +191,26 @@ def verify_file(path, profile="hopper", tiles=None):
         for t in range(n):
             got = matmul(a[t], b[t], c[t], profile=profile, input_format=input_format)
             matched += int((got.view(d.dtype) == d[t]).sum())
-        out[name] = (matched, n * d[0].size)
+        out[name] = (matched, n * d.shape[1] * d.shape[2])
     return op, out
+
+
+def _positive(text: str) -> int:
+    """argparse type: an int >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = None
+    if v is None or v < 1:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1, not {text!r}")
+    return v
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m simulator.verify", description=__doc__.split("\n")[0])
     p.add_argument("paths", nargs="+", help="results files (OP.npz)")
     p.add_argument("--profile", default="hopper", help="datapath profile (default: hopper)")
-    p.add_argument("--tiles", type=int, default=None, help="check only the first N tiles of each suite")
+    p.add_argument("--tiles", type=_positive, default=None, help="check only the first N tiles of each suite")
     args = p.parse_args(argv)
     tot_m = tot_n = 0
     dirs = [x for x in args.paths if os.path.isdir(x)]
@@ -220,6 +241,9 @@ def main(argv=None) -> int:
             tot_m += m
             tot_n += n
     print(f"TOTAL {tot_m}/{tot_n}")
+    if tot_n == 0:
+        print("error: nothing was checked (no results in the files given)", file=sys.stderr)
+        return 2
     return 0 if tot_m == tot_n else 1
 
 

@@ -49,7 +49,6 @@ def _verify_inputs(d):
         np.save(fh, z)
 
 
-_SIM = pytest.mark.xfail(strict=True, reason="simulator/verify.py is fixed on the simulator branch (issue 11 report)")
 
 BAD = [
     ("campaign run --batch-size -1", main, ["campaign", "run", "--batch-size", "-1", *SMALL], "must be an int >= 1"),
@@ -72,12 +71,11 @@ BAD = [
     ("tile --mkn 1,2", main, ["tile", "--mkn", "1,2"], "must be M,K,N"),
     ("tile --array 0x4", main, ["tile", "--array", "0x4"], "must be"),
     ("tile --bit -1", main, ["tile", "--bit", "-1"], "must be an int >= 0"),
-    pytest.param("verify --tiles -1", simulator.verify.main, ["f16f32.npz", "--tiles", "-1"], "must be", marks=_SIM),
-    pytest.param("verify --tiles 0", simulator.verify.main, ["f16f32.npz", "--tiles", "0"], "must be", marks=_SIM),
-    pytest.param("verify zero-tile suite", simulator.verify.main, ["zero/f16f32.npz"], "must", marks=_SIM),
-    pytest.param("verify .npy named .npz", simulator.verify.main, ["npy/f16f32.npz"], "npy/f16f32.npz", marks=_SIM),
-    pytest.param("verify missing file", simulator.verify.main, ["missing.npz"], "must be an existing file",
-                 marks=_SIM),
+    pytest.param("verify --tiles -1", simulator.verify.main, ["f16f32.npz", "--tiles", "-1"], "must be"),
+    pytest.param("verify --tiles 0", simulator.verify.main, ["f16f32.npz", "--tiles", "0"], "must be"),
+    pytest.param("verify zero-tile suite", simulator.verify.main, ["zero/f16f32.npz"], "must"),
+    pytest.param("verify .npy named .npz", simulator.verify.main, ["npy/f16f32.npz"], "npy/f16f32.npz"),
+    pytest.param("verify missing file", simulator.verify.main, ["missing.npz"], "must be an existing file"),
 ]
 
 
