@@ -183,6 +183,8 @@ class FaultSites:
         live=False: uniform over the datapath registers' bits x PEs x cycles (one
         generator seeded with ``seed``); live=True: ``draw(seed, i)`` for i < n.
         """
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
+            raise ValueError(f"n must be an int >= 0, not {n!r}")
         if live:
             return tuple(self.draw(seed, i) for i in range(n))
         rng = np.random.default_rng(seed)
@@ -200,6 +202,9 @@ class FaultSites:
     def draw(self, seed: int, i: int) -> Fault:
         """Fault i of the stream ``seed``: a single-bit transient flip uniform over the
         live points (every group's bits x locations x live cycles)."""
+        for name, v in (("seed", seed), ("i", i)):
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"{name} must be an int >= 0, not {v!r}")
         cum = self._cum
         if not len(cum) or cum[-1] == 0:
             raise ValueError("the population must have live points to draw from, not none")

@@ -274,11 +274,33 @@ class Schedule:
             out.extend(sorted({(s + lo, s + hi) for d in dlys for lo, hi in self.fold_live(register, r, c, Ru, Cu, d)}))
         return out
 
+    def _check_pe(self, pe) -> tuple:
+        if not isinstance(pe, tuple) or len(pe) != 2 or not all(
+                isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in pe):
+            raise TypeError(f"pe must be a (row, col) tuple of ints, not {pe!r}")
+        if not (0 <= pe[0] < self.rows and 0 <= pe[1] < self.cols):
+            raise ValueError(f"pe must be in [0, {self.rows}) x [0, {self.cols}), not {pe}")
+        return int(pe[0]), int(pe[1])
+
     def live_cycles(self, register: str, pe: tuple) -> np.ndarray:
         """Cycles (int64, ascending) at whose end ``register`` of PE ``pe`` latches a value
         that is read later and reaches the output (a flip at any other cycle is
-        masked).  Found by scanning the fault-event rules cycle by cycle, independently
-        of :meth:`fold_live`'s closed forms (the tests hold the two together)."""
+        masked): :meth:`live_ranges` expanded, in time proportional to the answer."""
+        self.register(register)
+        pe = self._check_pe(pe)
+        ranges = self.live_ranges(register, pe)
+        if not ranges:
+            return np.zeros(0, np.int64)
+        lo = np.array([a for a, _ in ranges], np.int64)
+        ln = np.array([b - a for a, b in ranges], np.int64)
+        # ranges are ascending and may touch or overlap across element delays: unique
+        out = np.repeat(lo - np.concatenate(([0], np.cumsum(ln)[:-1])), ln) + np.arange(int(ln.sum()))
+        return np.unique(out)
+
+    def _scan_live_cycles(self, register: str, pe: tuple) -> np.ndarray:
+        """:meth:`live_cycles` found by scanning the fault-event rules cycle by cycle,
+        independently of :meth:`fold_live`'s closed forms (the slow reference the tests
+        hold the closed forms to)."""
         reg = self.register(register)
         r, c = pe
         out = []
@@ -338,7 +360,20 @@ class Schedule:
 # ---- faults -> kernel events (private to simulator) -----------------------------------
 def fault_events(s: Schedule, faults) -> tuple:
     """Event table (E, 9) int64, masks (E, 3) uint64 and fold offsets (folds + 1,)
-    of register faults (already checked against the array) for the kernels."""
+    of register faults (already checked against the array) for the kernels.
+
+    Two flips of the same bit of the same register at the same cycle would cancel
+    each other: listing one twice is refused (ValueError), not run as "no fault"."""
+    seen = {}
+    for f in faults:
+        if f.kind != "flip":
+            continue
+        key = (tuple(f.pe), f.register, f.cycle)
+        bits = set(range(f.bit, f.bit + f.nbits))
+        if bits & seen.get(key, set()):
+            raise ValueError(f"faults must not flip the same bit twice (they would cancel), not "
+                             f"{sorted(bits & seen[key])} of {f.register!r} at PE {tuple(f.pe)}, cycle {f.cycle} again")
+        seen[key] = seen.get(key, set()) | bits
     rows = []
     for q, f in enumerate(faults):
         reg = s.register(f.register)

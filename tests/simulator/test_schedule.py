@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import simulator
-from simulator import REGISTER_ROLES, FaultSites, Register, Schedule, SystolicArray, TensorCoreArray
+from simulator import REGISTER_ROLES, Fault, FaultSites, Register, Schedule, SystolicArray, TensorCoreArray
 
 
 def _ceil(a, b):
@@ -91,7 +91,7 @@ def test_closed_form_liveness_matches_the_event_scan(arr, fmt):
         for r in range(s.rows):
             for c in range(s.cols):
                 closed = sorted({t for lo, hi in s.live_ranges(reg.name, (r, c)) for t in range(lo, hi)})
-                assert closed == s.live_cycles(reg.name, (r, c)).tolist(), (reg.name, r, c)
+                assert closed == s._scan_live_cycles(reg.name, (r, c)).tolist() == s.live_cycles(reg.name, (r, c)).tolist(), (reg.name, r, c)
 
 
 @pytest.mark.parametrize("arr,fmt", [(SystolicArray(3, 2), "fp16"), (SystolicArray(2, 3, dataflow="os"), "fp16"),
@@ -160,3 +160,40 @@ def test_flip_bits_is_the_one_output_flip():
     assert simulator.flip_bits(np.array([1.0], np.float32), 0, 0, 2).view(np.uint32)[0] == 0x3F800003
     with pytest.raises(ValueError, match="bit..bit"):
         simulator.flip_bits(x, (0, 0), 15, 2)
+
+
+@pytest.mark.parametrize("call, exc, msg", [
+    (lambda a: a.fault_sites(-4, 4, 4), ValueError, "m must be an int >= 0, not -4"),
+    (lambda a: a.fault_sites(4.5, 4, 4), ValueError, "m must be an int >= 0, not 4.5"),
+    (lambda a: a.cycles(4, -100, 4), ValueError, "k must be an int >= 0, not -100"),
+    (lambda a: a.schedule(4, 4, True), ValueError, "n must be an int >= 0, not True"),
+    (lambda a: a.fault_sites(4, 4, 4).live_cycles("bogus", (0, 0)), ValueError, "register must be one of"),
+    (lambda a: a.fault_sites(4, 4, 4).live_cycles("psum", (9, 0)), ValueError, r"pe must be in \[0, 3\)"),
+    (lambda a: a.fault_sites(4, 4, 4).sample(-1), ValueError, "n must be an int >= 0, not -1"),
+    (lambda a: a.fault_sites(4, 4, 4).draw(0, -2), ValueError, "i must be an int >= 0, not -2"),
+])
+def test_bad_arguments_are_refused(call, exc, msg):
+    with pytest.raises(exc, match=msg):
+        call(SystolicArray(3, 2))
+
+
+def test_the_same_flip_twice_is_refused_not_cancelled():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((4, 6)).astype(np.float16)
+    b = rng.standard_normal((6, 3)).astype(np.float16)
+    arr = SystolicArray(3, 2)
+    f = Fault(pe=(1, 1), register="psum", bit=30, cycle=int(arr.fault_sites(4, 6, 3).live_cycles("psum", (1, 1))[0]))
+    with pytest.raises(ValueError, match="must not flip the same bit twice"):
+        arr.run(a, b, faults=(f, f))
+    with pytest.raises(ValueError, match="must not flip the same bit twice"):
+        arr.run(a, b, faults=(f, Fault(pe=(1, 1), register="psum", bit=29, nbits=2, cycle=f.cycle)))
+    # a different bit at the same site is two faults, both applied
+    two = arr.run(a, b, faults=(f, Fault(pe=(1, 1), register="psum", bit=29, cycle=f.cycle))).output
+    assert not np.array_equal(two.view(np.uint32), arr.run(a, b).output.view(np.uint32))
+
+
+def test_live_cycles_expands_the_closed_form_ranges_on_a_large_gemm():
+    s = SystolicArray(1, 1).schedule(64, 64, 64)
+    live = s.live_cycles("psum", (0, 0))
+    want = np.array(sorted({t for lo, hi in s.live_ranges("psum", (0, 0)) for t in range(lo, hi)}), np.int64)
+    assert live.dtype == np.int64 and np.array_equal(live, want) and len(live) > 0
