@@ -285,17 +285,22 @@ class Schedule:
     def live_cycles(self, register: str, pe: tuple) -> np.ndarray:
         """Cycles (int64, ascending) at whose end ``register`` of PE ``pe`` latches a value
         that is read later and reaches the output (a flip at any other cycle is
-        masked): :meth:`live_ranges` expanded, in time proportional to the answer."""
-        self.register(register)
-        pe = self._check_pe(pe)
-        ranges = self.live_ranges(register, pe)
-        if not ranges:
+        masked): the closed-form :meth:`fold_live` ranges of each class of folds
+        (:meth:`fold_classes`), placed at every fold of the class with numpy, in time
+        proportional to the answer."""
+        reg = self.register(register)
+        r, c = self._check_pe(pe)
+        parts = []
+        for ru, cu, _, folds in self.fold_classes():
+            rel = sorted({t for d in reg.delays() for lo, hi in self.fold_live(register, r, c, ru, cu, d)
+                          for t in range(lo, hi)})
+            if rel:
+                parts.append((folds[:, None] * self.fold_length + np.array(rel, np.int64)[None, :]).ravel())
+        if not parts:
             return np.zeros(0, np.int64)
-        lo = np.array([a for a, _ in ranges], np.int64)
-        ln = np.array([b - a for a, b in ranges], np.int64)
-        # ranges are ascending and may touch or overlap across element delays: unique
-        out = np.repeat(lo - np.concatenate(([0], np.cumsum(ln)[:-1])), ln) + np.arange(int(ln.sum()))
-        return np.unique(out)
+        out = np.concatenate(parts)
+        out.sort()
+        return out
 
     def _scan_live_cycles(self, register: str, pe: tuple) -> np.ndarray:
         """:meth:`live_cycles` found by scanning the fault-event rules cycle by cycle,
