@@ -50,6 +50,9 @@ class CampaignResult:
         sites: live fault points (bits x cycles) the faults were drawn from.
         seconds: wall time of the injections.
         by_register: register -> (outcome -> count): where the faults landed.
+        miscorrected: injections whose D differs although a code "corrected" a word or
+            a re-computation ran (all counted as ``sdc``, unless an alarm still
+            reached the system: a column of their own for study).
     """
 
     scheme: str
@@ -65,6 +68,7 @@ class CampaignResult:
     sites: int
     seconds: float
     by_register: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    miscorrected: int = 0
 
     def fraction(self, outcome: str) -> float:
         """Share of injections with that outcome."""
@@ -132,28 +136,29 @@ def run_campaign(array, a, b, c=None, *, n: int = 1000, seed: int = 0, input_for
         done = _load(store, header)
     counts = dict.fromkeys(_PROTECTION_OUTCOMES, 0)
     by_reg = {}
-    rec = 0
+    rec = miscorrected = 0
     t0 = time.perf_counter()
     fh = None
     try:
         for i in range(n):
             if i in done:
-                outcome, cyc, reg = done[i]
+                outcome, cyc, reg, mis = done[i]
             else:
                 fault = sites.draw(seed, i)
                 res = ev.evaluate((fault,))
-                outcome, cyc, reg = res.outcome, res.recompute_cycles, fault.register
+                outcome, cyc, reg, mis = res.outcome, res.recompute_cycles, fault.register, res.miscorrected
                 if store is not None:
                     if fh is None:
                         fh = open(store, "a")
                         if os.path.getsize(store) == 0:
                             fh.write(json.dumps({"header": header}) + "\n")
-                    fh.write(json.dumps(_line(i, outcome, int(cyc), reg)) + "\n")
+                    fh.write(json.dumps(_line(i, outcome, int(cyc), reg, mis)) + "\n")
                     fh.flush()
             counts[outcome] += 1
             br = by_reg.setdefault(reg, dict.fromkeys(_PROTECTION_OUTCOMES, 0))
             br[outcome] += 1
             rec += cyc
+            miscorrected += bool(mis)
     finally:
         if fh is not None:
             fh.close()
@@ -162,11 +167,12 @@ def run_campaign(array, a, b, c=None, *, n: int = 1000, seed: int = 0, input_for
     cost = parray.cost(M, K, N, golden.fmt.name, golden.acc_fmt.name)
     return CampaignResult(parray.label, n, MappingProxyType(counts), fa, 1 + len(clean), cost.base_cycles,
                           cost.cycles, rec / n if n else 0.0, cost.base_bits, cost.added_bits, sites.size, seconds,
-                          MappingProxyType({k: MappingProxyType(v) for k, v in by_reg.items()}))
+                          MappingProxyType({k: MappingProxyType(v) for k, v in by_reg.items()}), miscorrected)
 
 
-#: Version of the JSON-lines store layout (2: GEMM digest in the header, line digests).
-_STORE_VERSION = 2
+#: Version of the JSON-lines store layout (2: GEMM digest in the header, line digests;
+#: 3: miscorrections stored).
+_STORE_VERSION = 3
 
 
 def gemm_digest(a, b, c=None, input_format=None) -> str:
@@ -227,14 +233,15 @@ def _line_digest(fields: dict) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
-def _line(i, outcome, recompute, register) -> dict:
-    x = {"i": i, "outcome": outcome, "recompute": recompute, "register": register}
+def _line(i, outcome, recompute, register, miscorrected) -> dict:
+    x = {"i": i, "outcome": outcome, "recompute": recompute, "register": register, "mis": int(miscorrected)}
     x["sha"] = _line_digest(x)
     return x
 
 
 def _load(path, header):
-    """The trials stored in a JSON-lines store: {i: (outcome, recompute cycles, register)}.
+    """The trials stored in a JSON-lines store: {i: (outcome, recompute cycles, register,
+    miscorrected)}.
 
     A partial last line (no newline: the writer was killed mid-line) is removed from
     the file with a warning; its trial runs again.  Anything else that is not a line
@@ -265,14 +272,14 @@ def _load(path, header):
     for n, text in enumerate(lines[1:], 2):
         try:
             x = json.loads(text)
-            fields = {k: x[k] for k in ("i", "outcome", "recompute", "register")}
+            fields = {k: x[k] for k in ("i", "outcome", "recompute", "register", "mis")}
             ok = x.get("sha") == _line_digest(fields) and fields["outcome"] in _PROTECTION_OUTCOMES
         except (ValueError, TypeError, KeyError, AttributeError):
             ok = False
         if not ok:
             raise ValueError(f"store {str(path)!r} line {n} must be a trial this module wrote, not {text[:80]!r} "
                              f"(use another store path or delete this one)")
-        done[int(fields["i"])] = (fields["outcome"], int(fields["recompute"]), fields["register"])
+        done[int(fields["i"])] = (fields["outcome"], int(fields["recompute"]), fields["register"], bool(fields["mis"]))
     return done
 
 
@@ -305,12 +312,14 @@ def compare_schemes(array, schemes, a, b, c=None, *, n: int = 1000, seed: int = 
 def coverage_table(results) -> str:
     """A Markdown table: scheme x outcome shares x added cycles x added bits (ratios to
     the first row's unprotected array)."""
-    head = ("| scheme | masked | corrected | detected | SDC | false alarms | added cycles (ratio) "
-            "| re-run cycles/inj. | added bits (ratio) | inj./s |")
-    lines = [head, "|" + "---|" * 10]
+    head = ("| scheme | masked | corrected | detected | SDC | of which miscorrected | false alarms "
+            "| added cycles (ratio) | re-run cycles/inj. | added bits (ratio) | inj./s |")
+    lines = [head, "|" + "---|" * 11]
     for r in results:
+        mis = r.miscorrected / r.n if r.n else 0.0
         lines.append(f"| {r.scheme} | {r.fraction('masked'):.3f} | {r.fraction('corrected'):.3f} | "
-                     f"{r.fraction('detected'):.3f} | {r.fraction('sdc'):.3f} | {r.false_alarms}/{r.clean_runs} | "
+                     f"{r.fraction('detected'):.3f} | {r.fraction('sdc'):.3f} | {mis:.3f} | "
+                     f"{r.false_alarms}/{r.clean_runs} | "
                      f"{r.added_cycles} ({r.cycles_ratio:.3f}) | {r.recompute_cycles:.0f} | "
                      f"{r.added_bits} ({r.bits_ratio:.3f}) | {r.rate:.0f} |")
     return "\n".join(lines)

@@ -246,9 +246,9 @@ class _Runner:
                               faults=[Fault(s.pe, s.register, s.bit, s.cycle)],
                               input_format="tf32" if s.format == "tf32" else None)
             tile = res.output
-            if c.protected:  # a protection.ProtectedResult: the alarm and what the schemes did
-                alarm = bool(res.alarms) or bool(res.corrected)
-                acted = bool(res.corrected) or res.recompute_cycles > 0
+            if c.protected:  # a protection.ProtectedResult: judged by protection's one rule
+                alarm = res.outcome == "detected"
+                acted = res.outcome == "corrected"
         else:
             res = None
             tile = gold.copy()
@@ -262,11 +262,9 @@ class _Runner:
         else:
             logits = run.propagate(s.gemm, s.group, r0, c0, tile)
             effect, top1, dcorrect, err = self._classify(run, logits)
-        if diff == 0 and alarm:
-            outcome = "corrected" if acted else "detected"
-        elif diff and acted:  # a miscorrection: the schemes acted and the tile is still wrong
-            outcome = effect
-        else:
+        if acted:  # corrected: the delivered tile is the golden tile (protection's rule)
+            outcome = "corrected"
+        else:  # an alarm that reached the system, else the effect (a miscorrection is an SDC)
             outcome = "detected" if detected or alarm else effect
         return TrialResult(trial, s.stratum, s.format, s.gemm, s.layer, s.group, s.row0, s.col0, s.rows, s.cols,
                            s.register, s.bit, s.pe[0], s.pe[1], s.cycle, outcome, effect, diff, top1, dcorrect, err)

@@ -8,11 +8,14 @@ alarms; then each scheme's own hooks (:class:`protection.Scheme`) see the result
 edge-register faults, its checker and action, its action on an alarm.  The outcome is
 one of :data:`PROTECTION_OUTCOMES`:
 
-* ``"masked"``: no alarm, D equals the fault-free D (bit for bit);
-* ``"corrected"``: a scheme detected the fault and its action restored D exactly;
-* ``"detected"``: an alarm was raised but D was not restored (flag-only, clamp/zero,
-  or a permanent fault that a re-run meets again);
-* ``"sdc"``: no alarm, D differs (silent data corruption).
+* ``"masked"``: no alarm, no correction, D equals the fault-free D (bit for bit);
+* ``"corrected"``: a code corrected a word or a scheme acted, and D equals the
+  fault-free D exactly;
+* ``"detected"``: an alarm reached the system and D was not silently accepted
+  (flag-only, clamp/zero, or a permanent fault that a re-run meets again);
+* ``"sdc"``: D differs and the system accepted it: no alarm, or a miscorrection (a code
+  "corrected" the word into a wrong one, or a re-run of a transient fault still
+  differs). Miscorrections are also flagged (``ProtectedResult.miscorrected``).
 """
 from __future__ import annotations
 
@@ -43,6 +46,9 @@ class ProtectedResult:
         alarms: names of the schemes that detected something.
         corrected: whether a code corrected a word in a register.
         recompute_cycles: cycles spent re-computing after detections.
+        miscorrected: D differs from the fault-free D although a code "corrected" a
+            word or a re-computation ran (counted apart for study; its outcome is
+            ``"sdc"`` unless an alarm still reached the system).
     """
 
     output: np.ndarray
@@ -51,6 +57,7 @@ class ProtectedResult:
     alarms: tuple
     corrected: bool
     recompute_cycles: int
+    miscorrected: bool = False
 
 
 
@@ -201,9 +208,13 @@ class Evaluator:
             schemes[q].on_alarm(q, j)
         final = j.finish(L.recompute_cycles())
         same = np.array_equal(final.view(self.out_bits.dtype), self.out_bits)
-        if j.alarms or corrected:
-            outcome = "corrected" if same and (corrected or j.acted) else "detected"
+        # a re-run of a transient fault should restore D: if D still differs, the
+        # system accepted a wrong result (a permanent fault meets the re-run's check again)
+        rerun_failed = j.recompute_cycles > 0 and not permanent and not same
+        if same:
+            outcome = ("corrected" if corrected or j.acted else "detected") if (j.alarms or corrected) else "masked"
         else:
-            outcome = "masked" if same else "sdc"
+            outcome = "detected" if j.alarms and not rerun_failed else "sdc"
         return ProtectedResult(final, L.cycles + j.recompute_cycles, outcome,
-                               tuple(schemes[q].name for q in sorted(j.alarms)), corrected, j.recompute_cycles)
+                               tuple(schemes[q].name for q in sorted(j.alarms)), corrected, j.recompute_cycles,
+                               not same and (corrected or rerun_failed))

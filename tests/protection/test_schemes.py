@@ -245,3 +245,38 @@ def test_costs_grow_with_schemes():
     sites = ProtectedArray(arr, (Abft(), Dmr())).fault_sites(32, 32, 32)
     names = {n for n, _, _ in sites.registers}
     assert {"abft_rsum", "abft_cref", "dmr_flag", "dup.psum", "psum", "a", "w"} <= names
+
+
+@pytest.mark.parametrize("action", ["flag", "recompute"])
+def test_secded_burst_labels_follow_the_one_rule(action):
+    """2-4-bit bursts in psum: a result that differs from the fault-free one is never
+    masked or corrected, and detected only with an alarm and no transient re-run that
+    silently failed; a 3-bit burst is miscorrected (SDC) by an extended Hamming code."""
+    arr = SystolicArray(4, 4)
+    a, b, c = _gemm(3, 6, 40, 5, c=True)
+    parr = ProtectedArray(arr, (SecDed(registers=("psum",), action=action),))
+    g = arr.golden(a, b, c)
+    ev = parr.evaluator(g)
+    rng = np.random.default_rng(7)
+    seen, mis = set(), 0
+    for _ in range(150):
+        pe = (int(rng.integers(4)), int(rng.integers(4)))
+        live = g.schedule.live_cycles("psum", pe)
+        if not len(live):
+            continue
+        nbits = int(rng.integers(2, 5))
+        f = Fault(pe=pe, register="psum", bit=int(rng.integers(0, 33 - nbits)), nbits=nbits,
+                  cycle=int(live[rng.integers(len(live))]))
+        res = ev.evaluate((f,))
+        differs = not np.array_equal(res.output.view(np.uint32), g.output.view(np.uint32))
+        seen.add(res.outcome)
+        if differs:
+            assert res.outcome in ("detected", "sdc"), (f, res.outcome)
+        else:
+            assert res.outcome in ("masked", "corrected", "detected") and not res.miscorrected, (f, res.outcome)
+        if res.outcome == "detected":
+            assert res.alarms and not (differs and res.recompute_cycles > 0), f
+        if res.miscorrected:
+            assert differs and res.outcome == "sdc", f
+            mis += 1
+    assert mis > 0 and ("detected" in seen or "corrected" in seen), (mis, seen)
