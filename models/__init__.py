@@ -23,12 +23,13 @@ Models: :data:`MODELS` (``"mlp"``, ``"cnn"``, ``"transformer"``) on scikit-learn
 digits, shipped weights in ``models/weights``; ``python -m models`` prints
 their accuracy per format.
 """
-from ._accelerator import ACCUMULATORS, INPUT_FORMATS, Accelerator
+from ._accelerator import ACCUMULATORS, INPUT_FORMATS, SCALINGS, Accelerator, Scales
 from ._bridge import FALLBACKS, AcceleratedFunction, GoldenTrace, InjectStats, accelerated
 from ._jaxpr import GEMM_PRIMITIVES, OTHER_GEMM_PRIMITIVES, JaxprEvaluator, is_floating, is_gemm
-from ._faults import GEMM_FAULTS, GemmCall, GemmSite, OutputBitFlip, ReplaceGemmOutput, ReplaceTile
+from ._faults import GemmCall, GemmSite, OutputBitFlip, ReplaceGemmOutput, ReplaceTile
 from ._train import (TABLE_FORMATS, TRAIN_SETTINGS, WEIGHTS_DIR, accuracy, accuracy_table, load_digits, load_params,
                      predict, retrain_all, save_params, train)
+from ._scale_faults import GEMM_FAULTS, ScaleBitFlip
 from ._zoo import MODELS, Model, get_model
 from ._workload import SHIPPED_BATCH, WORKLOAD_OUTCOMES, Workload, get_workload, load_workload
 from ._pretrained import ACTIVATIONS, POOLING_MODES, BertConfig, PretrainedModel, load_pretrained
@@ -41,3 +42,4 @@ __all__ = ["ACCUMULATORS", "INPUT_FORMATS", "Accelerator", "AcceleratedFunction"
 __all__ += ["FALLBACKS", "OTHER_GEMM_PRIMITIVES", "is_floating", "SHIPPED_BATCH", "WORKLOAD_OUTCOMES", "Workload",
             "get_workload", "load_workload"]
 __all__ += ["ACTIVATIONS", "POOLING_MODES", "BertConfig", "PretrainedModel", "load_pretrained"]
+__all__ += ["SCALINGS", "Scales", "ScaleBitFlip"]

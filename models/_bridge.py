@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._accelerator import Accelerator
-from ._faults import GEMM_FAULTS, GemmCall, GemmSite
+from ._faults import GemmCall, GemmSite
+from ._scale_faults import GEMM_FAULTS, ScaleBitFlip
 from ._jaxpr import JaxprEvaluator, _describe, _same, is_floating
 from ._lowering import lower_conv, lower_dot_general
 
@@ -93,25 +94,38 @@ class _Interpreter(JaxprEvaluator):
         self.gemms += 1
         acc = self.acc
         out_dtype = eqn.outvars[0].aval.dtype
+        scaled = acc.scaling != "none"
         if not tainted and key in self.golden_gemm:
-            a, b, d, assemble = self.golden_gemm[key]
+            a, b, d, assemble, scales = self.golden_gemm[key]
         else:
-            lhs, rhs = (acc.round_operand(x) for x in _promote(invals))
+            lhs, rhs = _promote(invals)
+            if not scaled:  # round first: the lowering may duplicate elements (im2col)
+                lhs, rhs = acc.round_operand(lhs), acc.round_operand(rhs)
             if eqn.primitive.name == "dot_general":
                 a, b, assemble = lower_dot_general(lhs, rhs, eqn.params["dimension_numbers"])
             else:
                 a, b, assemble = lower_conv(lhs, rhs, **eqn.params)
-            d = acc.gemm(a, b)
+            scales = None
+            if scaled:  # scales follow the GEMM's layout (rows of A, columns of B, blocks of K)
+                a, b, scales = acc.quantize(a, b)
+            d = acc.scaled_gemm(a, b, scales)
         site = self._site(eqn, key, scope, a.shape[0], a.shape[1], a.shape[2], b.shape[2])
         if self.record and self.keep_operands:
             for x in (a, b, d):
                 x.setflags(write=False)
-            self.gemm_cache[key] = (a, b, d, assemble)
+            self.gemm_cache[key] = (a, b, d, assemble, scales)
         faults = list(self.faults_by_key.get(key, ())) + list(self.faults_by_index.get(site.index, ()))
+        scale_faults = [f for f in faults if isinstance(f, ScaleBitFlip)]
+        if scale_faults:
+            for f in scale_faults:
+                scales = f.apply_scales(scales, site)
+            if scales.kind == "block":  # the scales act inside the dot product: rerun it
+                d = acc.scaled_gemm(a, b, scales)
         for f in faults:
-            d.setflags(write=False)
-            d = f.apply(GemmCall(site, a, b, d, acc))
-        return assemble(d).astype(out_dtype)
+            if not isinstance(f, ScaleBitFlip):
+                d.setflags(write=False)
+                d = f.apply(GemmCall(site, a, b, d, acc))
+        return assemble(acc.dequantize(d, scales)).astype(out_dtype)
 
     def native_gemm(self, eqn, invals, key, scope, tainted, why):
         if self.fallback != "native":
@@ -305,15 +319,24 @@ class GoldenTrace:
         key = site.key
         if key not in self._gemm_cache:
             raise ValueError("operands need trace(..., keep_operands=True)")
-        a, b, d, _ = self._gemm_cache[key]
+        a, b, d, _, _ = self._gemm_cache[key]
         return a, b, d
+
+    def scales(self, gemm: int):
+        """The :class:`models.Scales` of a GEMM (None with ``scaling="none"``); needs
+        ``trace(..., keep_operands=True)``.  With scaling, :meth:`operands` gives the
+        quantised operands and D before the epilogue (``"tensor"``, ``"row"``: the
+        unscaled accumulator; ``"block"``: the accumulated scaled sum)."""
+        self.operands(gemm)
+        return self._gemm_cache[self.gemms[gemm].key][4]
 
     def inject(self, faults, *, return_stats: bool = False):
         """Re-run with faults, recomputing only what they can reach.
 
         Args:
             faults: a GEMM fault or a sequence of them (:class:`OutputBitFlip`,
-                :class:`ReplaceGemmOutput`, :class:`ReplaceTile`); ``gemm`` indexes
+                :class:`ReplaceGemmOutput`, :class:`ReplaceTile`, :class:`ScaleBitFlip`;
+                D faults act on D before the scaling epilogue); ``gemm`` indexes
                 :attr:`gemms`.
             return_stats: also return an :class:`InjectStats`.
         Returns:
