@@ -31,7 +31,8 @@ from ._train import (TABLE_FORMATS, TRAIN_SETTINGS, WEIGHTS_DIR, accuracy, accur
                      predict, retrain_all, save_params, train)
 from ._scale_faults import GEMM_FAULTS, ScaleBitFlip
 from ._zoo import MODELS, Model, get_model
-from ._workload import SHIPPED_BATCH, WORKLOAD_OUTCOMES, Workload, get_workload, load_workload
+from ._workload import (MODELS_DIR_ENV, SHIPPED_BATCH, WORKLOAD_OUTCOMES, WORKLOADS, Workload, get_workload,
+                        load_workload, minilm_retrieval)
 from ._pretrained import ACTIVATIONS, POOLING_MODES, BertConfig, PretrainedModel, load_pretrained
 
 __all__ = ["ACCUMULATORS", "INPUT_FORMATS", "Accelerator", "AcceleratedFunction", "GoldenTrace", "InjectStats",
@@ -43,3 +44,4 @@ __all__ += ["FALLBACKS", "OTHER_GEMM_PRIMITIVES", "is_floating", "SHIPPED_BATCH"
             "get_workload", "load_workload"]
 __all__ += ["ACTIVATIONS", "POOLING_MODES", "BertConfig", "PretrainedModel", "load_pretrained"]
 __all__ += ["SCALINGS", "Scales", "ScaleBitFlip"]
+__all__ += ["MODELS_DIR_ENV", "WORKLOADS", "minilm_retrieval"]
