@@ -62,8 +62,11 @@ class _Interpreter(JaxprEvaluator):
     label = "the bridge"
 
     def __init__(self, acc: Accelerator, *, golden=None, golden_sites=None, golden_gemm=None, record=False,
-                 faults_by_index=None, faults_by_key=None, keep_operands=True, fallback="error"):
+                 faults_by_index=None, faults_by_key=None, keep_operands=True, fallback="error", round_cache=None):
         self.fallback = fallback
+        # id -> (jax array, rounded operand): the function's immutable array arguments
+        # (weights) rounded once across calls; see AcceleratedFunction._round_cache.
+        self.round_cache = round_cache if round_cache is not None else {}
         self.faults_by_index = faults_by_index or {}
         self.faults_by_key = faults_by_key or {}
         super().__init__(golden=golden, record=record, dirty=self.faults_by_key)
@@ -98,9 +101,13 @@ class _Interpreter(JaxprEvaluator):
         if not tainted and key in self.golden_gemm:
             a, b, d, assemble, scales = self.golden_gemm[key]
         else:
-            lhs, rhs = _promote(invals)
-            if not scaled:  # round first: the lowering may duplicate elements (im2col)
-                lhs, rhs = acc.round_operand(lhs), acc.round_operand(rhs)
+            if not scaled and np.dtype(invals[0].dtype) == np.dtype(invals[1].dtype):
+                # round first: the lowering may duplicate elements (im2col)
+                lhs, rhs = self._round(invals[0]), self._round(invals[1])
+            else:
+                lhs, rhs = _promote(invals)
+                if not scaled:
+                    lhs, rhs = acc.round_operand(lhs), acc.round_operand(rhs)
             if eqn.primitive.name == "dot_general":
                 a, b, assemble = lower_dot_general(lhs, rhs, eqn.params["dimension_numbers"])
             else:
@@ -126,6 +133,18 @@ class _Interpreter(JaxprEvaluator):
                 d.setflags(write=False)
                 d = f.apply(GemmCall(site, a, b, d, acc))
         return assemble(acc.dequantize(d, scales)).astype(out_dtype)
+
+    def _round(self, x):
+        """acc.round_operand(x), from the cache when x is one of the cached arguments."""
+        hit = self.round_cache.get(id(x))
+        if hit is not None and hit[0] is x:
+            if hit[1] is None:
+                r = self.acc.round_operand(x)
+                r.setflags(write=False)
+                self.round_cache[id(x)] = (x, r)
+                return r
+            return hit[1]
+        return self.acc.round_operand(x)
 
     def native_gemm(self, eqn, invals, key, scope, tainted, why):
         if self.fallback != "native":
@@ -214,6 +233,7 @@ class AcceleratedFunction:
         self.accelerator = accelerator
         self.faults = _check_faults(faults)
         self._jaxprs: dict = {}
+        self._round_cache: dict = {}
 
     def __repr__(self):
         fb = "" if self.fallback == "error" else f", fallback={self.fallback!r}"
@@ -254,9 +274,25 @@ class AcceleratedFunction:
             self._jaxprs[ck] = (cj, out_tree)
         return cj, dyn, out_tree
 
+    def _cache_for(self, cj, dyn) -> dict:
+        """The operand-rounding cache for a call on these arguments.
+
+        The jax arrays among the arguments and the jaxpr's constants (weights, mostly)
+        are immutable, so each one's rounded value is kept, keyed by identity and
+        holding the array itself (so the id cannot be reused), for as long as calls
+        pass the same array.  Entries of arrays no longer passed are dropped; numpy
+        arguments (mutable) are never cached."""
+        keep = {id(x): x for x in list(dyn) + list(cj.consts) if isinstance(x, jax.Array)}
+        cache = self._round_cache
+        for k in [k for k, v in cache.items() if keep.get(k) is not v[0]]:
+            del cache[k]
+        for k, x in keep.items():
+            cache.setdefault(k, (x, None))
+        return cache
+
     def _run(self, args, kwargs, **kw):
         cj, dyn, out_tree = self._prepare(args, kwargs)
-        it = _Interpreter(self.accelerator, fallback=self.fallback, **kw)
+        it = _Interpreter(self.accelerator, fallback=self.fallback, round_cache=self._cache_for(cj, dyn), **kw)
         outs, taints = it.run(cj, dyn)
         return it, outs, taints, out_tree
 
@@ -282,7 +318,8 @@ class AcceleratedFunction:
         The faults given to :func:`accelerated` are not applied here.
         """
         cj, dyn, out_tree = self._prepare(args, kwargs)
-        it = _Interpreter(self.accelerator, record=True, keep_operands=keep_operands, fallback=self.fallback)
+        it = _Interpreter(self.accelerator, record=True, keep_operands=keep_operands, fallback=self.fallback,
+                          round_cache=self._cache_for(cj, dyn))
         outs, _ = it.run(cj, dyn)
         return GoldenTrace(self, cj, dyn, out_tree, outs, it.cache, it.gemm_cache, tuple(it.sites))
 
@@ -354,7 +391,8 @@ class GoldenTrace:
                                  f"({self.gemms[f.gemm].name}), which ran natively")
             by_key.setdefault(self.gemms[f.gemm].key, []).append(f)
         it = _Interpreter(self.accelerator, golden=self._cache, golden_sites=self._by_key,
-                          golden_gemm=self._gemm_cache, faults_by_key=by_key, fallback=self._af.fallback)
+                          golden_gemm=self._gemm_cache, faults_by_key=by_key, fallback=self._af.fallback,
+                          round_cache=self._af._cache_for(self._cj, self._dyn))
         outs, taints = it.run(self._cj, self._dyn)
         masked = all(_same(o, g) for o, g in zip(outs, self._flat))
         res = jax.tree_util.tree_unflatten(self._out_tree, [jnp.asarray(x) for x in outs])
