@@ -14,10 +14,19 @@ fault-free run so that GEMM faults re-run only what they reach::
     golden.inject(ReplaceTile(gemm=1, rows=(0, 16), cols=(0, 16),
                               fn=lambda a_tile, b_tile, d_tile: faulty_array(a_tile, b_tile)))
 
+FP8 scaling recipes: ``Accelerator("hopper", "e4m3", scaling="tensor" | "row" |
+"block:32")`` scales operands into the format's range (power-of-two scales; block:
+OCP MX E8M0 scales per 32 elements of K) and scales the result back;
+``golden.scales(i)`` gives a GEMM's :class:`Scales` and
+``golden.inject(ScaleBitFlip(gemm=i, operand="a", index=0, bit=23))`` flips one bit
+of one scale factor.
+
 Workloads: a :class:`Workload` is a JAX function with its parameters, data and
 outcome rule (``"top1"``, ``"topk:K"``, ``"retrieval"``, ``"tolerance:REL"`` or a
 callable); :func:`get_workload` gives a shipped model as one, :func:`load_workload`
-calls a ``"module:function"`` factory.
+calls a ``"module:function"`` factory; :data:`WORKLOADS` holds the built-in
+``"minilm-retrieval"`` (:func:`minilm_retrieval`: all-MiniLM-L6-v2 on query/passage
+retrieval pairs, from ``GEMMFI_MODELS_DIR`` or ``../shared/models``).
 
 Models: :data:`MODELS` (``"mlp"``, ``"cnn"``, ``"transformer"``) on scikit-learn's
 digits, shipped weights in ``models/weights``; ``python -m models`` prints
