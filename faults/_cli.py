@@ -164,7 +164,8 @@ def _parser() -> argparse.ArgumentParser:
                                     "files next to the database (DB_layer.png, DB_register.png, DB_bit.png).")
     _db_args(r)
     r.add_argument("--model", default="cnn",
-                   help="mlp, cnn, transformer, or MODULE:FACTORY (a function returning a models.Workload, its "
+                   help="mlp, cnn, transformer, minilm-retrieval, or MODULE:FACTORY (a function returning a "
+                        "models.Workload, its "
                         "module importable, e.g. on PYTHONPATH)")
     _array_args(r, (16, 16))
     r.add_argument("--formats", type=_csv, default=("fp16",), help="input formats, comma separated")

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models import ACCUMULATORS, INPUT_FORMATS, MODELS, SHIPPED_BATCH, Accelerator, Workload, get_workload, load_workload
+from models import (ACCUMULATORS, INPUT_FORMATS, MODELS, SHIPPED_BATCH, WORKLOADS, Accelerator, Workload, get_workload,
+                    load_workload)
 from protection import SCHEMES, ProtectedArray
 from simulator import SystolicArray, TensorCoreArray, get_profile
 
@@ -176,11 +177,11 @@ class ModelCampaign:
         if not isinstance(self.model, (str, Workload, WorkloadRef)):
             raise TypeError(f"model must be a str (a model name or 'module:function') or a models.Workload, "
                             f"not {type(self.model).__name__}")
-        if isinstance(self.model, str) and self.model not in MODELS:
+        if isinstance(self.model, str) and self.model not in MODELS and self.model not in WORKLOADS:
             mod, sep, fn = self.model.partition(":")
             if not (sep and mod and fn):
-                raise ValueError(f"model must be one of {sorted(MODELS)} or 'module:function' (a Workload "
-                                 f"factory), not {self.model!r}")
+                raise ValueError(f"model must be one of {sorted(MODELS) + sorted(WORKLOADS)} or 'module:function' "
+                                 f"(a Workload factory), not {self.model!r}")
         if not isinstance(self.array, (SystolicArray, TensorCoreArray, ProtectedArray)):
             raise TypeError(f"array must be a SystolicArray, TensorCoreArray or ProtectedArray, "
                             f"not {type(self.array).__name__}")

@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._accelerator import Accelerator
-from ._faults import GEMM_FAULTS, GemmCall, GemmSite
+from ._faults import GemmCall, GemmSite
+from ._scale_faults import GEMM_FAULTS, ScaleBitFlip
 from ._jaxpr import JaxprEvaluator, _describe, _same, is_floating
 from ._lowering import lower_conv, lower_dot_general
 
@@ -61,8 +62,11 @@ class _Interpreter(JaxprEvaluator):
     label = "the bridge"
 
     def __init__(self, acc: Accelerator, *, golden=None, golden_sites=None, golden_gemm=None, record=False,
-                 faults_by_index=None, faults_by_key=None, keep_operands=True, fallback="error"):
+                 faults_by_index=None, faults_by_key=None, keep_operands=True, fallback="error", round_cache=None):
         self.fallback = fallback
+        # id -> (jax array, rounded operand): the function's immutable array arguments
+        # (weights) rounded once across calls; see AcceleratedFunction._round_cache.
+        self.round_cache = round_cache if round_cache is not None else {}
         self.faults_by_index = faults_by_index or {}
         self.faults_by_key = faults_by_key or {}
         super().__init__(golden=golden, record=record, dirty=self.faults_by_key)
@@ -93,25 +97,54 @@ class _Interpreter(JaxprEvaluator):
         self.gemms += 1
         acc = self.acc
         out_dtype = eqn.outvars[0].aval.dtype
+        scaled = acc.scaling != "none"
         if not tainted and key in self.golden_gemm:
-            a, b, d, assemble = self.golden_gemm[key]
+            a, b, d, assemble, scales = self.golden_gemm[key]
         else:
-            lhs, rhs = (acc.round_operand(x) for x in _promote(invals))
+            if not scaled and np.dtype(invals[0].dtype) == np.dtype(invals[1].dtype):
+                # round first: the lowering may duplicate elements (im2col)
+                lhs, rhs = self._round(invals[0]), self._round(invals[1])
+            else:
+                lhs, rhs = _promote(invals)
+                if not scaled:
+                    lhs, rhs = acc.round_operand(lhs), acc.round_operand(rhs)
             if eqn.primitive.name == "dot_general":
                 a, b, assemble = lower_dot_general(lhs, rhs, eqn.params["dimension_numbers"])
             else:
                 a, b, assemble = lower_conv(lhs, rhs, **eqn.params)
-            d = acc.gemm(a, b)
+            scales = None
+            if scaled:  # scales follow the GEMM's layout (rows of A, columns of B, blocks of K)
+                a, b, scales = acc.quantize(a, b)
+            d = acc.scaled_gemm(a, b, scales)
         site = self._site(eqn, key, scope, a.shape[0], a.shape[1], a.shape[2], b.shape[2])
         if self.record and self.keep_operands:
             for x in (a, b, d):
                 x.setflags(write=False)
-            self.gemm_cache[key] = (a, b, d, assemble)
+            self.gemm_cache[key] = (a, b, d, assemble, scales)
         faults = list(self.faults_by_key.get(key, ())) + list(self.faults_by_index.get(site.index, ()))
+        scale_faults = [f for f in faults if isinstance(f, ScaleBitFlip)]
+        if scale_faults:
+            for f in scale_faults:
+                scales = f.apply_scales(scales, site)
+            if scales.kind == "block":  # the scales act inside the dot product: rerun it
+                d = acc.scaled_gemm(a, b, scales)
         for f in faults:
-            d.setflags(write=False)
-            d = f.apply(GemmCall(site, a, b, d, acc))
-        return assemble(d).astype(out_dtype)
+            if not isinstance(f, ScaleBitFlip):
+                d.setflags(write=False)
+                d = f.apply(GemmCall(site, a, b, d, acc))
+        return assemble(acc.dequantize(d, scales)).astype(out_dtype)
+
+    def _round(self, x):
+        """acc.round_operand(x), from the cache when x is one of the cached arguments."""
+        hit = self.round_cache.get(id(x))
+        if hit is not None and hit[0] is x:
+            if hit[1] is None:
+                r = self.acc.round_operand(x)
+                r.setflags(write=False)
+                self.round_cache[id(x)] = (x, r)
+                return r
+            return hit[1]
+        return self.acc.round_operand(x)
 
     def native_gemm(self, eqn, invals, key, scope, tainted, why):
         if self.fallback != "native":
@@ -200,6 +233,7 @@ class AcceleratedFunction:
         self.accelerator = accelerator
         self.faults = _check_faults(faults)
         self._jaxprs: dict = {}
+        self._round_cache: dict = {}
 
     def __repr__(self):
         fb = "" if self.fallback == "error" else f", fallback={self.fallback!r}"
@@ -240,9 +274,25 @@ class AcceleratedFunction:
             self._jaxprs[ck] = (cj, out_tree)
         return cj, dyn, out_tree
 
+    def _cache_for(self, cj, dyn) -> dict:
+        """The operand-rounding cache for a call on these arguments.
+
+        The jax arrays among the arguments and the jaxpr's constants (weights, mostly)
+        are immutable, so each one's rounded value is kept, keyed by identity and
+        holding the array itself (so the id cannot be reused), for as long as calls
+        pass the same array.  Entries of arrays no longer passed are dropped; numpy
+        arguments (mutable) are never cached."""
+        keep = {id(x): x for x in list(dyn) + list(cj.consts) if isinstance(x, jax.Array)}
+        cache = self._round_cache
+        for k in [k for k, v in cache.items() if keep.get(k) is not v[0]]:
+            del cache[k]
+        for k, x in keep.items():
+            cache.setdefault(k, (x, None))
+        return cache
+
     def _run(self, args, kwargs, **kw):
         cj, dyn, out_tree = self._prepare(args, kwargs)
-        it = _Interpreter(self.accelerator, fallback=self.fallback, **kw)
+        it = _Interpreter(self.accelerator, fallback=self.fallback, round_cache=self._cache_for(cj, dyn), **kw)
         outs, taints = it.run(cj, dyn)
         return it, outs, taints, out_tree
 
@@ -268,7 +318,8 @@ class AcceleratedFunction:
         The faults given to :func:`accelerated` are not applied here.
         """
         cj, dyn, out_tree = self._prepare(args, kwargs)
-        it = _Interpreter(self.accelerator, record=True, keep_operands=keep_operands, fallback=self.fallback)
+        it = _Interpreter(self.accelerator, record=True, keep_operands=keep_operands, fallback=self.fallback,
+                          round_cache=self._cache_for(cj, dyn))
         outs, _ = it.run(cj, dyn)
         return GoldenTrace(self, cj, dyn, out_tree, outs, it.cache, it.gemm_cache, tuple(it.sites))
 
@@ -305,15 +356,24 @@ class GoldenTrace:
         key = site.key
         if key not in self._gemm_cache:
             raise ValueError("operands need trace(..., keep_operands=True)")
-        a, b, d, _ = self._gemm_cache[key]
+        a, b, d, _, _ = self._gemm_cache[key]
         return a, b, d
+
+    def scales(self, gemm: int):
+        """The :class:`models.Scales` of a GEMM (None with ``scaling="none"``); needs
+        ``trace(..., keep_operands=True)``.  With scaling, :meth:`operands` gives the
+        quantised operands and D before the epilogue (``"tensor"``, ``"row"``: the
+        unscaled accumulator; ``"block"``: the accumulated scaled sum)."""
+        self.operands(gemm)
+        return self._gemm_cache[self.gemms[gemm].key][4]
 
     def inject(self, faults, *, return_stats: bool = False):
         """Re-run with faults, recomputing only what they can reach.
 
         Args:
             faults: a GEMM fault or a sequence of them (:class:`OutputBitFlip`,
-                :class:`ReplaceGemmOutput`, :class:`ReplaceTile`); ``gemm`` indexes
+                :class:`ReplaceGemmOutput`, :class:`ReplaceTile`, :class:`ScaleBitFlip`;
+                D faults act on D before the scaling epilogue); ``gemm`` indexes
                 :attr:`gemms`.
             return_stats: also return an :class:`InjectStats`.
         Returns:
@@ -331,7 +391,8 @@ class GoldenTrace:
                                  f"({self.gemms[f.gemm].name}), which ran natively")
             by_key.setdefault(self.gemms[f.gemm].key, []).append(f)
         it = _Interpreter(self.accelerator, golden=self._cache, golden_sites=self._by_key,
-                          golden_gemm=self._gemm_cache, faults_by_key=by_key, fallback=self._af.fallback)
+                          golden_gemm=self._gemm_cache, faults_by_key=by_key, fallback=self._af.fallback,
+                          round_cache=self._af._cache_for(self._cj, self._dyn))
         outs, taints = it.run(self._cj, self._dyn)
         masked = all(_same(o, g) for o, g in zip(outs, self._flat))
         res = jax.tree_util.tree_unflatten(self._out_tree, [jnp.asarray(x) for x in outs])

@@ -20,7 +20,11 @@ Outcomes (:data:`WORKLOAD_OUTCOMES`), on the output (B, ...) of a fault-free run
 * ``"retrieval"``: rows of the output (B, D) are embeddings; each example retrieves its
   cosine nearest neighbour among the other B - 1.  With labels, critical when the
   golden neighbour has the example's label and the faulty one does not; without,
-  when the neighbour changed.
+  when the neighbour changed.  An output (B, 2, D) holds query/passage pairs
+  (``out[i, 0]`` the query, ``out[i, 1]`` its passage): query i retrieves the passage
+  of highest cosine similarity among the B passages; critical when that top-1
+  passage changed; :meth:`Workload.correct` counts queries whose top-1 is their own
+  passage (labels are not used).
 * ``"tolerance:REL"``: regression; critical when the example's largest absolute error
   exceeds REL times the largest absolute golden value of that example.
 * a callable ``fn(golden, faulty, labels) -> (B,) bool`` (numpy arrays; labels None
@@ -33,23 +37,32 @@ resumed or reported against other data.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
+import json
+import os
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import jax
 import numpy as np
 
+from ._pretrained import load_pretrained
 from ._train import load_digits, load_params
 from ._zoo import MODELS, get_model
 
-__all__ = ["Workload", "WORKLOAD_OUTCOMES", "get_workload", "load_workload", "SHIPPED_BATCH"]
+__all__ = ["Workload", "WORKLOAD_OUTCOMES", "get_workload", "load_workload", "SHIPPED_BATCH", "WORKLOADS",
+           "minilm_retrieval", "MODELS_DIR_ENV"]
 
 #: Built-in outcomes (``"topk:K"`` with an int K >= 1, ``"tolerance:REL"`` with a float REL > 0).
 WORKLOAD_OUTCOMES = ("top1", "topk:K", "retrieval", "tolerance:REL")
 #: Images of a shipped model's workload by default (the first of the digits test split).
 SHIPPED_BATCH = 256
+#: Environment variable naming the directory of real models and data.
+MODELS_DIR_ENV = "GEMMFI_MODELS_DIR"
+_DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "models"
 _SCALARS = (bool, int, float, complex, str, bytes, type(None))
 
 
@@ -212,6 +225,8 @@ class Workload:
                 scale = np.abs(g64).max(axis=1)
                 crit = err > arg * scale
             return crit | bad
+        if kind == "retrieval" and _paired(g):
+            return (_top_passage(g) != _top_passage(f)) | bad
         if labels is not None:
             ok_g, ok_f = self._correct(g, labels), self._correct(f, labels)
             return (ok_g & ~ok_f) | bad
@@ -227,6 +242,9 @@ class Workload:
         """Examples the output gets right against the labels by the outcome (None
         without labels, or for ``tolerance`` and callable outcomes)."""
         kind, _ = self._rule
+        if kind == "retrieval" and _paired(np.asarray(output)):
+            out = np.asarray(output)
+            return int((_top_passage(out) == np.arange(out.shape[0])).sum())
         if self.labels is None or kind in ("tolerance", "callable"):
             return None
         return int(self._correct(np.asarray(output), np.asarray(self.labels)).sum())
@@ -242,6 +260,37 @@ class Workload:
         else:
             ok = (_topk(out, arg) == labels[..., None]).any(axis=-1)
         return np.asarray(ok).reshape(B, -1).all(axis=1)
+
+
+    def embedding_distance(self, golden, faulty) -> np.ndarray:
+        """(B,) float64: per example, the largest cosine distance 1 - cos(g, f) between
+        a golden and the faulty embedding (rows of (B, D), or both of a (B, 2, D)
+        pair); 2.0 where the faulty embedding is not finite or zero."""
+        g = np.asarray(golden, np.float64)
+        f = np.asarray(faulty, np.float64)
+        B = g.shape[0]
+        g = g.reshape(B, -1, g.shape[-1])
+        f = f.reshape(B, -1, f.shape[-1])
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            cos = (g * f).sum(-1) / (np.linalg.norm(g, axis=-1) * np.linalg.norm(f, axis=-1))
+        dist = np.where(np.isfinite(cos), 1.0 - cos, 2.0)
+        return dist.max(axis=1)
+
+
+def _paired(out: np.ndarray) -> bool:
+    return out.ndim == 3 and out.shape[1] == 2
+
+
+def _top_passage(out: np.ndarray) -> np.ndarray:
+    """(B,) index of each query's most cosine-similar passage; out (B, 2, D)."""
+    q = out[:, 0].astype(np.float64)
+    p = out[:, 1].astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        q = q / np.linalg.norm(q, axis=1, keepdims=True)
+        p = p / np.linalg.norm(p, axis=1, keepdims=True)
+        s = q @ p.T
+    s[~np.isfinite(s)] = -np.inf
+    return s.argmax(axis=1)
 
 
 def _nearest(out: np.ndarray) -> np.ndarray:
@@ -262,9 +311,102 @@ def _topk(out: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-out.astype(np.float64), axis=-1, kind="stable")[..., :k]
 
 
-def get_workload(name: str, n: int = SHIPPED_BATCH) -> Workload:
+def _models_dir(path) -> Path:
+    """The directory holding the real models and data (see :func:`minilm_retrieval`)."""
+    if path is None:
+        env = os.environ.get(MODELS_DIR_ENV)
+        if env:
+            path = env
+        elif _DEFAULT_MODELS_DIR.is_dir():
+            path = _DEFAULT_MODELS_DIR
+        else:
+            raise FileNotFoundError(
+                f"the minilm-retrieval workload needs a directory holding all-MiniLM-L6-v2/ (from the Hugging Face "
+                f"hub: sentence-transformers/all-MiniLM-L6-v2) and retrieval_pairs.jsonl: pass path=, or set "
+                f"{MODELS_DIR_ENV}; the default {_DEFAULT_MODELS_DIR} does not exist")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str, os.PathLike or None, not {type(path).__name__}")
+    root = Path(path)
+    for need in ("all-MiniLM-L6-v2", "retrieval_pairs.jsonl"):
+        if not (root / need).exists():
+            raise FileNotFoundError(f"{root / need} is missing: the minilm-retrieval workload needs "
+                                    f"all-MiniLM-L6-v2/ and retrieval_pairs.jsonl in {root}")
+    return root
+
+
+@functools.lru_cache(maxsize=4)
+def _minilm(root: str):
+    model = load_pretrained(Path(root) / "all-MiniLM-L6-v2")
+    pairs = []
+    with open(Path(root) / "retrieval_pairs.jsonl", encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            if line.strip():
+                rec = json.loads(line)
+                if not isinstance(rec, dict) or not isinstance(rec.get("query"), str) \
+                        or not isinstance(rec.get("passage"), str):
+                    raise ValueError(f"{Path(root) / 'retrieval_pairs.jsonl'} line {i + 1} must be an object with "
+                                     f"str fields 'query' and 'passage'")
+                pairs.append((rec["query"], rec["passage"]))
+    return model, tuple(pairs)
+
+
+def minilm_retrieval(n: int = 256, path=None) -> Workload:
+    """The built-in ``"minilm-retrieval"`` workload: all-MiniLM-L6-v2
+    (:func:`load_pretrained`) on the first ``n`` query/passage pairs of
+    ``retrieval_pairs.jsonl``.
+
+    Inputs: ``{"token_ids", "attention_mask"}``, each (n, 2, T) int32 (row i: query i,
+    passage i; T the longest of the n pairs' 2n texts); the output is (n, 2, 384) float32
+    L2-normalised embeddings; outcome ``"retrieval"`` on pairs (critical: a query's top-1
+    passage among the n changed; :meth:`Workload.correct`: queries whose top-1 is their
+    own passage; :meth:`Workload.embedding_distance`: cosine distance of the faulty
+    embeddings).  The encoder runs once on the 2n texts.
+
+    Args:
+        n: pairs, 2 <= n <= the number of pairs in the file (256).
+        path: the directory holding ``all-MiniLM-L6-v2/`` and ``retrieval_pairs.jsonl``;
+            None: the environment variable ``GEMMFI_MODELS_DIR``, else ``../shared/models``
+            next to the repository when it exists.
+    Raises:
+        FileNotFoundError: no such directory or files (the message says where it looked).
+    """
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool):
+        raise TypeError(f"n must be an int, not {type(n).__name__}")
+    root = _models_dir(path)
+    model, pairs = _minilm(str(root.resolve()))
+    if not 2 <= n <= len(pairs):
+        raise ValueError(f"n must be in [2, {len(pairs)}], not {n}")
+    texts = [t for q, p in pairs[:n] for t in (q, p)]
+    ids, mask = model.tokenize(texts)
+    T = ids.shape[1]
+    inputs = {"token_ids": ids.reshape(n, 2, T), "attention_mask": mask.reshape(n, 2, T)}
+    enc = model.apply
+
+    def minilm_retrieval_apply(params, inputs):
+        ids, mask = inputs["token_ids"], inputs["attention_mask"]
+        B, _, T = ids.shape
+        emb = enc(params, ids.reshape(2 * B, T), mask.reshape(2 * B, T))
+        return emb.reshape(B, 2, emb.shape[-1])
+
+    return Workload(minilm_retrieval_apply, model.params, inputs, None, "retrieval", "minilm-retrieval")
+
+
+#: Built-in workloads beyond :data:`MODELS`: name -> factory ``fn(n=..., path=None)``.
+WORKLOADS = {"minilm-retrieval": minilm_retrieval}
+
+
+def get_workload(name: str, n: int | None = None, path=None) -> Workload:
     """A shipped model of :data:`MODELS` as a workload: its shipped weights on the first
-    ``n`` (1..360) images of the digits test split with their labels, outcome ``"top1"``."""
+    ``n`` (1..360, default :data:`SHIPPED_BATCH`) images of the digits test split with
+    their labels, outcome ``"top1"``; or a built-in workload of :data:`WORKLOADS`
+    (``"minilm-retrieval"``: :func:`minilm_retrieval` on ``n`` pairs, default 256, data
+    from ``path``)."""
+    if isinstance(name, str) and name in WORKLOADS:
+        return WORKLOADS[name](**({} if n is None else {"n": n}), path=path)
+    if path is not None:
+        raise ValueError(f"path must be None for a shipped model, not {path!r}")
+    if n is None:
+        n = SHIPPED_BATCH
     model = get_model(name)
     x, y = load_digits("test")
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool):
@@ -280,7 +422,7 @@ def load_workload(ref: str) -> Workload:
     a :class:`Workload`; or a :data:`MODELS` name (:func:`get_workload`)."""
     if not isinstance(ref, str):
         raise TypeError(f"workload reference must be a str, not {type(ref).__name__}")
-    if ref in MODELS:
+    if ref in MODELS or ref in WORKLOADS:
         return get_workload(ref)
     mod, sep, attr = ref.partition(":")
     if not sep or not mod or not attr:
