@@ -244,3 +244,9 @@ def test_cli_factory_campaign_on_dask(mywl, tmp_path, capsys):
         assert a.rows() == b.rows()
     assert main(["campaign", "resume", str(tmp_path / "d.db"), "--executor", "dask"]) == 2
     assert "--scheduler must be" in capsys.readouterr().err
+
+
+def test_builtin_workload_names_are_campaign_models():
+    assert ModelCampaign(model="minilm-retrieval", trials=2).model == "minilm-retrieval"
+    with pytest.raises(ValueError, match="minilm-retrieval"):
+        ModelCampaign(model="minilm", trials=2)
