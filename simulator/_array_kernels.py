@@ -42,7 +42,8 @@ from collections import namedtuple
 import numpy as np
 from numba import njit, prange
 
-from ._kernels import (SENTINEL, FusedOperands, FusedStep, Rounding, acc_align_exp, add_c_after, carry_emin, fused_step_rows, round_bits, round_sum,
+from ._kernels import (SENTINEL, FusedOperands, FusedStep, Rounding, acc_align_exp, add_c_after, carry_emin,
+                       fused_step_rows, round_bits, round_sum,
                        scale_bits, unscale_bits)
 
 # register codes used in events
@@ -384,7 +385,7 @@ def _fma_hot_pe(row_active, ab0, wb, v, ev, em, e0, e1, r, c, i, depth, reg_w, o
     return _psum_ops(v, ev, em, e0, e1, REG_PSUM, r, c, i, 1, accf)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def ws_fma(a_bits, a_val, w_bits, w_val, acc, geo, use_f32, opf, accf, rd, evt):
     """Weight-stationary scalar-FMA array over a whole GEMM (acc in place).
 
@@ -398,14 +399,30 @@ def ws_fma(a_bits, a_val, w_bits, w_val, acc, geo, use_f32, opf, accf, rd, evt):
     that row's events only.
     Rows of M are independent within a fold: threads take chunks of ``geo.chunk`` rows.
     """
+    # the parallel kernel takes the records' fields: a parallel kernel taking records
+    # ran its fault-free sweeps 4x slower (measured); they are rebuilt in each task
     R, C, depth, chunk = geo.rows, geo.cols, geo.depth, geo.chunk
     ev, em, row_ptr, row_idx, max_row = evt.table, evt.masks, evt.ptr, evt.idx, evt.max_row
+    op_eb, op_mb, op_bias, op_fn = opf
+    acc_eb, acc_mb, acc_bias, acc_fn = accf
+    o_man, o_emin, o_max, o_rne, o_ovf = rd
+    _ws_fma(a_bits, a_val, w_bits, w_val, acc, R, C, depth, chunk, use_f32, op_eb, op_mb, op_bias, op_fn, acc_eb,
+            acc_mb, acc_bias, acc_fn, o_man, o_emin, o_max, o_rne, o_ovf, ev, em, row_ptr, row_idx, max_row)
+
+
+@njit(cache=True, parallel=True)
+def _ws_fma(a_bits, a_val, w_bits, w_val, acc, R, C, depth, chunk, use_f32, op_eb, op_mb, op_bias, op_fn, acc_eb,
+            acc_mb, acc_bias, acc_fn, o_man, o_emin, o_max, o_rne, o_ovf, ev, em, row_ptr, row_idx, max_row):
+    """:func:`ws_fma` on the records' fields."""
     M, K = a_bits.shape
     N = w_bits.shape[1]
     nkf = (K + R - 1) // R
     nnt = (N + C - 1) // C
     nch = (M + chunk - 1) // chunk
     for ch in prange(nch):
+        opf_ = Encoding(op_eb, op_mb, op_bias, op_fn)
+        accf_ = Encoding(acc_eb, acc_mb, acc_bias, acc_fn)
+        rd_ = Rounding(o_man, o_emin, o_max, o_rne, o_ovf)
         colhot = np.zeros(C, np.bool_)
         evs = np.empty((max(max_row, 1), EV_COLS), np.int64)
         ems = np.empty((max(max_row, 1), 3), np.uint64)
@@ -433,12 +450,12 @@ def ws_fma(a_bits, a_val, w_bits, w_val, acc, geo, use_f32, opf, accf, rd, evt):
                                 if colhot[c]:
                                     acc[m, n0 + c] = _fma_hot_pe(
                                         r < Ru, ab0, w_bits[k0 + r, n0 + c] if r < Ru else _U0, acc[m, n0 + c],
-                                        evs, ems, 0, ne, r, c, m, depth, REG_W, opf, accf, rd)
+                                        evs, ems, 0, ne, r, c, m, depth, REG_W, opf_, accf_, rd_)
                                 elif r < Ru and use_f32:
                                     acc[m, n0 + c] = acc[m, n0 + c] + a_val[m, k0 + r] * w_val[k0 + r, n0 + c]
                                 elif r < Ru:
                                     acc[m, n0 + c] = fma_add(a_val[m, k0 + r] * w_val[k0 + r, n0 + c],
-                                                             acc[m, n0 + c], rd)
+                                                             acc[m, n0 + c], rd_)
                         elif r < Ru:
                             av = a_val[m, k0 + r]
                             if use_f32:
@@ -446,10 +463,10 @@ def ws_fma(a_bits, a_val, w_bits, w_val, acc, geo, use_f32, opf, accf, rd, evt):
                                     acc[m, n0 + c] = acc[m, n0 + c] + av * w_val[k0 + r, n0 + c]
                             else:
                                 for c in range(Cu):
-                                    acc[m, n0 + c] = fma_add(av * w_val[k0 + r, n0 + c], acc[m, n0 + c], rd)
+                                    acc[m, n0 + c] = fma_add(av * w_val[k0 + r, n0 + c], acc[m, n0 + c], rd_)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def os_fma(a_bits, a_val, b_bits, b_val, acc, geo, use_f32, opf, accf, rd, evt):
     """Output-stationary scalar-FMA array over a whole GEMM (acc in place).
 
@@ -460,11 +477,25 @@ def os_fma(a_bits, a_val, b_bits, b_val, acc, geo, use_f32, opf, accf, rd, evt):
     """
     R, C, depth = geo.rows, geo.cols, geo.depth
     ev, em, fold_ptr = evt.table, evt.masks, evt.ptr
+    op_eb, op_mb, op_bias, op_fn = opf
+    acc_eb, acc_mb, acc_bias, acc_fn = accf
+    o_man, o_emin, o_max, o_rne, o_ovf = rd
+    _os_fma(a_bits, a_val, b_bits, b_val, acc, R, C, depth, use_f32, op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb,
+            acc_bias, acc_fn, o_man, o_emin, o_max, o_rne, o_ovf, ev, em, fold_ptr)
+
+
+@njit(cache=True, parallel=True)
+def _os_fma(a_bits, a_val, b_bits, b_val, acc, R, C, depth, use_f32, op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb,
+            acc_bias, acc_fn, o_man, o_emin, o_max, o_rne, o_ovf, ev, em, fold_ptr):
+    """:func:`os_fma` on the records' fields (as :func:`_ws_fma`)."""
     M, K = a_bits.shape
     N = b_bits.shape[1]
     nmt = (M + R - 1) // R
     nnt = (N + C - 1) // C
     for mt in prange(nmt):
+        opf_ = Encoding(op_eb, op_mb, op_bias, op_fn)
+        accf_ = Encoding(acc_eb, acc_mb, acc_bias, acc_fn)
+        rd_ = Rounding(o_man, o_emin, o_max, o_rne, o_ovf)
         cv = np.empty(C, np.float64)
         brow = np.empty(C, np.uint64)
         m0 = mt * R
@@ -480,10 +511,10 @@ def os_fma(a_bits, a_val, b_bits, b_val, acc, geo, use_f32, opf, accf, rd, evt):
                 for k in range(K):
                     if e1 > e0 and _row_has(ev, e0, e1, r, k):
                         for c in range(Cu):
-                            cv[c] = _psum_ops(acc[m, n0 + c], ev, em, e0, e1, REG_PSUM, r, c, k, 0, accf)
+                            cv[c] = _psum_ops(acc[m, n0 + c], ev, em, e0, e1, REG_PSUM, r, c, k, 0, accf_)
                             brow[c] = b_bits[k, n0 + c]
                         _fma_hot_row(True, a_bits[m, k], brow, cv, cv, ev, em, e0, e1, r, k, Cu, depth, REG_W,
-                                     opf, accf, rd)
+                                     opf_, accf_, rd_)
                         for c in range(Cu):
                             acc[m, n0 + c] = cv[c]
                     else:
@@ -493,7 +524,7 @@ def os_fma(a_bits, a_val, b_bits, b_val, acc, geo, use_f32, opf, accf, rd, evt):
                                 acc[m, n0 + c] = acc[m, n0 + c] + av * b_val[k, n0 + c]
                         else:
                             for c in range(Cu):
-                                acc[m, n0 + c] = fma_add(av * b_val[k, n0 + c], acc[m, n0 + c], rd)
+                                acc[m, n0 + c] = fma_add(av * b_val[k, n0 + c], acc[m, n0 + c], rd_)
 
 
 @njit(cache=True)
@@ -584,7 +615,7 @@ def sum_int_bits(k, frac, c_fused):
     return frac + 3 + lg
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def ws_dpu(a_bits, w_bits, acc, geo, k, order, start, ops, opf, accf, st, evt):
     """Weight-stationary array of k-wide dot-product units over a whole GEMM.
 
@@ -601,13 +632,28 @@ def ws_dpu(a_bits, w_bits, acc, geo, k, order, start, ops, opf, accf, st, evt):
     """
     R, C, chunk = geo.rows, geo.cols, geo.chunk
     ev, em, row_ptr, row_idx, max_row = evt.table, evt.masks, evt.ptr, evt.idx, evt.max_row
-    # a parallel loop takes no nested or array-holding records: unpacked here, rebuilt per task
+    # the parallel kernel takes the records' fields (a parallel kernel taking records ran
+    # 4x slower, measured) and rebuilds them in each task
     a_val, a_exp, b_val, b_exp, a_bad, b_bad = ops.a_val, ops.a_exp, ops.b_val, ops.b_exp, ops.a_bad, ops.b_bad
     n_pass_, pass_len, p_floor = ops.n_pass, ops.pass_len, ops.p_floor
     frac, c_fused = st.frac, st.c_fused
     p_man, p_emin, p_max, p_rne, p_ovf = st.pas
     o_man, o_emin, o_max, o_rne, o_ovf = st.out
     f_man, f_emin, f_max, f_rne, f_ovf = st.f32
+    op_eb, op_mb, op_bias, op_fn = opf
+    acc_eb, acc_mb, acc_bias, acc_fn = accf
+    _ws_dpu(a_bits, w_bits, acc, R, C, chunk, k, order, start, ev, em, row_ptr, row_idx, max_row, a_val, a_exp, b_val,
+            b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor, frac, c_fused, op_eb, op_mb, op_bias, op_fn, acc_eb,
+            acc_mb, acc_bias, acc_fn, p_man, p_emin, p_max, p_rne, p_ovf, o_man, o_emin, o_max, o_rne, o_ovf, f_man,
+            f_emin, f_max, f_rne, f_ovf)
+
+
+@njit(cache=True, parallel=True)
+def _ws_dpu(a_bits, w_bits, acc, R, C, chunk, k, order, start, ev, em, row_ptr, row_idx, max_row, a_val, a_exp, b_val,
+            b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor, frac, c_fused, op_eb, op_mb, op_bias, op_fn, acc_eb,
+            acc_mb, acc_bias, acc_fn, p_man, p_emin, p_max, p_rne, p_ovf, o_man, o_emin, o_max, o_rne, o_ovf, f_man,
+            f_emin, f_max, f_rne, f_ovf):
+    """:func:`ws_dpu` on the records' fields."""
     M, K = a_bits.shape
     N = w_bits.shape[1]
     n_pass = len(start) - 1
@@ -620,6 +666,8 @@ def ws_dpu(a_bits, w_bits, acc, geo, k, order, start, ops, opf, accf, st, evt):
         ops_ = FusedOperands(a_val, a_exp, b_val, b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor)
         st_ = FusedStep(frac, c_fused, Rounding(p_man, p_emin, p_max, p_rne, p_ovf),
                         Rounding(o_man, o_emin, o_max, o_rne, o_ovf), Rounding(f_man, f_emin, f_max, f_rne, f_ovf))
+        opf_ = Encoding(op_eb, op_mb, op_bias, op_fn)
+        accf_ = Encoding(acc_eb, acc_mb, acc_bias, acc_fn)
         sc = np.empty(3, np.float64)
         su = sc.view(np.uint64)
         p = np.empty(k, np.float64)
@@ -658,7 +706,7 @@ def ws_dpu(a_bits, w_bits, acc, geo, k, order, start, ops, opf, accf, st, evt):
                                 for t in range(k):
                                     wb[t] = w_bits[kb + t, n0 + c] if t < kn else _U0
                                 acc[m, n0 + c] = dpu_hot(r < Ru, ab, wb, k, acc[m, n0 + c], order, start,
-                                                         evs, ems, 0, ne, r, c, m, opf, accf, st_,
+                                                         evs, ems, 0, ne, r, c, m, opf_, accf_, st_,
                                                          p, pe, pp, ppe, terms, sc, su)
                             continue
                         if r >= Ru:

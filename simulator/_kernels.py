@@ -2,7 +2,9 @@
 
 Kernels take only arrays, integers and named records of them (the namedtuples below,
 built once on the Python side from the frozen Format/StepRule data by
-:func:`simulator._matmul.step_params`; Numba passes a record's fields as scalars).  Values travel as binary64, which holds every
+:func:`simulator._matmul.step_params`; Numba passes a record's fields as scalars;
+the parallel kernels unpack them before their parallel loop).  Values travel as
+binary64, which holds every
 input, every product of two inputs and every aligned partial sum of the catalogue's
 datapaths exactly; rounding is done on the binary64 bit pattern with explicit
 ``uint64`` arithmetic, masked after every shift.  The scalar primitives here
@@ -365,7 +367,7 @@ def _unscale_round(total, itot, emax, dst, n, frac_bits, rd):
         _round_fixup(total, dst, n, rd)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def fused_gemm(ops, st, acc, n_chunks=1):
     """D = A @ B + C through chained fused steps.
 
@@ -392,13 +394,24 @@ def fused_gemm(ops, st, acc, n_chunks=1):
             accumulator; st.f32: the binary32 addition of c_mode "after".
         n_chunks: row chunks run in parallel (the caller passes Numba's thread count).
     """
-    # a parallel loop takes no nested or array-holding records: unpacked here, rebuilt per task
+    # the parallel kernel takes the records' fields (a parallel kernel taking records ran
+    # 4x slower, measured) and rebuilds them in each task
     a_val, a_exp, b_val, b_exp, a_bad, b_bad = ops.a_val, ops.a_exp, ops.b_val, ops.b_exp, ops.a_bad, ops.b_bad
     n_pass_, pass_len, p_floor = ops.n_pass, ops.pass_len, ops.p_floor
     frac, c_fused = st.frac, st.c_fused
     p_man, p_emin, p_max, p_rne, p_ovf = st.pas
     o_man, o_emin, o_max, o_rne, o_ovf = st.out
     f_man, f_emin, f_max, f_rne, f_ovf = st.f32
+    _fused_gemm(acc, n_chunks, a_val, a_exp, b_val, b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor, frac, c_fused,
+                p_man, p_emin, p_max, p_rne, p_ovf, o_man, o_emin, o_max, o_rne, o_ovf, f_man, f_emin, f_max, f_rne,
+                f_ovf)
+
+
+@njit(cache=True, parallel=True)
+def _fused_gemm(acc, n_chunks, a_val, a_exp, b_val, b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor, frac, c_fused,
+                p_man, p_emin, p_max, p_rne, p_ovf, o_man, o_emin, o_max, o_rne, o_ovf, f_man, f_emin, f_max, f_rne,
+                f_ovf):
+    """:func:`fused_gemm` on the records' fields."""
     M = a_val.shape[0]
     # rows are independent: n_chunks chunks of rows (one per thread), each with its own scratch
     n_chunks = max(1, min(M, n_chunks))
@@ -760,7 +773,7 @@ def c_align_exp(c, c_emin, c_zero_exp):
     return np.int64(acc_align_exp(as_bits(c), c_emin))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def general_fused_gemm(ops, acc, g):
     """D = A @ B + C through chained fused steps of ``k_step`` K positions, any rule.
 
@@ -770,7 +783,8 @@ def general_fused_gemm(ops, acc, g):
     zero C's exponent, SENTINEL: no part; pat: pass of each position, n_pass passes
     merged in parallel under C_ALIGNED; the aligned-C fields; the roundings).
     """
-    # a parallel loop takes no nested or array-holding records: unpacked here, rebuilt per row
+    # the parallel kernel takes the records' fields (a parallel kernel taking records ran
+    # 4x slower, measured) and rebuilds them in each task
     av, ae, bv, be, sav, sae, sbv, sbe, blk = ops.av, ops.ae, ops.bv, ops.be, ops.sav, ops.sae, ops.sbv, ops.sbe, \
         ops.blk
     (k_step, group_k, zero_set, c_zero_exp, frac, c_mode, pat, n_pass, sum_fb, c_fb, align_rd, merge_rd, c_drop,
@@ -779,6 +793,18 @@ def general_fused_gemm(ops, acc, g):
     p_man, p_emin, p_max, p_rne, p_ovf = g.pas
     o_man, o_emin, o_max, o_rne, o_ovf = g.out
     f_man, f_emin, f_max, f_rne, f_ovf = g.f32
+    _general_fused_gemm(acc, av, ae, bv, be, sav, sae, sbv, sbe, blk, k_step, group_k, zero_set, c_zero_exp, frac,
+                        c_mode, pat, n_pass, sum_fb, c_fb, align_rd, merge_rd, c_drop, prod_ovf, zero_signed, p_man,
+                        p_emin, p_max, p_rne, p_ovf, o_man, o_emin, o_max, o_rne, o_ovf, f_man, f_emin, f_max, f_rne,
+                        f_ovf)
+
+
+@njit(cache=True, parallel=True)
+def _general_fused_gemm(acc, av, ae, bv, be, sav, sae, sbv, sbe, blk, k_step, group_k, zero_set, c_zero_exp, frac,
+                        c_mode, pat, n_pass, sum_fb, c_fb, align_rd, merge_rd, c_drop, prod_ovf, zero_signed, p_man,
+                        p_emin, p_max, p_rne, p_ovf, o_man, o_emin, o_max, o_rne, o_ovf, f_man, f_emin, f_max, f_rne,
+                        f_ovf):
+    """:func:`general_fused_gemm` on the records' fields."""
     M, K = av.shape
     N = bv.shape[0]
     for i in prange(M):

@@ -198,7 +198,8 @@ def fused_layout(av, ae, bv, be, fmt: Format, rule: StepRule):
 
     av (M, K), bv (K, N) values and ae, be int16 alignment exponents (as
     :func:`operand_arrays`).  Returns a :class:`~simulator._kernels.FusedOperands`
-    ``(av, ae, bv, be, a_bad, b_bad, n_pass, pass_len, p_floor)``: each step laid out pass by pass (:func:`step_layout`), values
+    ``(av, ae, bv, be, a_bad, b_bad, n_pass, pass_len, p_floor)``: each step laid out
+    pass by pass (:func:`step_layout`), values
     in binary32 where that is exact, the flags of sweeps of four positions that hold
     an inf or NaN, and the floor of a nonzero product's alignment exponent.
     """
