@@ -191,16 +191,21 @@ class SystolicArray(_ArrayBase):
         use_f32 = acc_fmt.name == "fp32" and _f32_exact(ops.av, ops.ae, ops.bv, ops.be, acc)
         dt = np.float32 if use_f32 else np.float64
         acc_k = acc.astype(dt)
-        args = (self.rows, self.cols, self.pipeline_depth, use_f32,
-                fmt.exp_bits, fmt.man_bits, fmt.bias, fmt.specials == "fn",
-                acc_fmt.exp_bits, acc_fmt.man_bits, acc_fmt.bias,
-                sp.o_man, sp.o_emin, sp.o_max, sp.o_ovf, ev, em)
+        geo = _geometry(self.rows, self.cols, self.pipeline_depth)
         if self.dataflow == "ws":
-            AK.ws_fma(ops.abits, ops.av.astype(dt), ops.bbits, ops.bv.astype(dt), acc_k, *args,
-                      *_row_index(ev, len(ptr) - 1, self.rows), _CHUNK)
+            evt = AK.Events(ev, em, *_row_index(ev, len(ptr) - 1, self.rows))
+            AK.ws_fma(ops.abits, ops.av.astype(dt), ops.bbits, ops.bv.astype(dt), acc_k, geo, use_f32,
+                      AK.encoding(fmt), AK.encoding(acc_fmt), sp.out, evt)
         else:
-            AK.os_fma(ops.abits, ops.av.astype(dt), ops.bbits, ops.bv.astype(dt), acc_k, *args, ptr)
+            evt = AK.Events(ev, em, np.ascontiguousarray(ptr, np.int64), np.zeros(0, np.int64), np.int64(0))
+            AK.os_fma(ops.abits, ops.av.astype(dt), ops.bbits, ops.bv.astype(dt), acc_k, geo, use_f32,
+                      AK.encoding(fmt), AK.encoding(acc_fmt), sp.out, evt)
         acc[...] = acc_k
+
+
+def _geometry(rows: int, cols: int, depth: int) -> AK.Geometry:
+    """The array's :class:`~simulator._array_kernels.Geometry` record (int64 fields)."""
+    return AK.Geometry(np.int64(rows), np.int64(cols), np.int64(depth), np.int64(_CHUNK))
 
 
 def _row_index(ev: np.ndarray, folds: int, rows: int) -> tuple:
@@ -210,7 +215,7 @@ def _row_index(ev: np.ndarray, folds: int, rows: int) -> tuple:
     key = ev[:, AK.EV_FOLD] * rows + ev[:, AK.EV_R]
     idx = np.argsort(key, kind="stable").astype(np.int64)
     ptr = np.searchsorted(key[idx], np.arange(folds * rows + 1)).astype(np.int64)
-    return ptr, idx, int(np.diff(ptr).max()) if len(ev) else 0
+    return ptr, idx, np.int64(np.diff(ptr).max() if len(ev) else 0)
 
 
 def _f32_exact(av, ae, bv, be, acc) -> bool:
@@ -274,13 +279,10 @@ class TensorCoreArray(_ArrayBase):
         """Run the weight-stationary DPU kernel over ``ops`` (a prepared (sub-)GEMM), acc in place."""
         fmt, acc_fmt, sp, rule = ops.fmt, ops.acc_fmt, ops.sp, ops.rule
         _, order, start = _pe.pass_layout(rule.k, rule.passes)
-        lav, lae, lbv, lbe, la_bad, lb_bad, _, pass_len, p_floor = fused_layout(ops.av, ops.ae, ops.bv, ops.be,
-                                                                              fmt, rule)
-        AK.ws_dpu(ops.abits, ops.bbits, acc, self.rows, self.cols, rule.k, order, start,
-                  lav, lae, lbv, lbe, la_bad, lb_bad, pass_len, p_floor, fmt.exp_bits, fmt.man_bits, fmt.bias, fmt.specials == "fn",
-                  acc_fmt.exp_bits, acc_fmt.man_bits, acc_fmt.bias,
-                  sp.frac_bits, sp.c_fused, sp.p_man, sp.p_emin, sp.p_max, sp.p_rne,
-                  sp.o_man, sp.o_emin, sp.o_max, sp.o_rne, sp.o_ovf, sp.f32_max, ev, em,
-                  *_row_index(ev, len(ptr) - 1, self.rows), _CHUNK)
+        lay = fused_layout(ops.av, ops.ae, ops.bv, ops.be, fmt, rule)
+        evt = AK.Events(ev, em, *_row_index(ev, len(ptr) - 1, self.rows))
+        geo = _geometry(self.rows, self.cols, _pe.dpu_depth(max(rule.passes) + 1))
+        AK.ws_dpu(ops.abits, ops.bbits, acc, geo, np.int64(rule.k), order, start, lay,
+                  AK.encoding(fmt), AK.encoding(acc_fmt), sp, evt)
 
 

@@ -37,11 +37,13 @@ on a ``prod``/``aligned``/``sum`` register holding one leaves it unchanged.
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 
 import numpy as np
 from numba import njit, prange
 
-from ._kernels import (SENTINEL, acc_align_exp, add_c_after, carry_emin, fused_step_rows, round_bits, round_sum,
+from ._kernels import (SENTINEL, FusedOperands, FusedStep, Rounding, acc_align_exp, add_c_after, carry_emin,
+                       fused_step_rows, round_bits, round_sum,
                        scale_bits, unscale_bits)
 
 # register codes used in events
@@ -58,6 +60,32 @@ _U0 = np.uint64(0)
 _U1 = np.uint64(1)
 _MAG = np.uint64(0x7FFFFFFFFFFFFFFF)
 
+# ---- named records the array kernels take (besides the core's FusedStep, Rounding,
+# FusedOperands of simulator._kernels) ----------------------------------------------------
+Encoding = namedtuple("Encoding", ["exp_bits", "man_bits", "bias", "fn"])
+Encoding.__doc__ = """A binary floating-point encoding (:func:`decode_fp`): exp_bits, man_bits,
+bias (int64) and fn (bool: finite-only, the all-ones pattern is the NaN)."""
+
+Geometry = namedtuple("Geometry", ["rows", "cols", "depth", "chunk"])
+Geometry.__doc__ = """An array's shape as the kernels take it (int64): rows x cols PEs, depth (cycles
+from a scalar PE's multiply to its result; unused by the DPU kernel) and chunk (rows of
+M per thread task in the weight-stationary kernels)."""
+
+Events = namedtuple("Events", ["table", "masks", "ptr", "idx", "max_row"])
+Events.__doc__ = """The fault events of a GEMM: table (E, EV_COLS) int64 and masks (E, 3) uint64
+(and, or, xor), sorted by fold then cycle; ptr, idx (int64) group them: weight-stationary
+kernels group by (fold, PE row), the events of fold f on row r being
+``idx[ptr[f*R+r]:ptr[f*R+r+1]]`` (table order), and max_row is the largest group;
+output-stationary ones by fold, ``table[ptr[f]:ptr[f+1]]`` (idx and max_row unused)."""
+
+
+def encoding(fmt) -> Encoding:
+    """A Format -> its :class:`Encoding` record."""
+    return Encoding(np.int64(fmt.exp_bits), np.int64(fmt.man_bits), np.int64(fmt.bias), fmt.specials == "fn")
+
+
+_F32 = Encoding(np.int64(8), np.int64(23), np.int64(127), False)
+
 
 # ---- encodings -----------------------------------------------------------------------
 @njit(cache=True)
@@ -67,11 +95,12 @@ def apply_op(v, am, om, xm):
 
 
 @njit(cache=True)
-def decode_fp(bits, exp_bits, man_bits, bias, fn):
-    """Bits of a binary floating-point encoding (uint64, at bit 0) -> float64 (exact).
-
-    fn: True for finite-only formats (all-ones exponent and mantissa is the NaN).
+def decode_fp(bits, f):
+    """Bits of a binary floating-point encoding ``f`` (an :class:`Encoding`; uint64, at
+    bit 0) -> float64 (exact).  f.fn: True for finite-only formats (all-ones exponent
+    and mantissa is the NaN).
     """
+    exp_bits, man_bits, bias, fn = f.exp_bits, f.man_bits, f.bias, f.fn
     mm = (1 << man_bits) - 1
     top = (1 << exp_bits) - 1
     man = np.int64(bits & np.uint64(mm))
@@ -87,8 +116,10 @@ def decode_fp(bits, exp_bits, man_bits, bias, fn):
 
 
 @njit(cache=True)
-def operand_exp(bits, exp_bits, man_bits, bias, fn):
-    """Alignment exponent (int64) of an operand encoding: SENTINEL for zero/inf/NaN."""
+def operand_exp(bits, f):
+    """Alignment exponent (int64) of an operand encoding (``f`` an :class:`Encoding`):
+    SENTINEL for zero/inf/NaN."""
+    exp_bits, man_bits, bias, fn = f.exp_bits, f.man_bits, f.bias, f.fn
     mm = (1 << man_bits) - 1
     top = (1 << exp_bits) - 1
     man = np.int64(bits & np.uint64(mm))
@@ -103,11 +134,13 @@ def operand_exp(bits, exp_bits, man_bits, bias, fn):
 
 
 @njit(cache=True)
-def encode_ieee(x, exp_bits, man_bits, bias):
-    """float64 exactly representable in an IEEE format -> its bits (uint64).
+def encode_ieee(x, f):
+    """float64 exactly representable in an IEEE format ``f`` (an :class:`Encoding`) ->
+    its bits (uint64).
 
     NaN becomes the quiet NaN with the top mantissa bit set (payload not kept).
     """
+    exp_bits, man_bits, bias = f.exp_bits, f.man_bits, f.bias
     top = (1 << exp_bits) - 1
     sign = _U1 << np.uint64(exp_bits + man_bits) if math.copysign(1.0, x) < 0 else _U0
     if x != x:
@@ -189,13 +222,14 @@ def wrap_mag(t, width):
 
 # ---- datapath stages -----------------------------------------------------------------
 @njit(cache=True)
-def fma_add(p, c, o_man, o_emin, o_max, o_ovf, sc, su):
-    """The scalar PE's add stage: c + p (p exact) rounded once to nearest even -> float64.
+def fma_add(p, c, rd):
+    """The scalar PE's add stage: c + p (p exact) rounded once to nearest even into
+    ``rd`` (a :class:`Rounding`, the step's ``out``) -> float64.
 
     The core's :func:`round_sum`, as ``fma_gemm`` uses it (SystolicArray admits only
     round-to-nearest-even FMA rules).
     """
-    return round_sum(np.float64(c), np.float64(p), o_man, o_emin, o_max, True, o_ovf)
+    return round_sum(np.float64(c), np.float64(p), rd.man, rd.emin, rd.max, True, rd.ovf)
 
 
 @njit(cache=True)
@@ -231,33 +265,34 @@ def dpu_sum(terms, k, c_fused):
 
 
 @njit(cache=True)
-def dpu_round_pass(total, e_max, frac, p_man, p_emin, p_max, p_rne, o_ovf, sc, su):
-    """Normalise one pass's aligned sum and round it into binary32 (``p_*``): the
-    result of every pass but the last, and the products' part of a c_mode "after"
-    step.  Returns the float64 value."""
-    su[0] = unscale_bits(e_max, frac)
+def dpu_round_pass(total, e_max, st, sc, su):
+    """Normalise one pass's aligned sum and round it into binary32 (``st.pas``; st a
+    :class:`FusedStep`): the result of every pass but the last, and the products' part
+    of a c_mode "after" step.  Returns the float64 value."""
+    pas = st.pas
+    su[0] = unscale_bits(e_max, st.frac)
     sc[1] = total * sc[0]
-    su[1] = round_bits(su[1], p_man, p_emin, p_max, p_rne, o_ovf)
+    su[1] = round_bits(su[1], pas.man, pas.emin, pas.max, pas.rne, pas.ovf)
     return sc[1]
 
 
 @njit(cache=True)
-def dpu_finish(total, e_max, c_val, frac, c_fused, p_man, p_emin, p_max, p_rne,
-               o_man, o_emin, o_max, o_rne, o_ovf, f32_max, sc, su):
-    """Normalise and round a step's last pass into the accumulator (float64 value);
-    c_mode "after" (``c_fused`` False): then the fast path's :func:`add_c_after`.
-    sc: float64 scratch of 3 (su: its uint64 view)."""
-    if c_fused:
-        su[0] = unscale_bits(e_max, frac)
+def dpu_finish(total, e_max, c_val, st, sc, su):
+    """Normalise and round a step's last pass into the accumulator (float64 value; st
+    a :class:`FusedStep`); c_mode "after" (``st.c_fused`` False): then the fast path's
+    :func:`add_c_after`.  sc: float64 scratch of 3 (su: its uint64 view)."""
+    if st.c_fused:
+        out = st.out
+        su[0] = unscale_bits(e_max, st.frac)
         sc[1] = total * sc[0]
-        su[1] = round_bits(su[1], o_man, o_emin, o_max, o_rne, o_ovf)
+        su[1] = round_bits(su[1], out.man, out.emin, out.max, out.rne, out.ovf)
         if total == 0.0:
             su[1] = su[1] & _MAG  # an exact zero result is +0
         return sc[1]
-    x = dpu_round_pass(total, e_max, frac, p_man, p_emin, p_max, p_rne, o_ovf, sc, su)
+    x = dpu_round_pass(total, e_max, st, sc, su)
     sc[0] = x
     sc[1] = c_val
-    add_c_after(sc[0:1], sc[1:2], sc[2:3], sc[1:2], 1, o_man, o_emin, o_max, o_rne, o_ovf, f32_max)
+    add_c_after(sc[0:1], sc[1:2], sc[2:3], sc[1:2], 1, st)
     return sc[1]
 
 
@@ -285,12 +320,13 @@ def _ops(v, ev, em, e0, e1, reg, r, c, i, elem, stage):
 
 
 @njit(cache=True)
-def _psum_ops(v, ev, em, e0, e1, reg, r, c, i, stage, acc_eb, acc_mb, acc_bias, acc_fn):
+def _psum_ops(v, ev, em, e0, e1, reg, r, c, i, stage, accf):
+    """Events on a psum register (accf: the accumulator's :class:`Encoding`)."""
     if not _has_reg(ev, e0, e1, reg, r, c, i):
         return v
-    bits = encode_ieee(v, acc_eb, acc_mb, acc_bias)
+    bits = encode_ieee(v, accf)
     bits = _ops(bits, ev, em, e0, e1, reg, r, c, i, 0, stage)
-    return decode_fp(bits, acc_eb, acc_mb, acc_bias, acc_fn)
+    return decode_fp(bits, accf)
 
 
 @njit(cache=True)
@@ -313,71 +349,80 @@ def row_events(ev, em, ridx, lo, hi, i, evs, ems):
 
 # ---- scalar-FMA PE: the staged (hot) path of one PE row ------------------------------
 @njit(cache=True)
-def _fma_hot_row(row_active, ab0, wb_row, c_vals, out, ev, em, e0, e1, r, i, ncols, depth, reg_w,
-                 op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb, acc_bias,
-                 o_man, o_emin, o_max, o_ovf, sc, su):
+def _fma_hot_row(row_active, ab0, wb_row, c_vals, out, ev, em, e0, e1, r, i, ncols, depth, reg_w, opf, accf, rd):
     """One PE row of a scalar-FMA array for one item, every register as bits.
 
     ab0: the moving operand's bits entering column 0 (uint64); wb_row: (ncols,) the
     other operand's bits per column; c_vals: (ncols,) psum in; out: (ncols,) psum out
-    (may alias c_vals).  row_active False: a pass-through row (psum only).
+    (may alias c_vals).  row_active False: a pass-through row (psum only).  opf, accf:
+    operand and accumulator :class:`Encoding`; rd: the add's :class:`Rounding`.
     """
     for c in range(ncols):
         out[c] = _fma_hot_pe(row_active, ab0, wb_row[c], c_vals[c], ev, em, e0, e1, r, c, i, depth, reg_w,
-                             op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb, acc_bias,
-                             o_man, o_emin, o_max, o_ovf, sc, su)
+                             opf, accf, rd)
 
 
 @njit(cache=True)
-def _fma_hot_pe(row_active, ab0, wb, v, ev, em, e0, e1, r, c, i, depth, reg_w,
-                op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb, acc_bias,
-                o_man, o_emin, o_max, o_ovf, sc, su):
+def _fma_hot_pe(row_active, ab0, wb, v, ev, em, e0, e1, r, c, i, depth, reg_w, opf, accf, rd):
     """One scalar-FMA PE (r, c) for one item, every register as bits: ab0 the moving
     operand's bits as they entered the row, wb the other operand's bits, v psum in;
-    returns psum out."""
-    m2 = 2 * (op_mb + 1)
+    returns psum out (records as :func:`_fma_hot_row`)."""
+    m2 = 2 * (opf.man_bits + 1)
     if row_active:
         ab = _ops(ab0, ev, em, e0, e1, REG_A, r, c, i, 0, 0)
         wb = _ops(wb, ev, em, e0, e1, reg_w, r, c, i, 0, 0)
-        av = decode_fp(ab, op_eb, op_mb, op_bias, op_fn)
-        wv = decode_fp(wb, op_eb, op_mb, op_bias, op_fn)
-        ea = operand_exp(ab, op_eb, op_mb, op_bias, op_fn)
-        ew = operand_exp(wb, op_eb, op_mb, op_bias, op_fn)
+        av = decode_fp(ab, opf)
+        wv = decode_fp(wb, opf)
+        ea = operand_exp(ab, opf)
+        ew = operand_exp(wb, opf)
         p = av * wv
         pe = ea + ew if (ea > -511 and ew > -511) else np.int64(SENTINEL)
         for s in range(1, depth):
             if np.isfinite(p) and _has_reg(ev, e0, e1, REG_PROD, r, c, i):
                 pb = _ops(prod_encode(p, pe, m2), ev, em, e0, e1, REG_PROD, r, c, i, 0, s)
                 p, pe = prod_decode(pb, m2)
-        v = fma_add(p, v, o_man, o_emin, o_max, o_ovf, sc, su)
-    return _psum_ops(v, ev, em, e0, e1, REG_PSUM, r, c, i, 1, acc_eb, acc_mb, acc_bias, False)
+        v = fma_add(p, v, rd)
+    return _psum_ops(v, ev, em, e0, e1, REG_PSUM, r, c, i, 1, accf)
 
 
-@njit(cache=True, parallel=True)
-def ws_fma(a_bits, a_val, w_bits, w_val, acc, R, C, depth, use_f32,
-           op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb, acc_bias,
-           o_man, o_emin, o_max, o_ovf, ev, em, row_ptr, row_idx, max_row, chunk):
+@njit(cache=True)
+def ws_fma(a_bits, a_val, w_bits, w_val, acc, geo, use_f32, opf, accf, rd, evt):
     """Weight-stationary scalar-FMA array over a whole GEMM (acc in place).
 
     a_bits (M, K) uint64 operand encodings, a_val (M, K) their values (float32 when
     use_f32, else float64); w_bits/w_val (K, N) likewise; acc (M, N) float32/float64:
     C on entry, D on return.  Folds run N-tile-major, K-folds inner, so each fold's
-    partial sum enters the next as its C.  ev/em: event table and its (and, or, xor)
-    masks, sorted by fold then cycle; row_ptr (folds*R+1,), row_idx (E,): the events
-    of fold f on PE row r are ``row_idx[row_ptr[f*R+r]:row_ptr[f*R+r+1]]`` (table
-    order); max_row: the most events of one (fold, row).  A (fold, item, PE row) no
-    event touches is the fault-free FMA; one that an event touches runs the staged
-    path on that row's events only.
-    Rows of M are independent within a fold: threads take chunks of ``chunk`` rows.
+    partial sum enters the next as its C.  geo: the :class:`Geometry`; opf, accf: the
+    operand and accumulator :class:`Encoding`; rd: the add's :class:`Rounding`; evt:
+    the :class:`Events`, grouped by (fold, PE row).  A (fold, item, PE row) no event
+    touches is the fault-free FMA; one that an event touches runs the staged path on
+    that row's events only.
+    Rows of M are independent within a fold: threads take chunks of ``geo.chunk`` rows.
     """
+    # the parallel kernel takes the records' fields: a parallel kernel taking records
+    # ran its fault-free sweeps 4x slower (measured); they are rebuilt in each task
+    R, C, depth, chunk = geo.rows, geo.cols, geo.depth, geo.chunk
+    ev, em, row_ptr, row_idx, max_row = evt.table, evt.masks, evt.ptr, evt.idx, evt.max_row
+    op_eb, op_mb, op_bias, op_fn = opf
+    acc_eb, acc_mb, acc_bias, acc_fn = accf
+    o_man, o_emin, o_max, o_rne, o_ovf = rd
+    _ws_fma(a_bits, a_val, w_bits, w_val, acc, R, C, depth, chunk, use_f32, op_eb, op_mb, op_bias, op_fn, acc_eb,
+            acc_mb, acc_bias, acc_fn, o_man, o_emin, o_max, o_rne, o_ovf, ev, em, row_ptr, row_idx, max_row)
+
+
+@njit(cache=True, parallel=True)
+def _ws_fma(a_bits, a_val, w_bits, w_val, acc, R, C, depth, chunk, use_f32, op_eb, op_mb, op_bias, op_fn, acc_eb,
+            acc_mb, acc_bias, acc_fn, o_man, o_emin, o_max, o_rne, o_ovf, ev, em, row_ptr, row_idx, max_row):
+    """:func:`ws_fma` on the records' fields."""
     M, K = a_bits.shape
     N = w_bits.shape[1]
     nkf = (K + R - 1) // R
     nnt = (N + C - 1) // C
     nch = (M + chunk - 1) // chunk
     for ch in prange(nch):
-        sc = np.empty(2, np.float64)
-        su = sc.view(np.uint64)
+        opf_ = Encoding(op_eb, op_mb, op_bias, op_fn)
+        accf_ = Encoding(acc_eb, acc_mb, acc_bias, acc_fn)
+        rd_ = Rounding(o_man, o_emin, o_max, o_rne, o_ovf)
         colhot = np.zeros(C, np.bool_)
         evs = np.empty((max(max_row, 1), EV_COLS), np.int64)
         ems = np.empty((max(max_row, 1), 3), np.uint64)
@@ -405,13 +450,12 @@ def ws_fma(a_bits, a_val, w_bits, w_val, acc, R, C, depth, use_f32,
                                 if colhot[c]:
                                     acc[m, n0 + c] = _fma_hot_pe(
                                         r < Ru, ab0, w_bits[k0 + r, n0 + c] if r < Ru else _U0, acc[m, n0 + c],
-                                        evs, ems, 0, ne, r, c, m, depth, REG_W, op_eb, op_mb, op_bias, op_fn,
-                                        acc_eb, acc_mb, acc_bias, o_man, o_emin, o_max, o_ovf, sc, su)
+                                        evs, ems, 0, ne, r, c, m, depth, REG_W, opf_, accf_, rd_)
                                 elif r < Ru and use_f32:
                                     acc[m, n0 + c] = acc[m, n0 + c] + a_val[m, k0 + r] * w_val[k0 + r, n0 + c]
                                 elif r < Ru:
                                     acc[m, n0 + c] = fma_add(a_val[m, k0 + r] * w_val[k0 + r, n0 + c],
-                                                             acc[m, n0 + c], o_man, o_emin, o_max, o_ovf, sc, su)
+                                                             acc[m, n0 + c], rd_)
                         elif r < Ru:
                             av = a_val[m, k0 + r]
                             if use_f32:
@@ -419,27 +463,39 @@ def ws_fma(a_bits, a_val, w_bits, w_val, acc, R, C, depth, use_f32,
                                     acc[m, n0 + c] = acc[m, n0 + c] + av * w_val[k0 + r, n0 + c]
                             else:
                                 for c in range(Cu):
-                                    acc[m, n0 + c] = fma_add(av * w_val[k0 + r, n0 + c], acc[m, n0 + c],
-                                                             o_man, o_emin, o_max, o_ovf, sc, su)
+                                    acc[m, n0 + c] = fma_add(av * w_val[k0 + r, n0 + c], acc[m, n0 + c], rd_)
 
 
-@njit(cache=True, parallel=True)
-def os_fma(a_bits, a_val, b_bits, b_val, acc, R, C, depth, use_f32,
-           op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb, acc_bias,
-           o_man, o_emin, o_max, o_ovf, ev, em, fold_ptr):
+@njit(cache=True)
+def os_fma(a_bits, a_val, b_bits, b_val, acc, geo, use_f32, opf, accf, rd, evt):
     """Output-stationary scalar-FMA array over a whole GEMM (acc in place).
 
     Arrays as :func:`ws_fma` (b_* is (K, N)).  Fold (mt, nt) pins D[mt*R:, nt*C:] in
     the PEs; K streams through.  Items are k; PE rows are output rows, so an event's
     row is the PE row and its items are k.  Folds of one M-tile go to one thread.
+    evt: the :class:`Events`, grouped by fold.
     """
+    R, C, depth = geo.rows, geo.cols, geo.depth
+    ev, em, fold_ptr = evt.table, evt.masks, evt.ptr
+    op_eb, op_mb, op_bias, op_fn = opf
+    acc_eb, acc_mb, acc_bias, acc_fn = accf
+    o_man, o_emin, o_max, o_rne, o_ovf = rd
+    _os_fma(a_bits, a_val, b_bits, b_val, acc, R, C, depth, use_f32, op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb,
+            acc_bias, acc_fn, o_man, o_emin, o_max, o_rne, o_ovf, ev, em, fold_ptr)
+
+
+@njit(cache=True, parallel=True)
+def _os_fma(a_bits, a_val, b_bits, b_val, acc, R, C, depth, use_f32, op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb,
+            acc_bias, acc_fn, o_man, o_emin, o_max, o_rne, o_ovf, ev, em, fold_ptr):
+    """:func:`os_fma` on the records' fields (as :func:`_ws_fma`)."""
     M, K = a_bits.shape
     N = b_bits.shape[1]
     nmt = (M + R - 1) // R
     nnt = (N + C - 1) // C
     for mt in prange(nmt):
-        sc = np.empty(2, np.float64)
-        su = sc.view(np.uint64)
+        opf_ = Encoding(op_eb, op_mb, op_bias, op_fn)
+        accf_ = Encoding(acc_eb, acc_mb, acc_bias, acc_fn)
+        rd_ = Rounding(o_man, o_emin, o_max, o_rne, o_ovf)
         cv = np.empty(C, np.float64)
         brow = np.empty(C, np.uint64)
         m0 = mt * R
@@ -455,12 +511,10 @@ def os_fma(a_bits, a_val, b_bits, b_val, acc, R, C, depth, use_f32,
                 for k in range(K):
                     if e1 > e0 and _row_has(ev, e0, e1, r, k):
                         for c in range(Cu):
-                            cv[c] = _psum_ops(acc[m, n0 + c], ev, em, e0, e1, REG_PSUM, r, c, k, 0,
-                                              acc_eb, acc_mb, acc_bias, False)
+                            cv[c] = _psum_ops(acc[m, n0 + c], ev, em, e0, e1, REG_PSUM, r, c, k, 0, accf_)
                             brow[c] = b_bits[k, n0 + c]
                         _fma_hot_row(True, a_bits[m, k], brow, cv, cv, ev, em, e0, e1, r, k, Cu, depth, REG_W,
-                                     op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb, acc_bias,
-                                     o_man, o_emin, o_max, o_ovf, sc, su)
+                                     opf_, accf_, rd_)
                         for c in range(Cu):
                             acc[m, n0 + c] = cv[c]
                     else:
@@ -470,8 +524,7 @@ def os_fma(a_bits, a_val, b_bits, b_val, acc, R, C, depth, use_f32,
                                 acc[m, n0 + c] = acc[m, n0 + c] + av * b_val[k, n0 + c]
                         else:
                             for c in range(Cu):
-                                acc[m, n0 + c] = fma_add(av * b_val[k, n0 + c], acc[m, n0 + c],
-                                                         o_man, o_emin, o_max, o_ovf, sc, su)
+                                acc[m, n0 + c] = fma_add(av * b_val[k, n0 + c], acc[m, n0 + c], rd_)
 
 
 @njit(cache=True)
@@ -488,33 +541,33 @@ def _x_ops(x, ev, em, e0, e1, r, c, i, stage):
     """Events on a pass-result register ``x{stage}`` (binary32 bits)."""
     if not _has_reg(ev, e0, e1, REG_X, r, c, i):
         return x
-    bits = _ops(encode_ieee(x, 8, 23, 127), ev, em, e0, e1, REG_X, r, c, i, 0, stage)
-    return decode_fp(bits, 8, 23, 127, False)
+    bits = _ops(encode_ieee(x, _F32), ev, em, e0, e1, REG_X, r, c, i, 0, stage)
+    return decode_fp(bits, _F32)
 
 
 @njit(cache=True)
-def dpu_hot(row_active, ab, wb, k, c_val, order, start, ev, em, e0, e1, r, c, i,
-            op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb, acc_bias,
-            frac, c_fused, p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max,
+def dpu_hot(row_active, ab, wb, k, c_val, order, start, ev, em, e0, e1, r, c, i, opf, accf, st,
             p, pe, pp, ppe, terms, sc, su):
     """One DPU step with every pipeline register as bits and its events applied.
 
     ab, wb: (k,) operand bits (zero-padded past K); c_val: psum in (float64);
     order (k,), start (P+1,): the step's positions by pass (``_pe.pass_layout``);
+    opf, accf: operand and accumulator :class:`Encoding`; st: the :class:`FusedStep`;
     p, pe (k,), pp, ppe (k,), terms (k+1,): scratch.  Each pass aligns its products
     with the term carried into it (C for pass 0 when fused, else the previous pass's
     result), sums them and rounds; the last pass rounds into the accumulator.
     Returns psum out (float64).
     """
     v = c_val
+    frac, c_fused = st.frac, st.c_fused
     if row_active:
-        m2 = 2 * (op_mb + 1)
+        m2 = 2 * (opf.man_bits + 1)
         for t in range(k):
             a1 = _ops(ab[t], ev, em, e0, e1, REG_A, r, c, i, t, 0)
             w1 = _ops(wb[t], ev, em, e0, e1, REG_W, r, c, i, t, 0)
-            ea = operand_exp(a1, op_eb, op_mb, op_bias, op_fn)
-            ew = operand_exp(w1, op_eb, op_mb, op_bias, op_fn)
-            p[t] = decode_fp(a1, op_eb, op_mb, op_bias, op_fn) * decode_fp(w1, op_eb, op_mb, op_bias, op_fn)
+            ea = operand_exp(a1, opf)
+            ew = operand_exp(w1, opf)
+            p[t] = decode_fp(a1, opf) * decode_fp(w1, opf)
             pe[t] = ea + ew if (ea > -511 and ew > -511) else np.int64(SENTINEL)
             if np.isfinite(p[t]) and _has_reg(ev, e0, e1, REG_PROD, r, c, i):
                 pb = _ops(prod_encode(p[t], pe[t], m2), ev, em, e0, e1, REG_PROD, r, c, i, t, 0)
@@ -524,7 +577,7 @@ def dpu_hot(row_active, ab, wb, k, c_val, order, start, ev, em, e0, e1, r, c, i,
         has_c = c_fused
         tw = frac + 3
         for q in range(n_pass):
-            c_emin = carry_emin(q, c_fused, o_emin, p_emin)
+            c_emin = carry_emin(q, c_fused, st.out.emin, st.pas.emin)
             kp = start[q + 1] - start[q]
             for j in range(kp):
                 pp[j] = p[order[start[q] + j]]
@@ -544,13 +597,12 @@ def dpu_hot(row_active, ab, wb, k, c_val, order, start, ev, em, e0, e1, r, c, i,
                 e_max = exp_decode(bits >> np.uint64(sw))
                 total = smag_decode(bits & ((_U1 << np.uint64(sw)) - _U1), sw)
             if q < n_pass - 1:
-                carry = dpu_round_pass(total, e_max, frac, p_man, p_emin, p_max, p_rne, o_ovf, sc, su)
+                carry = dpu_round_pass(total, e_max, st, sc, su)
                 carry = _x_ops(carry, ev, em, e0, e1, r, c, i, q + 1)
                 has_c = True
             else:
-                v = dpu_finish(total, e_max, c_val, frac, c_fused, p_man, p_emin, p_max, p_rne,
-                               o_man, o_emin, o_max, o_rne, o_ovf, f32_max, sc, su)
-    return _psum_ops(v, ev, em, e0, e1, REG_PSUM, r, c, i, 1, acc_eb, acc_mb, acc_bias, False)
+                v = dpu_finish(total, e_max, c_val, st, sc, su)
+    return _psum_ops(v, ev, em, e0, e1, REG_PSUM, r, c, i, 1, accf)
 
 
 @njit(cache=True)
@@ -563,24 +615,45 @@ def sum_int_bits(k, frac, c_fused):
     return frac + 3 + lg
 
 
-@njit(cache=True, parallel=True)
-def ws_dpu(a_bits, w_bits, acc, R, C, k, order, start,
-           lav, lae, lbv, lbe, la_bad, lb_bad, pass_len, p_floor,
-           op_eb, op_mb, op_bias, op_fn, acc_eb, acc_mb, acc_bias,
-           frac, c_fused, p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max,
-           ev, em, row_ptr, row_idx, max_row, chunk):
+@njit(cache=True)
+def ws_dpu(a_bits, w_bits, acc, geo, k, order, start, ops, opf, accf, st, evt):
     """Weight-stationary array of k-wide dot-product units over a whole GEMM.
 
     a_bits (M, K), w_bits (K, N): operand encodings (uint64) in K order, for the
     staged path; acc (M, N) float64, C in, D out; order (k,), start (P+1,) int64: the
-    step's K positions by pass (``_pe.pass_layout``).  lav, lae, lbv, lbe, la_bad,
-    lb_bad, pass_len, p_floor: the same operands in the core's layout
-    (``simulator._matmul.fused_layout``).  PE row r of K-fold kf holds step
+    step's K positions by pass (``_pe.pass_layout``).  ops: the same operands in the
+    core's layout, a :class:`FusedOperands` (``simulator._matmul.fused_layout``);
+    geo: the :class:`Geometry`; opf, accf: operand and accumulator :class:`Encoding`;
+    st: the :class:`FusedStep`.  PE row r of K-fold kf holds step
     s = kf*R + r (K columns [s*k, s*k+k)); rows past the last step pass the partial
     sum through.  A fault-free PE row is the core's :func:`fused_step_rows` over the
     fold's columns; a row a fault touches runs the staged path, every register as bits,
-    on that row's events only (ev, em, row_ptr, row_idx, max_row as :func:`ws_fma`).
+    on that row's events only (evt, :class:`Events`, as :func:`ws_fma`).
     """
+    R, C, chunk = geo.rows, geo.cols, geo.chunk
+    ev, em, row_ptr, row_idx, max_row = evt.table, evt.masks, evt.ptr, evt.idx, evt.max_row
+    # the parallel kernel takes the records' fields (a parallel kernel taking records ran
+    # 4x slower, measured) and rebuilds them in each task
+    a_val, a_exp, b_val, b_exp, a_bad, b_bad = ops.a_val, ops.a_exp, ops.b_val, ops.b_exp, ops.a_bad, ops.b_bad
+    n_pass_, pass_len, p_floor = ops.n_pass, ops.pass_len, ops.p_floor
+    frac, c_fused = st.frac, st.c_fused
+    p_man, p_emin, p_max, p_rne, p_ovf = st.pas
+    o_man, o_emin, o_max, o_rne, o_ovf = st.out
+    f_man, f_emin, f_max, f_rne, f_ovf = st.f32
+    op_eb, op_mb, op_bias, op_fn = opf
+    acc_eb, acc_mb, acc_bias, acc_fn = accf
+    _ws_dpu(a_bits, w_bits, acc, R, C, chunk, k, order, start, ev, em, row_ptr, row_idx, max_row, a_val, a_exp, b_val,
+            b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor, frac, c_fused, op_eb, op_mb, op_bias, op_fn, acc_eb,
+            acc_mb, acc_bias, acc_fn, p_man, p_emin, p_max, p_rne, p_ovf, o_man, o_emin, o_max, o_rne, o_ovf, f_man,
+            f_emin, f_max, f_rne, f_ovf)
+
+
+@njit(cache=True, parallel=True)
+def _ws_dpu(a_bits, w_bits, acc, R, C, chunk, k, order, start, ev, em, row_ptr, row_idx, max_row, a_val, a_exp, b_val,
+            b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor, frac, c_fused, op_eb, op_mb, op_bias, op_fn, acc_eb,
+            acc_mb, acc_bias, acc_fn, p_man, p_emin, p_max, p_rne, p_ovf, o_man, o_emin, o_max, o_rne, o_ovf, f_man,
+            f_emin, f_max, f_rne, f_ovf):
+    """:func:`ws_dpu` on the records' fields."""
     M, K = a_bits.shape
     N = w_bits.shape[1]
     n_pass = len(start) - 1
@@ -590,6 +663,11 @@ def ws_dpu(a_bits, w_bits, acc, R, C, k, order, start,
     nnt = (N + C - 1) // C
     nch = (M + chunk - 1) // chunk
     for ch in prange(nch):
+        ops_ = FusedOperands(a_val, a_exp, b_val, b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor)
+        st_ = FusedStep(frac, c_fused, Rounding(p_man, p_emin, p_max, p_rne, p_ovf),
+                        Rounding(o_man, o_emin, o_max, o_rne, o_ovf), Rounding(f_man, f_emin, f_max, f_rne, f_ovf))
+        opf_ = Encoding(op_eb, op_mb, op_bias, op_fn)
+        accf_ = Encoding(acc_eb, acc_mb, acc_bias, acc_fn)
         sc = np.empty(3, np.float64)
         su = sc.view(np.uint64)
         p = np.empty(k, np.float64)
@@ -600,7 +678,7 @@ def ws_dpu(a_bits, w_bits, acc, R, C, k, order, start,
         ab = np.zeros(k, np.uint64)
         wb = np.zeros(k, np.uint64)
         emx = np.empty(C, np.int16)
-        scl = np.empty(C, lav.dtype)
+        scl = np.empty(C, a_val.dtype)
         itot = np.empty(C, np.int32)
         special = np.zeros(C, np.float64)
         tot = np.empty(C, np.float64)
@@ -628,15 +706,11 @@ def ws_dpu(a_bits, w_bits, acc, R, C, k, order, start,
                                 for t in range(k):
                                     wb[t] = w_bits[kb + t, n0 + c] if t < kn else _U0
                                 acc[m, n0 + c] = dpu_hot(r < Ru, ab, wb, k, acc[m, n0 + c], order, start,
-                                                         evs, ems, 0, ne, r, c, m, op_eb, op_mb, op_bias, op_fn,
-                                                         acc_eb, acc_mb, acc_bias, frac, c_fused, p_man, p_emin,
-                                                         p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf,
-                                                         f32_max, p, pe, pp, ppe, terms, sc, su)
+                                                         evs, ems, 0, ne, r, c, m, opf_, accf_, st_,
+                                                         p, pe, pp, ppe, terms, sc, su)
                             continue
                         if r >= Ru:
                             continue
                         # a fault-free unit row: the core's fused step over the fold's columns
-                        fused_step_rows(lav, lae, lbv, lbe, la_bad, lb_bad, acc, m, m + 1, (kf * R + r) * k_step,
-                                        n0, n0 + Cu, n_pass, pass_len, p_floor, frac, c_fused, p_man, p_emin,
-                                        p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max,
+                        fused_step_rows(ops_, st_, acc, m, m + 1, (kf * R + r) * k_step, n0, n0 + Cu,
                                         emx, scl, itot, special, tot, carry, row)

@@ -20,7 +20,9 @@ from ._pe import pass_layout, reg_code
 class _Ctx:
     def __init__(self, array, plan, fmt, acc_fmt, sp):
         self.plan, self.fmt, self.acc_fmt, self.sp = plan, fmt, acc_fmt, sp
-        self.opf = (fmt.exp_bits, fmt.man_bits, fmt.bias, fmt.specials == "fn")
+        self.opf = AK.encoding(fmt)
+        self.accf = AK.encoding(acc_fmt)
+        self.f32 = AK.Encoding(np.int64(8), np.int64(23), np.int64(127), False)
         self.m2 = 2 * (fmt.man_bits + 1)
         self.sc = np.empty(3, np.float64)  # dpu_finish needs three
         self.su = self.sc.view(np.uint64)
@@ -67,9 +69,8 @@ class _Ctx:
             sw = reg.elem_width - AK.EXP_BITS
             return [(int(AK.exp_encode(e)) << sw) | int(AK.smag_encode(total, sw))]
         if code == AK.REG_X:
-            return [AK.encode_ieee(v, 8, 23, 127)]
-        a = self.acc_fmt
-        return [AK.encode_ieee(v, a.exp_bits, a.man_bits, a.bias)]
+            return [AK.encode_ieee(v, self.f32)]
+        return [AK.encode_ieee(v, self.accf)]
 
     def from_bits(self, reg, bits, old):
         code = reg_code(reg)
@@ -88,26 +89,20 @@ class _Ctx:
             b = int(bits[0])
             return (AK.smag_decode(np.uint64(b & ((1 << sw) - 1)), sw), int(AK.exp_decode(np.uint64(b >> sw))))
         if code == AK.REG_X:
-            return AK.decode_fp(np.uint64(bits[0]), 8, 23, 127, False)
-        a = self.acc_fmt
-        return AK.decode_fp(np.uint64(bits[0]), a.exp_bits, a.man_bits, a.bias, False)
+            return AK.decode_fp(np.uint64(bits[0]), self.f32)
+        return AK.decode_fp(np.uint64(bits[0]), self.accf)
 
     def decode_op(self, bits):
-        return AK.decode_fp(np.uint64(bits), *self.opf), int(AK.operand_exp(np.uint64(bits), *self.opf))
+        return AK.decode_fp(np.uint64(bits), self.opf), int(AK.operand_exp(np.uint64(bits), self.opf))
 
     def fma(self, p, c):
-        sp = self.sp
-        return AK.fma_add(p, c, sp.o_man, sp.o_emin, sp.o_max, sp.o_ovf, self.sc, self.su)
+        return AK.fma_add(p, c, self.sp.out)
 
     def round_pass(self, total, e):
-        sp = self.sp
-        return AK.dpu_round_pass(total, e, sp.frac_bits, sp.p_man, sp.p_emin, sp.p_max, sp.p_rne, sp.o_ovf,
-                                 self.sc, self.su)
+        return AK.dpu_round_pass(total, e, self.sp, self.sc, self.su)
 
     def finish(self, total, e, c):
-        sp = self.sp
-        return AK.dpu_finish(total, e, c, sp.frac_bits, sp.c_fused, sp.p_man, sp.p_emin, sp.p_max, sp.p_rne,
-                             sp.o_man, sp.o_emin, sp.o_max, sp.o_rne, sp.o_ovf, sp.f32_max, self.sc, self.su)
+        return AK.dpu_finish(total, e, c, self.sp, self.sc, self.su)
 
 
 
@@ -337,15 +332,15 @@ def _ws_dpu_fold(ctx, f, abits, bbits, acc, faults, g0, tr):
                         m = x["tag"]
                         if q == 0:
                             cin = psum_in(r, c, m) if fused else 0.0
-                            carried, emin = cin, sp.o_emin
+                            carried, emin = cin, sp.out.emin
                         else:
                             xr = regs[f"x{q}"][r][c]
                             assert xr["tag"] == m, (xr["tag"], m)
-                            carried, emin, cin = xr["v"], sp.p_emin, xr["cin"]
+                            carried, emin, cin = xr["v"], sp.pas.emin, xr["cin"]
                         p = np.array([v for v, _ in x["v"]] + [0.0])
                         pe = np.array([e for _, e in x["v"]] + [0], np.int64)
                         terms = np.zeros(kp + 1)
-                        e = AK.dpu_align(p, pe, kp, carried, has_c[q], sp.frac_bits, emin, terms, ctx.sc, ctx.su)
+                        e = AK.dpu_align(p, pe, kp, carried, has_c[q], sp.frac, emin, terms, ctx.sc, ctx.su)
                         new["emax" + sfx[q]][r][c] = {"v": int(e), "tag": m}
                         new["aligned" + sfx[q]][r][c] = {"v": list(terms[:kp + has_c[q]]), "tag": m, "cin": cin}
                     x = regs["aligned" + sfx[q]][r][c]

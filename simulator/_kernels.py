@@ -1,6 +1,10 @@
 """Numba kernels of the numerics core (private).
 
-Kernels take only arrays and integers.  Values travel as binary64, which holds every
+Kernels take only arrays, integers and named records of them (the namedtuples below,
+built once on the Python side from the frozen Format/StepRule data by
+:func:`simulator._matmul.step_params`; Numba passes a record's fields as scalars;
+the parallel kernels unpack them before their parallel loop).  Values travel as
+binary64, which holds every
 input, every product of two inputs and every aligned partial sum of the catalogue's
 datapaths exactly; rounding is done on the binary64 bit pattern with explicit
 ``uint64`` arithmetic, masked after every shift.  The scalar primitives here
@@ -12,6 +16,8 @@ The slow reference beside these kernels is :mod:`simulator._reference`.
 """
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
@@ -22,6 +28,48 @@ SENTINEL = np.int16(-16000)  # two of them still fit in int16
 # lowest alignment exponent used for scaling, so 2**(frac_bits - E) stays finite in
 # binary64 when a step has no nonzero finite term (real exponents are >= -300)
 E_FLOOR = -600
+
+# ---- named records the kernels take ----------------------------------------------------
+Rounding = namedtuple("Rounding", ["man", "emin", "max", "rne", "ovf"])
+Rounding.__doc__ = """One rounding target, as :func:`round_bits` takes it: man (int64) mantissa bits,
+emin (int64) smallest normal exponent, max (uint64) binary64 bits of the largest finite
+value, rne (bool) round to nearest even (else toward zero), ovf (bool) overflow to inf
+(else saturate)."""
+
+FusedStep = namedtuple("FusedStep", ["frac", "c_fused", "pas", "out", "f32"])
+FusedStep.__doc__ = """A fused step's numerics: frac (int64) fraction bits kept below the alignment
+exponent (-1: an exact IEEE step), c_fused (bool) C aligned with the products (c_mode
+"fused"; else added after), and three :class:`Rounding` targets: pas (binary32,
+between passes and before a c_mode "after" addition), out (into the accumulator) and
+f32 (the binary32 round-to-nearest-even addition of c_mode "after")."""
+
+FusedOperands = namedtuple("FusedOperands", ["a_val", "a_exp", "b_val", "b_exp", "a_bad", "b_bad", "n_pass",
+                                             "pass_len", "p_floor"])
+FusedOperands.__doc__ = """Operands in the fused kernels' layout (:func:`simulator._matmul.fused_layout`):
+a_val (M, K), b_val (K, N) float32/float64 values; a_exp, b_exp int16 alignment
+exponents; a_bad (M, K // 4), b_bad (K // 4,) bool non-finite sweep flags; n_pass,
+pass_len (int64) the step's passes and positions per pass; p_floor (int64) the floor
+of a nonzero product's alignment exponent (see :func:`fused_gemm`)."""
+
+GeneralOperands = namedtuple("GeneralOperands", ["av", "ae", "bv", "be", "sav", "sae", "sbv", "sbe", "blk"])
+GeneralOperands.__doc__ = """Operands of :func:`general_fused_gemm`: av (M, K) float64, ae int16; bv, be
+(N, K) (B transposed); block scales sav, sae (M, K // blk), sbv, sbe (N, K // blk)
+float64 / int16; blk (int64) 0 for none."""
+
+GeneralStep = namedtuple("GeneralStep", ["k_step", "group_k", "zero_set", "c_zero_exp", "frac", "c_mode", "pat",
+                                         "n_pass", "sum_fb", "c_fb", "align_rd", "merge_rd", "c_drop", "prod_ovf",
+                                         "zero_signed", "pas", "out", "f32"])
+GeneralStep.__doc__ = """A step rule with every issue-13 field, as :func:`general_fused_gemm` takes it
+(int64 unless said): k_step, group_k; zero_set (bool) whether the rule has a zero_exp;
+c_zero_exp a zero C's exponent (SENTINEL: no part); frac; c_mode (C_FUSED, C_AFTER,
+C_ALIGNED); pat (int64 array) pass of each position, repeated; n_pass; sum_fb, c_fb,
+align_rd, merge_rd (bools), c_drop (-1: never): the aligned-C fields; prod_ovf,
+zero_signed (bools); pas, out, f32: :class:`Rounding` targets as in :class:`FusedStep`."""
+
+
+def rounding(man, emin, max_bits, rne, ovf) -> Rounding:
+    """A :class:`Rounding` with explicit-width fields."""
+    return Rounding(np.int64(man), np.int64(emin), np.uint64(max_bits), bool(rne), bool(ovf))
 
 _U0 = np.uint64(0)
 _U1 = np.uint64(1)
@@ -248,8 +296,10 @@ def _round_fast(u, man_bits, emin, max_bits, rne):
 
 
 @njit(cache=True)
-def _round_fixup(src, dst, n, man_bits, emin, max_bits, rne, overflow_inf):
-    """Second pass of :func:`round_block`: :func:`round_bits` where the fast path was not right."""
+def _round_fixup(src, dst, n, rd):
+    """Second pass of :func:`round_block`: :func:`round_bits` where the fast path was not right
+    (rd: :class:`Rounding`)."""
+    man_bits, emin, max_bits, rne, overflow_inf = rd.man, rd.emin, rd.max, rd.rne, rd.ovf
     for j in range(n):
         r, slow = _round_fast(as_bits(src[j]), man_bits, emin, max_bits, rne)
         if slow:
@@ -265,42 +315,47 @@ def carry_emin(p, c_fused, o_emin, p_emin):
 
 
 @njit(cache=True)
-def round_block(src, dst, n, man_bits, emin, max_bits, rne, overflow_inf):
-    """dst[:n] = rounded src[:n] (binary64 arrays, distinct), as :func:`round_bits`.
+def round_block(src, dst, n, rd):
+    """dst[:n] = rounded src[:n] (binary64 arrays, distinct), as :func:`round_bits` to rd
+    (:class:`Rounding`).
 
     One vectorised sweep of :func:`_round_fast`; only if it met values it cannot round
     does :func:`_round_fixup` go over them again.
     """
+    man_bits, emin, max_bits, rne = rd.man, rd.emin, rd.max, rd.rne
     slow = 0
     for j in range(n):
         r, sl = _round_fast(as_bits(src[j]), man_bits, emin, max_bits, rne)
         dst[j] = from_bits(r)
         slow += sl
     if slow:
-        _round_fixup(src, dst, n, man_bits, emin, max_bits, rne, overflow_inf)
+        _round_fixup(src, dst, n, rd)
 
 
 @njit(cache=True)
-def add_c_after(x, c, tmp, out, n, o_man, o_emin, o_max, o_rne, o_ovf, f32_max):
+def add_c_after(x, c, tmp, out, n, st):
     """The tail of a c_mode "after" step, for j < n: out[j] = x[j] + c[j] by one binary32
     round-to-nearest-even addition, then rounded into the accumulator.  x[j] (the
     products' binary32 result) and c[j] (C) are binary64 values; x and tmp are
     overwritten (scratch; out may alias c).  The sum is exact in binary64 up to one
     rounding, then rounded once more (innocuous: 53 >= 2 * 24 + 2).  The fast path
-    calls it on a block of columns, the cycle-level DPU on one value."""
+    calls it on a block of columns, the cycle-level DPU on one value.  st: the
+    :class:`FusedStep` (its f32 and out roundings)."""
     for j in range(n):
         tmp[j] = x[j] + c[j]
-    round_block(tmp, x, n, 23, -126, f32_max, True, o_ovf)
-    round_block(x, out, n, o_man, o_emin, o_max, o_rne, o_ovf)
+    round_block(tmp, x, n, st.f32)
+    round_block(x, out, n, st.out)
 
 
 @njit(cache=True)
-def _unscale_round(total, itot, emax, dst, n, frac_bits, man_bits, emin, max_bits, rne, overflow_inf):
-    """dst[j] = round((total[j] + itot[j]) * 2**(E_j - frac_bits)) for j < n.
+def _unscale_round(total, itot, emax, dst, n, frac_bits, rd):
+    """dst[j] = round((total[j] + itot[j]) * 2**(E_j - frac_bits)) for j < n, to rd
+    (:class:`Rounding`).
 
     The exact value is left in ``total`` (binary64); the rounding is
     :func:`round_block`'s, fused into the same sweep.
     """
+    man_bits, emin, max_bits, rne = rd.man, rd.emin, rd.max, rd.rne
     slow = 0
     for j in range(n):
         t = (total[j] + itot[j]) * pow2(max(np.int64(emax[j]), E_FLOOR) - frac_bits)
@@ -309,12 +364,11 @@ def _unscale_round(total, itot, emax, dst, n, frac_bits, man_bits, emin, max_bit
         dst[j] = from_bits(r)
         slow += sl
     if slow:
-        _round_fixup(total, dst, n, man_bits, emin, max_bits, rne, overflow_inf)
+        _round_fixup(total, dst, n, rd)
 
 
-@njit(cache=True, parallel=True)
-def fused_gemm(a_val, a_exp, b_val, b_exp, a_bad, b_bad, acc, n_pass, pass_len, p_floor, frac_bits,
-               c_fused, p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max, n_chunks=1):
+@njit(cache=True)
+def fused_gemm(ops, st, acc, n_chunks=1):
     """D = A @ B + C through chained fused steps.
 
     One step is ``n_pass`` passes of ``pass_len`` K positions each (the caller lays
@@ -326,7 +380,7 @@ def fused_gemm(a_val, a_exp, b_val, b_exp, a_bad, b_bad, acc, n_pass, pass_len, 
     accumulator (``o_*``) after the last, or, when C is not fused, into binary32 and
     then one binary32 round-to-nearest-even addition of C.
 
-    Args:
+    Args (``ops``, a :class:`FusedOperands`; ``st``, a :class:`FusedStep`):
         a_val: (M, K) input values, float32 or float64 (every product exact in that
             dtype); a_exp: (M, K) int16 alignment exponents (:data:`SENTINEL` for
             zero/non-finite); K a multiple of n_pass * pass_len, pass_len of 4.
@@ -336,30 +390,48 @@ def fused_gemm(a_val, a_exp, b_val, b_exp, a_bad, b_bad, acc, n_pass, pass_len, 
         acc: (M, N) float64 accumulator, C on entry, D on return (in place).
         p_floor: int, at most the alignment exponent of any nonzero product, and
             such that 2**(frac_bits - p_floor) is finite in a_val's dtype.
-        p_*: binary32 rounding between passes (mantissa bits, emin, max bits, rne).
-        o_*: rounding into the accumulator (mantissa bits, emin, max bits, rne,
-            overflow-to-inf); f32_max: bits of the binary32 maximum.
+        st.pas: binary32 rounding between passes; st.out: rounding into the
+            accumulator; st.f32: the binary32 addition of c_mode "after".
         n_chunks: row chunks run in parallel (the caller passes Numba's thread count).
     """
+    # the parallel kernel takes the records' fields (a parallel kernel taking records ran
+    # 4x slower, measured) and rebuilds them in each task
+    a_val, a_exp, b_val, b_exp, a_bad, b_bad = ops.a_val, ops.a_exp, ops.b_val, ops.b_exp, ops.a_bad, ops.b_bad
+    n_pass_, pass_len, p_floor = ops.n_pass, ops.pass_len, ops.p_floor
+    frac, c_fused = st.frac, st.c_fused
+    p_man, p_emin, p_max, p_rne, p_ovf = st.pas
+    o_man, o_emin, o_max, o_rne, o_ovf = st.out
+    f_man, f_emin, f_max, f_rne, f_ovf = st.f32
+    _fused_gemm(acc, n_chunks, a_val, a_exp, b_val, b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor, frac, c_fused,
+                p_man, p_emin, p_max, p_rne, p_ovf, o_man, o_emin, o_max, o_rne, o_ovf, f_man, f_emin, f_max, f_rne,
+                f_ovf)
+
+
+@njit(cache=True, parallel=True)
+def _fused_gemm(acc, n_chunks, a_val, a_exp, b_val, b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor, frac, c_fused,
+                p_man, p_emin, p_max, p_rne, p_ovf, o_man, o_emin, o_max, o_rne, o_ovf, f_man, f_emin, f_max, f_rne,
+                f_ovf):
+    """:func:`fused_gemm` on the records' fields."""
     M = a_val.shape[0]
     # rows are independent: n_chunks chunks of rows (one per thread), each with its own scratch
     n_chunks = max(1, min(M, n_chunks))
     for ch in prange(n_chunks):
+        ops_ = FusedOperands(a_val, a_exp, b_val, b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor)
+        st_ = FusedStep(frac, c_fused, Rounding(p_man, p_emin, p_max, p_rne, p_ovf),
+                        Rounding(o_man, o_emin, o_max, o_rne, o_ovf), Rounding(f_man, f_emin, f_max, f_rne, f_ovf))
         i0 = ch * M // n_chunks
         i1 = (ch + 1) * M // n_chunks
-        _fused_rows(a_val, a_exp, b_val, b_exp, a_bad, b_bad, acc, i0, i1, n_pass, pass_len, p_floor,
-                    frac_bits, c_fused, p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max)
+        _fused_rows(ops_, st_, acc, i0, i1)
 
 
 @njit(cache=True)
-def _fused_rows(a_val, a_exp, b_val, b_exp, a_bad, b_bad, acc, i0, i1, n_pass, pass_len, p_floor, frac_bits,
-                c_fused, p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max):
+def _fused_rows(ops, st, acc, i0, i1):
     """:func:`fused_gemm` for rows [i0, i1) of A and D."""
-    K = a_val.shape[1]
+    K = ops.a_val.shape[1]
     N = acc.shape[1]
-    k_step = n_pass * pass_len
+    k_step = ops.n_pass * ops.pass_len
     emax = np.empty(_JB, np.int16)
-    scale = np.empty(_JB, a_val.dtype)
+    scale = np.empty(_JB, ops.a_val.dtype)
     itot = np.empty(_JB, np.int32)
     special = np.zeros(_JB, np.float64)
     total = np.empty(_JB, np.float64)
@@ -368,15 +440,11 @@ def _fused_rows(a_val, a_exp, b_val, b_exp, a_bad, b_bad, acc, i0, i1, n_pass, p
     for j0 in range(0, N, _JB):
         j1 = min(j0 + _JB, N)
         for k0 in range(0, K, k_step):
-            fused_step_rows(a_val, a_exp, b_val, b_exp, a_bad, b_bad, acc, i0, i1, k0, j0, j1, n_pass, pass_len,
-                            p_floor, frac_bits, c_fused, p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max,
-                            o_rne, o_ovf, f32_max, emax, scale, itot, special, total, carry, row)
+            fused_step_rows(ops, st, acc, i0, i1, k0, j0, j1, emax, scale, itot, special, total, carry, row)
 
 
 @njit(cache=True)
-def fused_step_rows(a_val, a_exp, b_val, b_exp, a_bad, b_bad, acc, i0, i1, k0, j0, j1, n_pass, pass_len, p_floor,
-                    frac_bits, c_fused, p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max,
-                    emax, scale, itot, special, total, carry, row):
+def fused_step_rows(ops, st, acc, i0, i1, k0, j0, j1, emax, scale, itot, special, total, carry, row):
     """One fused step of rows [i0, i1) over columns [j0, j1): the numerics of every fused datapath.
 
     The step is the ``n_pass * pass_len`` laid-out K positions from ``k0`` (arrays and
@@ -386,6 +454,9 @@ def fused_step_rows(a_val, a_exp, b_val, b_exp, a_bad, b_bad, acc, i0, i1, k0, j
     elements.  The fast path calls it for every block of rows and step; the
     cycle-level tensor-core array for every fault-free unit row of a fold.
     """
+    a_val, a_exp, b_val, b_exp, a_bad, b_bad = ops.a_val, ops.a_exp, ops.b_val, ops.b_exp, ops.a_bad, ops.b_bad
+    n_pass, pass_len, p_floor = ops.n_pass, ops.pass_len, ops.p_floor
+    frac_bits, c_fused = st.frac, st.c_fused
     n = j1 - j0
     for i in range(i0, i1):
         for j in range(n):
@@ -403,7 +474,7 @@ def fused_step_rows(a_val, a_exp, b_val, b_exp, a_bad, b_bad, acc, i0, i1, k0, j
             # term is scaled in binary64 by 2**(frac_bits - E) (see scale_bits); products by
             # the same factor, floored at p_floor: below it no product is nonzero, and the
             # factor stays finite in a_val's dtype
-            c_emin = carry_emin(p, c_fused, o_emin, p_emin)
+            c_emin = carry_emin(p, c_fused, st.out.emin, st.pas.emin)
             for j in range(n):
                 c = carry[j]
                 e = max(np.int64(emax[j]), np.int64(acc_align_exp(as_bits(c), c_emin)))
@@ -430,12 +501,12 @@ def fused_step_rows(a_val, a_exp, b_val, b_exp, a_bad, b_bad, acc, i0, i1, k0, j
                     special[j] = 0.0
             # 3. back to a value (exact: a power-of-two scaling), then rounded
             if p < n_pass - 1:
-                _unscale_round(total, itot, emax, carry, n, frac_bits, p_man, p_emin, p_max, p_rne, o_ovf)
+                _unscale_round(total, itot, emax, carry, n, frac_bits, st.pas)
             elif c_fused:
-                _unscale_round(total, itot, emax, row, n, frac_bits, o_man, o_emin, o_max, o_rne, o_ovf)
+                _unscale_round(total, itot, emax, row, n, frac_bits, st.out)
             else:
-                _unscale_round(total, itot, emax, carry, n, frac_bits, p_man, p_emin, p_max, p_rne, o_ovf)
-                add_c_after(carry, row, total, row, n, o_man, o_emin, o_max, o_rne, o_ovf, f32_max)
+                _unscale_round(total, itot, emax, carry, n, frac_bits, st.pas)
+                add_c_after(carry, row, total, row, n, st)
         for j in range(n):
             acc[i, j0 + j] = row[j]
 
@@ -469,13 +540,14 @@ def round_sum(c, p, man_bits, emin, max_bits, rne, overflow_inf):
 
 
 @njit(cache=True)
-def fma_gemm(a_val, b_val, acc, o_man, o_emin, o_max, o_rne, o_ovf):
+def fma_gemm(a_val, b_val, acc, out):
     """D = A @ B + C by scalar fused multiply-adds along K, each rounded once.
 
     a_val (M, K), b_val (K, N), acc (M, N) float64 (in place).  Each product of two
     inputs is exact in binary64; :func:`round_sum` rounds ``c + product`` exactly
-    once into the accumulator (``o_man`` mantissa bits, RNE or RZ).
+    once into the accumulator (``out``, a :class:`Rounding`: RNE or RZ).
     """
+    o_man, o_emin, o_max, o_rne, o_ovf = out.man, out.emin, out.max, out.rne, out.ovf
     M, K = a_val.shape
     N = acc.shape[1]
     for i in range(M):
@@ -570,9 +642,7 @@ def _shr(x, s, rd):
 
 
 @njit(cache=True)
-def general_step(av, ae, bv, be, sav, sae, sbv, sbe, blk, i, j, k0, k1, c, c_exp, tv, te, pe, ps,
-                 group_k, zero_set, frac_bits, c_mode, pat, n_pass, sum_fb, c_fb, align_rd, merge_rd, c_drop,
-                 prod_ovf_inf, zero_signed, p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max):
+def general_step(ops, i, j, k0, k1, c, c_exp, tv, te, pe, ps, g):
     """One fused step of element (i, j) over K positions [k0, k1): every issue-13 field.
 
     av (M, K), bv (N, K): operand values (binary64, B transposed); ae, be int16
@@ -584,7 +654,16 @@ def general_step(av, ae, bv, be, sav, sae, sbv, sbe, blk, i, j, k0, k1, c, c_exp
     :func:`general_fused_gemm`.  Returns the step's result as a binary64 value.
     Every term is exact in binary64 (products of at most 53 significant bits, FP4
     group sums of a few bits), and every aligned term and sum below 2**53.
+    ops: :class:`GeneralOperands`; g: :class:`GeneralStep`.
     """
+    av, ae, bv, be, sav, sae, sbv, sbe, blk = ops.av, ops.ae, ops.bv, ops.be, ops.sav, ops.sae, ops.sbv, ops.sbe, \
+        ops.blk
+    group_k, zero_set, frac_bits, c_mode, pat, n_pass = g.group_k, g.zero_set, g.frac, g.c_mode, g.pat, g.n_pass
+    sum_fb, c_fb, align_rd, merge_rd, c_drop = g.sum_fb, g.c_fb, g.align_rd, g.merge_rd, g.c_drop
+    prod_ovf_inf, zero_signed = g.prod_ovf, g.zero_signed
+    p_man, p_emin, p_max, p_rne = g.pas.man, g.pas.emin, g.pas.max, g.pas.rne
+    o_man, o_emin, o_max, o_rne, o_ovf = g.out.man, g.out.emin, g.out.max, g.out.rne, g.out.ovf
+    f32_max = g.f32.max
     n = (k1 - k0 + group_k - 1) // group_k
     special = 0.0
     bad = False
@@ -694,24 +773,45 @@ def c_align_exp(c, c_emin, c_zero_exp):
     return np.int64(acc_align_exp(as_bits(c), c_emin))
 
 
-@njit(cache=True, parallel=True)
-def general_fused_gemm(av, ae, bv, be, sav, sae, sbv, sbe, blk, acc, k_step, group_k, zero_set, c_zero_exp,
-                       frac_bits, c_mode, pat, n_pass, sum_fb, c_fb, align_rd, merge_rd, c_drop, prod_ovf_inf,
-                       zero_signed, p_man, p_emin, p_max, p_rne, o_man, o_emin, o_max, o_rne, o_ovf, f32_max):
+@njit(cache=True)
+def general_fused_gemm(ops, acc, g):
     """D = A @ B + C through chained fused steps of ``k_step`` K positions, any rule.
 
-    av (M, K) float64, ae (M, K) int16; bv, be (N, K) (B transposed); scales sav, sae
-    (M, K // blk), sbv, sbe (N, K // blk) float64 / int16, blk 0 for none; acc (M, N)
-    float64: C on entry, D on return.  group_k: products summed exactly per term;
-    zero_set: whether the rule has a zero_exp; c_zero_exp: a zero C's exponent
-    (SENTINEL: no part); c_mode: C_FUSED, C_AFTER or C_ALIGNED; pat: int64 pass of
-    each position (repeated), n_pass passes (merged in parallel under C_ALIGNED);
-    sum_fb, c_fb, align_rd, merge_rd, c_drop (-1: never): the aligned-C fields;
-    prod_ovf_inf, zero_signed: bools; p_*, o_*, f32_max as :func:`fused_gemm`.
+    ops: a :class:`GeneralOperands` (av (M, K) float64, ae (M, K) int16; bv, be (N, K),
+    B transposed; block scales); acc (M, N) float64: C on entry, D on return.  g: a
+    :class:`GeneralStep` (group_k: products summed exactly per term; c_zero_exp: a
+    zero C's exponent, SENTINEL: no part; pat: pass of each position, n_pass passes
+    merged in parallel under C_ALIGNED; the aligned-C fields; the roundings).
     """
+    # the parallel kernel takes the records' fields (a parallel kernel taking records ran
+    # 4x slower, measured) and rebuilds them in each task
+    av, ae, bv, be, sav, sae, sbv, sbe, blk = ops.av, ops.ae, ops.bv, ops.be, ops.sav, ops.sae, ops.sbv, ops.sbe, \
+        ops.blk
+    (k_step, group_k, zero_set, c_zero_exp, frac, c_mode, pat, n_pass, sum_fb, c_fb, align_rd, merge_rd, c_drop,
+     prod_ovf, zero_signed) = (g.k_step, g.group_k, g.zero_set, g.c_zero_exp, g.frac, g.c_mode, g.pat, g.n_pass,
+                               g.sum_fb, g.c_fb, g.align_rd, g.merge_rd, g.c_drop, g.prod_ovf, g.zero_signed)
+    p_man, p_emin, p_max, p_rne, p_ovf = g.pas
+    o_man, o_emin, o_max, o_rne, o_ovf = g.out
+    f_man, f_emin, f_max, f_rne, f_ovf = g.f32
+    _general_fused_gemm(acc, av, ae, bv, be, sav, sae, sbv, sbe, blk, k_step, group_k, zero_set, c_zero_exp, frac,
+                        c_mode, pat, n_pass, sum_fb, c_fb, align_rd, merge_rd, c_drop, prod_ovf, zero_signed, p_man,
+                        p_emin, p_max, p_rne, p_ovf, o_man, o_emin, o_max, o_rne, o_ovf, f_man, f_emin, f_max, f_rne,
+                        f_ovf)
+
+
+@njit(cache=True, parallel=True)
+def _general_fused_gemm(acc, av, ae, bv, be, sav, sae, sbv, sbe, blk, k_step, group_k, zero_set, c_zero_exp, frac,
+                        c_mode, pat, n_pass, sum_fb, c_fb, align_rd, merge_rd, c_drop, prod_ovf, zero_signed, p_man,
+                        p_emin, p_max, p_rne, p_ovf, o_man, o_emin, o_max, o_rne, o_ovf, f_man, f_emin, f_max, f_rne,
+                        f_ovf):
+    """:func:`general_fused_gemm` on the records' fields."""
     M, K = av.shape
     N = bv.shape[0]
     for i in prange(M):
+        ops_ = GeneralOperands(av, ae, bv, be, sav, sae, sbv, sbe, blk)
+        g_ = GeneralStep(k_step, group_k, zero_set, c_zero_exp, frac, c_mode, pat, n_pass, sum_fb, c_fb, align_rd,
+                         merge_rd, c_drop, prod_ovf, zero_signed, Rounding(p_man, p_emin, p_max, p_rne, p_ovf),
+                         Rounding(o_man, o_emin, o_max, o_rne, o_ovf), Rounding(f_man, f_emin, f_max, f_rne, f_ovf))
         tv = np.empty(k_step, np.float64)
         te = np.empty(k_step, np.int64)
         pe = np.empty(max(n_pass, 1), np.int64)
@@ -720,10 +820,7 @@ def general_fused_gemm(av, ae, bv, be, sav, sae, sbv, sbe, blk, acc, k_step, gro
             c = acc[i, j]
             for k0 in range(0, K, k_step):
                 c_exp = c_align_exp(c, o_emin, c_zero_exp)
-                c = general_step(av, ae, bv, be, sav, sae, sbv, sbe, blk, i, j, k0, min(k0 + k_step, K), c, c_exp,
-                                 tv, te, pe, ps, group_k, zero_set, frac_bits, c_mode, pat, n_pass, sum_fb, c_fb,
-                                 align_rd, merge_rd, c_drop, prod_ovf_inf, zero_signed, p_man, p_emin, p_max, p_rne,
-                                 o_man, o_emin, o_max, o_rne, o_ovf, f32_max)
+                c = general_step(ops_, i, j, k0, min(k0 + k_step, K), c, c_exp, tv, te, pe, ps, g_)
             acc[i, j] = c
 
 

@@ -6,7 +6,6 @@ integers and hands arrays to the kernels in :mod:`simulator._kernels`.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -15,7 +14,7 @@ from . import _kernels as K
 from ._formats import Format, get_format
 from ._profiles import DatapathProfile, StepRule, get_profile
 
-__all__ = ["matmul", "check_gemm_args", "fused_layout", "input_format_of", "operand_arrays", "StepParams", "step_params", "step_layout"]
+__all__ = ["matmul", "check_gemm_args", "fused_layout", "input_format_of", "operand_arrays", "step_params", "step_layout"]
 
 # the input formats whose arrays' dtype names them (float32 arrays must say "tf32"),
 # and the accumulator formats; dtypes are the formats' own (Format.dtype)
@@ -142,31 +141,10 @@ def _lay_out(v: np.ndarray, e: np.ndarray, index: np.ndarray, axis: int):
             np.ascontiguousarray(np.take(e, index, axis=axis)))
 
 
-@dataclass(frozen=True)
-class StepParams:
-    """A step rule unpacked into the integers the kernels take (see ``fused_gemm``)."""
-
-    k_step: int
-    frac_bits: int  # -1 for an exact (IEEE fused) step
-    c_fused: bool
-    p_man: int
-    p_emin: int
-    p_max: np.uint64
-    p_rne: bool
-    o_man: int
-    o_emin: int
-    o_max: np.uint64
-    o_rne: bool
-    o_ovf: bool
-    f32_max: np.uint64
-
-    def fused_args(self):
-        return (self.k_step, self.frac_bits, self.c_fused, self.p_man, self.p_emin, self.p_max, self.p_rne,
-                self.o_man, self.o_emin, self.o_max, self.o_rne, self.o_ovf, self.f32_max)
-
-
-def step_params(rule: StepRule, acc: Format) -> StepParams:
-    """Unpack a rule and an accumulator format (fp32 or fp16) for the kernels."""
+def step_params(rule: StepRule, acc: Format) -> K.FusedStep:
+    """A rule and an accumulator format (fp32 or fp16) -> the :class:`~simulator._kernels.FusedStep`
+    record the kernels take (frac -1 for an exact IEEE step; its ``out`` rounding is
+    the scalar FMA's too)."""
     f32 = get_format("fp32")
     mb = rule.result_man_bits
     p_max = _bits64(float((1 << (mb + 1)) - 1) * 2.0 ** (f32.emax - mb))
@@ -176,9 +154,11 @@ def step_params(rule: StepRule, acc: Format) -> StepParams:
         o_man, o_max, o_rne = 23, _bits64(f32.max_finite), True
     else:
         o_man, o_max, o_rne = mb, p_max, rule.rounding == "rne"
-    return StepParams(rule.k, -1 if rule.frac_bits is None else rule.frac_bits, rule.c_mode == "fused",
-                      mb, f32.emin, p_max, rule.rounding == "rne", o_man, acc.emin, o_max, o_rne,
-                      rule.overflow == "inf", _bits64(f32.max_finite))
+    ovf = rule.overflow == "inf"
+    return K.FusedStep(np.int64(-1 if rule.frac_bits is None else rule.frac_bits), rule.c_mode == "fused",
+                       K.rounding(mb, f32.emin, p_max, rule.rounding == "rne", ovf),
+                       K.rounding(o_man, acc.emin, o_max, o_rne, ovf),
+                       K.rounding(f32.man_bits, f32.emin, _bits64(f32.max_finite), True, ovf))
 
 
 def _check_array(name, x, ndim):
@@ -217,8 +197,9 @@ def fused_layout(av, ae, bv, be, fmt: Format, rule: StepRule):
     """Operands in K order -> the layout :func:`simulator._kernels.fused_step_rows` reads.
 
     av (M, K), bv (K, N) values and ae, be int16 alignment exponents (as
-    :func:`operand_arrays`).  Returns ``(av, ae, bv, be, a_bad, b_bad, n_pass,
-    pass_len, p_floor)``: each step laid out pass by pass (:func:`step_layout`), values
+    :func:`operand_arrays`).  Returns a :class:`~simulator._kernels.FusedOperands`
+    ``(av, ae, bv, be, a_bad, b_bad, n_pass, pass_len, p_floor)``: each step laid out
+    pass by pass (:func:`step_layout`), values
     in binary32 where that is exact, the flags of sweeps of four positions that hold
     an inf or NaN, and the floor of a nonzero product's alignment exponent.
     """
@@ -233,7 +214,8 @@ def fused_layout(av, ae, bv, be, fmt: Format, rule: StepRule):
     a_bad = np.zeros((av.shape[0], av.shape[1] // 4), bool) if fin_a.all() else \
         ~fin_a.reshape(av.shape[0], -1, 4).all(axis=2)
     b_bad = np.zeros(bv.shape[0] // 4, bool) if fin_b.all() else ~fin_b.reshape(-1, 4, bv.shape[1]).all(axis=(1, 2))
-    return av, ae, bv, be, a_bad, b_bad, n_pass, pass_len, 2 * fmt.emin
+    return K.FusedOperands(av, ae, bv, be, a_bad, b_bad, np.int64(n_pass), np.int64(pass_len),
+                           np.int64(2 * fmt.emin))
 
 
 def _accumulate(a, b, acc, rule: StepRule, fmt: Format, acc_fmt: Format) -> np.ndarray:
@@ -254,22 +236,19 @@ def _accumulate(a, b, acc, rule: StepRule, fmt: Format, acc_fmt: Format) -> np.n
             nz_a, nz_b = np.abs(a32[a32 != 0]).astype(np.float64), np.abs(b32[b32 != 0]).astype(np.float64)
             exact = nz_a.size == 0 or nz_b.size == 0 or (
                 nz_a.min() * nz_b.min() >= 2.0 ** -126 and nz_a.max() * nz_b.max() < 2.0 ** 127)
-        if acc_fmt.name == "fp32" and exact and sp.o_rne and sp.o_man == 23:
+        if acc_fmt.name == "fp32" and exact and sp.out.rne and sp.out.man == 23:
             acc32 = np.ascontiguousarray(acc, np.float32)
             K.fma_gemm_f32(np.ascontiguousarray(a32), np.ascontiguousarray(b32), acc32)
             return acc32
         acc = np.ascontiguousarray(acc, np.float64)
-        K.fma_gemm(np.ascontiguousarray(a32, np.float64), np.ascontiguousarray(b32, np.float64), acc,
-                   sp.o_man, sp.o_emin, sp.o_max, sp.o_rne, sp.o_ovf)
+        K.fma_gemm(np.ascontiguousarray(a32, np.float64), np.ascontiguousarray(b32, np.float64), acc, sp.out)
         return acc
     acc = np.ascontiguousarray(acc, np.float64)
     # binary32 holds every product and every scaled product exactly: twice the lanes
     vdt = np.float32 if _fused_in_fp32(fmt, rule) else np.float64
     av, ae = operand_arrays(a, fmt, rule, vdt)
     bv, be = operand_arrays(b, fmt, rule, vdt)
-    av, ae, bv, be, a_bad, b_bad, n_pass, pass_len, p_floor = fused_layout(av, ae, bv, be, fmt, rule)
-    K.fused_gemm(av, ae, bv, be, a_bad, b_bad, acc, n_pass, pass_len, p_floor, *sp.fused_args()[1:],
-                 numba.get_num_threads())
+    K.fused_gemm(fused_layout(av, ae, bv, be, fmt, rule), sp, acc, numba.get_num_threads())
     return acc
 
 
@@ -335,17 +314,22 @@ def _accumulate_general(a, b, acc, rule: StepRule, fa: Format, fb: Format, acc_f
         blk = 0
         sav, sae = _scale_operand(None, None, 1, 1, "")
         sbv, sbe = sav, sae
+    ops = K.GeneralOperands(av, ae, np.ascontiguousarray(bv.T), np.ascontiguousarray(be.T), sav, sae,
+                            np.ascontiguousarray(sbv), np.ascontiguousarray(sbe), np.int64(blk))
+    K.general_fused_gemm(ops, acc, _general_step(rule, sp))
+    return acc
+
+
+def _general_step(rule: StepRule, sp: K.FusedStep) -> K.GeneralStep:
+    """A rule with issue-13 fields -> the :class:`~simulator._kernels.GeneralStep` record."""
     c_mode = {"fused": K.C_FUSED, "after": K.C_AFTER, "aligned": K.C_ALIGNED}[rule.c_mode]
     zero = K.SENTINEL if rule.zero_exp is None else rule.zero_exp
-    K.general_fused_gemm(av, ae, np.ascontiguousarray(bv.T), np.ascontiguousarray(be.T), sav, sae,
-                         np.ascontiguousarray(sbv), np.ascontiguousarray(sbe), blk, acc, rule.k, rule.group_k,
-                         rule.zero_exp is not None, zero, rule.frac_bits, c_mode,
-                         np.array(rule.passes, np.int64), max(rule.passes) + 1, rule.sum_frac_bits,
-                         rule.c_frac_bits, rule.align_rounding == "rd", rule.merge_rounding == "rd",
-                         -1 if rule.c_drop is None else rule.c_drop, rule.product_overflow == "inf",
-                         rule.zero_result == "signed", sp.p_man, sp.p_emin, sp.p_max, sp.p_rne, sp.o_man,
-                         sp.o_emin, sp.o_max, sp.o_rne, sp.o_ovf, sp.f32_max)
-    return acc
+    return K.GeneralStep(np.int64(rule.k), np.int64(rule.group_k), rule.zero_exp is not None, np.int64(zero),
+                         np.int64(rule.frac_bits), np.int64(c_mode), np.array(rule.passes, np.int64),
+                         np.int64(max(rule.passes) + 1), np.int64(rule.sum_frac_bits), np.int64(rule.c_frac_bits),
+                         rule.align_rounding == "rd", rule.merge_rounding == "rd",
+                         np.int64(-1 if rule.c_drop is None else rule.c_drop), rule.product_overflow == "inf",
+                         rule.zero_result == "signed", sp.pas, sp.out, sp.f32)
 
 
 def _needs_general(rule: StepRule, fa: Format, fb: Format, scales) -> bool:
