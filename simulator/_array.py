@@ -118,6 +118,7 @@ class _ArrayBase:
         """
         fmt, rule, acc_fmt, c, (M, Kd, N) = self._prepare(a, b, c, input_format)
         sched = self._schedule(M, Kd, N, fmt, rule, acc_fmt)
+        dead = tuple(f for f in self._check_faults(sched, faults)[0] if not _lands_live(sched, f))
         if fault_map is not None:
             if not isinstance(fault_map, FaultMap):
                 raise TypeError(f"fault_map must be a FaultMap, not {type(fault_map).__name__}")
@@ -137,11 +138,24 @@ class _ArrayBase:
             out = apply_output_faults(out, out_faults)
         macs = M * Kd * N
         util = macs / (self.rows * self.cols * sched.step * sched.cycles) if sched.cycles else 0.0
-        return ArrayResult(out, int(sched.cycles), float(util), int(macs), int(sched.folds), trace_out)
+        return ArrayResult(out, int(sched.cycles), float(util), int(macs), int(sched.folds), trace_out, dead)
 
     def golden(self, a, b, c=None, *, input_format=None) -> ArrayGoldenRun:
         """The fault-free run of this GEMM, kept for fast re-runs under faults."""
         return ArrayGoldenRun(self, a, b, c, input_format)
+
+
+def _lands_live(sched: Schedule, f) -> bool:
+    """Whether register fault ``f`` acts on a value that is read later: a flip at a
+    live cycle of one of the elements its bits cover, a stuck-at over cycles that meet
+    such a live cycle."""
+    reg = sched.register(f.register)
+    elems = {b // reg.elem_width for b in range(f.bit, f.bit + f.nbits)}
+    if f.kind == "flip":
+        return any(sched.is_live(f.register, f.pe, f.cycle, e) for e in elems)
+    end = sched.cycles if f.duration is None else f.cycle + f.duration
+    return any(lo < end and hi > f.cycle for d in {reg.delay(e) for e in elems}
+               for lo, hi in sched.live_ranges(f.register, f.pe, d))
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,10 @@ class ArrayResult:
         folds: number of folds.
         trace: register name -> uint64 array (cycles, rows, cols, elements) of the bits
             each PE's register held after each cycle (only the registers asked for).
+        dead_faults: the register faults given to ``run`` (not a fault map's) that
+            landed where nothing reads the register afterwards (a flip on a cycle the
+            register is not live, a stuck-at whose cycles miss every live one): they
+            cannot change D (``FaultSites.live_cycles`` lists the live cycles).
     """
 
     output: np.ndarray
@@ -41,6 +45,7 @@ class ArrayResult:
     macs: int
     folds: int
     trace: dict = field(default_factory=dict)
+    dead_faults: tuple = ()
 
 
 @dataclass(frozen=True, eq=False)

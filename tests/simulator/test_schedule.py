@@ -197,3 +197,19 @@ def test_live_cycles_expands_the_closed_form_ranges_on_a_large_gemm():
     live = s.live_cycles("psum", (0, 0))
     want = np.array(sorted({t for lo, hi in s.live_ranges("psum", (0, 0)) for t in range(lo, hi)}), np.int64)
     assert live.dtype == np.int64 and np.array_equal(live, want) and len(live) > 0
+
+
+def test_run_reports_faults_on_dead_cycles():
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((6, 8)).astype(np.float16)
+    b = rng.standard_normal((8, 5)).astype(np.float16)
+    arr = SystolicArray(3, 2)
+    sites = arr.fault_sites(6, 8, 5)
+    live = set(sites.live_cycles("psum", (1, 1)).tolist())
+    dead_cycle = next(t for t in range(sites.cycles) if t not in live)
+    on = Fault(pe=(1, 1), register="psum", bit=30, cycle=min(live))
+    off = Fault(pe=(1, 1), register="psum", bit=30, cycle=dead_cycle)
+    r = arr.run(a, b, faults=(on, off))
+    assert r.dead_faults == (off,)
+    assert np.array_equal(arr.run(a, b, faults=(off,)).output.view(np.uint32), arr.run(a, b).output.view(np.uint32))
+    assert arr.run(a, b, faults=(on,)).dead_faults == ()
