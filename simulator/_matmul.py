@@ -340,7 +340,8 @@ def _needs_general(rule: StepRule, fa: Format, fb: Format, scales) -> bool:
 
 def check_gemm_args(prof: DatapathProfile, a, b, c, input_format):
     """Validate a GEMM's operands against a profile for the cycle-level arrays
-    (one dtype for A and B; rules of the original vocabulary only).
+    (one dtype for A and B; rules of the original vocabulary only): :func:`matmul`'s
+    checks, then what the arrays do not model.
 
     Returns ``(input Format, StepRule, accumulator Format, c, (M, K, N))`` with ``c``
     a float32 zero matrix when None.  TypeError/ValueError name the bad argument.
@@ -349,27 +350,12 @@ def check_gemm_args(prof: DatapathProfile, a, b, c, input_format):
     _check_array("b", b, 2)
     if a.dtype != b.dtype:
         raise TypeError(f"a and b must have the same dtype, not {a.dtype} and {b.dtype}")
-    fmt = input_format_of(a.dtype, input_format)
-    rule = prof.rule(fmt.name)
+    fa, _, rule, acc_fmt, c, shape, _ = _gemm_args(prof, a, b, c, input_format, None, None)
     if not rule.is_classic:
         # the cycle-level arrays have no registers for the issue-13 stages yet: refuse, never guess
         raise ValueError(f"the cycle-level arrays run rules of the original vocabulary; profile {prof.name!r} "
-                         f"{fmt.name} needs the issue-13 stages (use simulator.matmul), not yet modelled")
-    M, Kd = a.shape
-    if b.shape[0] != Kd:
-        raise ValueError(f"b must have shape ({Kd}, N) to match a's K={Kd}, not {b.shape}")
-    N = b.shape[1]
-    if c is None:
-        c = np.zeros((M, N), np.float32)
-    _check_array("c", c, 2)
-    acc_fmt = _format_of_dtype(c.dtype, _ACCUMULATORS)
-    if acc_fmt is None:
-        raise TypeError(f"c must be float32 or float16, not {c.dtype}")
-    if c.shape != (M, N):
-        raise ValueError(f"c must have shape {(M, N)}, not {c.shape}")
-    if acc_fmt.name not in prof.accumulators:
-        raise ValueError(f"profile {prof.name!r} supports accumulators {prof.accumulators}, not {acc_fmt.name}")
-    return fmt, rule, acc_fmt, c, (M, Kd, N)
+                         f"{fa.name} needs the issue-13 stages (use simulator.matmul), not yet modelled")
+    return fa, rule, acc_fmt, c, shape
 
 
 def _split_bf16(x: np.ndarray, n: int):
