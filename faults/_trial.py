@@ -248,7 +248,7 @@ class _Runner:
             tile = res.output
             if c.protected:  # a protection.ProtectedResult: judged by protection's one rule
                 alarm = res.outcome == "detected"
-                acted = res.outcome == "corrected"
+                acted = res.outcome == "corrected"  # checked against the golden tile below
         else:
             res = None
             tile = gold.copy()
@@ -262,7 +262,7 @@ class _Runner:
         else:
             logits = run.propagate(s.gemm, s.group, r0, c0, tile)
             effect, top1, dcorrect, err = self._classify(run, logits)
-        if acted:  # corrected: the delivered tile is the golden tile (protection's rule)
+        if acted and diff == 0:  # corrected: the delivered tile is the golden tile (protection's rule)
             outcome = "corrected"
         else:  # an alarm that reached the system, else the effect (a miscorrection is an SDC)
             outcome = "detected" if detected or alarm else effect

@@ -205,6 +205,7 @@ def test_miscorrection_is_sdc_not_corrected(tmp_path, monkeypatch):
             out.view(np.uint32)[0, 0] ^= np.uint32(1 << 30)
             self.output, self.alarms, self.corrected = out, ("secded",), not recompute
             self.recompute_cycles = 5 if recompute else 0
+            self.outcome, self.miscorrected = "corrected", False  # a false claim: the tile differs
 
     for recompute in (False, True):
         real_run = ProtectedArray.run
