@@ -12,15 +12,9 @@ import numpy as np
 
 from ._accelerator import Scales
 from ._faults import GEMM_FAULTS as _D_FAULTS
+from ._faults import _check_int
 
 __all__ = ["ScaleBitFlip", "GEMM_FAULTS"]
-
-
-def _check_int(name, v, lo=0):
-    if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
-        raise TypeError(f"{name} must be an int, not {type(v).__name__}")
-    if v < lo:
-        raise ValueError(f"{name} must be >= {lo}, not {v}")
 
 
 @dataclass(frozen=True)
