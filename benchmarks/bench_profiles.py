@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 import simulator
+from bench_matmul import median_time  # the same timing discipline (run as a script)
 
 # name -> (profile, input format, scale format or None, matmul keywords)
 CASES = {
@@ -33,17 +34,6 @@ CASES = {
     "cdna3_e4m3fnuz": ("cdna3", "e4m3fnuz", None, {}),
     "tpu_bf16": ("tpu", "bf16", None, {}),
 }
-
-
-def median_time(fn, repeats):
-    time.sleep(0.3)  # let other libraries' spinning threads settle (see bench_matmul)
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def main(argv=None):

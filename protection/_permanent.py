@@ -98,6 +98,15 @@ def _formats(a, input_format, c):
     return fmt, acc
 
 
+def _prologue(array, a, b, c, fault_map, input_format):
+    """Check a mitigated run's arguments; returns (M, N, the GEMM's schedule)."""
+    _check(array, fault_map)
+    M, K = np.shape(a)
+    N = np.shape(b)[1]
+    fmt, acc = _formats(a, input_format, c)
+    return M, N, array.schedule(M, K, N, input_format=fmt, accumulator=acc)
+
+
 def _outcome(out, gold, acted) -> str:
     same = np.array_equal(out.view(np.uint8), gold.view(np.uint8)) or (
         np.array_equal(out, gold, equal_nan=True) and np.array_equal(np.signbit(out), np.signbit(gold)))
@@ -173,11 +182,7 @@ class Bypass(Mitigation):
         return "bypass"
 
     def run(self, array, a, b, c=None, *, fault_map, input_format=None) -> MitigatedResult:
-        _check(array, fault_map)
-        M, K = np.shape(a)
-        N = np.shape(b)[1]
-        fmt, acc = _formats(a, input_format, c)
-        s = array.schedule(M, K, N, input_format=fmt, accumulator=acc)
+        M, N, s = _prologue(array, a, b, c, fault_map, input_format)
         bad = fault_map.pe_mask(array.rows, array.cols)
         cz = np.zeros((M, N), np.float32) if c is None else np.asarray(c)
         if s.dataflow == "ws":
@@ -240,11 +245,7 @@ class Spares(Mitigation):
         return s.cycles + extra
 
     def run(self, array, a, b, c=None, *, fault_map, input_format=None) -> MitigatedResult:
-        _check(array, fault_map)
-        M, K = np.shape(a)
-        N = np.shape(b)[1]
-        fmt, acc = _formats(a, input_format, c)
-        s = array.schedule(M, K, N, input_format=fmt, accumulator=acc)
+        M, N, s = _prologue(array, a, b, c, fault_map, input_format)
         remap = self.remap(fault_map)
         left = fault_map.select(lambda f: f.pe[1] not in remap)
         gold = self.golden(array, a, b, c, input_format)
