@@ -18,6 +18,8 @@ from types import MappingProxyType
 import ml_dtypes
 import numpy as np
 
+from . import _kernels as _K
+
 __all__ = ["Format", "FORMATS", "get_format", "ROUNDING_MODES"]
 
 #: Rounding modes understood by :meth:`Format.encode`.
@@ -275,47 +277,33 @@ class Format:
         x = np.asarray(x)
         if x.dtype.kind != "f":
             raise TypeError(f"x must be a floating-point array, not {x.dtype}")
-        x = x.astype(np.float64)
+        if x.dtype not in (np.float64, np.float32):
+            x = x.astype(np.float64)  # exact: every float dtype widens to binary64
         if not self.has_nan and np.isnan(x).any():
             raise ValueError(f"x must not hold NaN: format {self.name} has no NaN")
-        sign = np.signbit(x)
-        ax = np.abs(x)
-        finite = np.isfinite(ax)
-        axf = np.where(finite, ax, 0.0)
-        # exponent of the value (frexp gives [0.5, 1) significands), floored at emin
-        _, e2 = np.frexp(axf)
-        e = np.maximum(e2.astype(np.int64) - 1, self.emin)
-        quantum_exp = (e - self.man_bits).astype(np.int32)
-        scaled = np.ldexp(axf, -quantum_exp)  # exact: power-of-two scaling in binary64
-        r = np.rint(scaled) if rounding == "rne" else np.trunc(scaled)  # rint: ties to even
-        v = np.ldexp(r, quantum_exp)  # rounded magnitude, unbounded exponent
-        if not self.subnormals:
-            v = np.where(v < self.smallest_normal, 0.0, v)
-        if not self.has_zero:
-            v = np.maximum(v, self.smallest_normal)  # no zero: the smallest value is the floor
-        over = v > self.max_finite
         # IEEE: round-toward-zero never overflows to infinity, it stops at the largest finite
         over_to_max = saturate or rounding == "rz"
-        mag_bits = self._finite_magnitude_bits(np.minimum(v, self.max_finite))
         over_code = self._max_code() if over_to_max else self._overflow_code()
         inf_code = self._max_code() if saturate else self._overflow_code()
-        code = np.where(over, over_code, mag_bits)
-        code = np.where(np.isinf(ax), inf_code, code)
-        if self.has_nan:
-            invalid = np.isnan(ax)
-            if not self.signed or self.sign_ignored:
-                invalid |= sign & (ax != 0)  # no negative values
-            if not self.has_zero:
-                invalid |= ax == 0
-            code = np.where(invalid, self._nan_code(), code)
-        if self.signed and not self.sign_ignored:
-            if self.specials == "fnuz":
-                sign = sign & (code != 0)  # no -0: its code is the NaN
-            code = code | (sign.astype(np.uint64) << np.uint64(self.width - 1))
-        return (code << np.uint64(self.container_shift)).astype(self.uint_dtype)
+        out = np.empty(x.shape, self.uint_dtype)
+        self._encode_into(np.ascontiguousarray(x).reshape(-1), out.reshape(-1), over_code, inf_code,
+                          self.container_shift, rounding == "rne")
+        return out
+
+    def _encode_into(self, x, out, over_code, inf_code, shift, rne):
+        """:func:`simulator._kernels.encode_values` with this format's fields."""
+        _K.encode_values(x, out, np.int64(self.man_bits), np.int64(self.emin), np.int64(self.bias),
+                         self.subnormals, self.has_zero, float(self.smallest_normal), float(self.max_finite),
+                         np.uint64(over_code), np.uint64(inf_code),
+                         np.uint64(self.nan_bits >> self.container_shift) if self.has_nan else np.uint64(0),
+                         self.has_nan and (not self.signed or self.sign_ignored), self.has_nan and not self.has_zero,
+                         np.int64(self.width - 1 if self.signed and not self.sign_ignored else -1),
+                         self.specials == "fnuz", np.int64(shift), rne)
 
     def _max_code(self) -> np.uint64:
-        return np.uint64(self._finite_magnitude_bits(np.array([self.max_finite]))[0])
+        out = np.zeros(1, np.uint64)  # the magnitude code of the largest finite value (no sign, no shift)
+        self._encode_into(np.array([self.max_finite]), out, 0, 0, 0, True)
+        return out[0]
 
     def _nan_code(self) -> np.uint64:
         return np.uint64(self.nan_bits >> self.container_shift)
@@ -324,16 +312,6 @@ class Format:
         if self.has_inf:
             return np.uint64(self.inf_bits >> self.container_shift)
         return self._nan_code() if self.has_nan else self._max_code()
-
-    def _finite_magnitude_bits(self, v) -> np.ndarray:
-        """Exactly representable non-negative finite binary64 values -> encodings (no sign)."""
-        _, e2 = np.frexp(v)
-        e = np.maximum(e2.astype(np.int64) - 1, self.emin)
-        sig = np.ldexp(v, -(e - self.man_bits).astype(np.int32)).astype(np.uint64)
-        normal = sig >= np.uint64(1 << self.man_bits)
-        biased = np.where(normal, e + self.bias, 0).astype(np.uint64)  # has_zero=False: always normal
-        man = sig & np.uint64((1 << self.man_bits) - 1)
-        return (biased << np.uint64(self.man_bits)) | man
 
     def round(self, x, rounding: str = "rne", saturate: bool = False) -> np.ndarray:
         """Round values to this format and return them as binary64 (exact)."""

@@ -16,6 +16,7 @@ The slow reference beside these kernels is :mod:`simulator._reference`.
 """
 from __future__ import annotations
 
+import math
 from collections import namedtuple
 
 import numpy as np
@@ -170,6 +171,63 @@ def round_bits(u, man_bits, emin, max_bits, rne, overflow_inf):
     if mag > max_bits:
         mag = _INF if (rne or overflow_inf) else max_bits
     return sign | mag
+
+
+@njit(cache=True)  # serial: a few ns per element, less than a parallel region's start-up
+def encode_values(x, out, man_bits, emin, bias, subnormals, has_zero, smallest_normal, max_finite, over_code,
+                  inf_code, nan_code, invalid_neg, zero_invalid, sign_bit, fnuz, shift, rne):
+    """Round values to a format and write its codes: the arithmetic of :meth:`Format.encode`.
+
+    Args:
+        x: (n,) float64 or float32 values (binary32 is widened exactly).
+        out: (n,) uint8/uint16/uint32, the codes (in container position) on return.
+        man_bits, emin, bias: the format's fields (int64); subnormals, has_zero (bool);
+        smallest_normal, max_finite: float64; over_code, inf_code, nan_code: uint64
+        magnitude codes for a finite value past the largest one, for +-inf and for NaN;
+        invalid_neg (bool): a negative nonzero value is invalid (NaN) (unsigned formats);
+        zero_invalid (bool): zero is invalid (NaN) (formats without zero);
+        sign_bit: int64 position of the sign bit (-1: none is written); fnuz (bool): a
+        zero result has no sign; shift: int64 container shift; rne (bool): round to
+        nearest even, else toward zero.
+    The caller has refused NaN inputs for formats without NaN.
+    """
+    mask = np.uint64((1 << man_bits) - 1)
+    for t in range(x.shape[0]):
+        v = np.float64(x[t])
+        neg = math.copysign(1.0, v) < 0.0  # the sign bit, of NaN and -0 too
+        ax = abs(v)
+        if ax != ax:
+            code = nan_code
+        elif ax == np.inf:
+            code = inf_code
+        else:
+            # exponent of the value, floored at emin (binary64 subnormals lie far below any emin)
+            e = max(np.int64((as_bits(ax) >> _U52) & _EXP_ALL) - 1023, emin)
+            if e > 1000 - man_bits:
+                code = over_code  # beyond every format's range (and pow2's below)
+            else:
+                # power-of-two scalings are exact in binary64: one rounding, to the quantum
+                s = ax * pow2(man_bits - e)
+                r = np.rint(s) if rne else np.trunc(s)  # rint: ties to even
+                m = r * pow2(e - man_bits)
+                if not subnormals and m < smallest_normal:
+                    m = 0.0
+                if not has_zero and m < smallest_normal:
+                    m = smallest_normal  # no zero: the smallest value is the floor
+                if m > max_finite:
+                    code = over_code
+                else:
+                    em = max(np.int64((as_bits(m) >> _U52) & _EXP_ALL) - 1023, emin)
+                    sig = np.uint64(m * pow2(man_bits - em))
+                    biased = np.uint64(em + bias) if sig >= np.uint64(1 << man_bits) else np.uint64(0)
+                    code = (biased << np.uint64(man_bits)) | (sig & mask)
+            if zero_invalid and ax == 0.0:
+                code = nan_code
+        if neg and invalid_neg and ax != 0.0:
+            code = nan_code
+        if sign_bit >= 0 and neg and not (fnuz and code == np.uint64(0)):
+            code = code | (np.uint64(1) << np.uint64(sign_bit))
+        out[t] = code << np.uint64(shift)
 
 
 @njit(cache=True)
@@ -369,7 +427,7 @@ def _unscale_round(total, itot, emax, dst, n, frac_bits, rd):
 
 @njit(cache=True)
 def fused_gemm(ops, st, acc, n_chunks=1):
-    """D = A @ B + C through chained fused steps.
+    """D[g] = A[g] @ B[g] + C[g] for a batch of G GEMMs through chained fused steps.
 
     One step is ``n_pass`` passes of ``pass_len`` K positions each (the caller lays
     each step's positions out pass by pass and zero-pads; zero terms change nothing).
@@ -380,20 +438,28 @@ def fused_gemm(ops, st, acc, n_chunks=1):
     accumulator (``o_*``) after the last, or, when C is not fused, into binary32 and
     then one binary32 round-to-nearest-even addition of C.
 
-    Args (``ops``, a :class:`FusedOperands`; ``st``, a :class:`FusedStep`):
-        a_val: (M, K) input values, float32 or float64 (every product exact in that
-            dtype); a_exp: (M, K) int16 alignment exponents (:data:`SENTINEL` for
+    Args (``ops``, a :class:`FusedOperands` of batched arrays; ``st``, a :class:`FusedStep`):
+        a_val: (G, M, K) input values, float32 or float64 (every product exact in that
+            dtype); a_exp: (G, M, K) int16 alignment exponents (:data:`SENTINEL` for
             zero/non-finite); K a multiple of n_pass * pass_len, pass_len of 4.
-        b_val: (K, N) same dtype; b_exp: (K, N) int16.
-        a_bad: (M, K // 4) bool, True where a sweep of four A values holds inf/NaN;
-            b_bad: (K // 4,) bool, likewise for four rows of B.
-        acc: (M, N) float64 accumulator, C on entry, D on return (in place).
+        b_val: (G, K, N) same dtype; b_exp: (G, K, N) int16.
+        a_bad: (G, M, K // 4) bool, True where a sweep of four A values holds inf/NaN;
+            b_bad: (G, K // 4) bool, likewise for four rows of B.
+        acc: (G, M, N) float64 accumulator, C on entry, D on return (in place).
         p_floor: int, at most the alignment exponent of any nonzero product, and
             such that 2**(frac_bits - p_floor) is finite in a_val's dtype.
         st.pas: binary32 rounding between passes; st.out: rounding into the
             accumulator; st.f32: the binary32 addition of c_mode "after".
-        n_chunks: row chunks run in parallel (the caller passes Numba's thread count).
+        n_chunks: tasks run in parallel (the caller passes Numba's thread count; 1:
+            serial, no parallel region, for GEMMs too small to pay for one).
     """
+    G, M = ops.a_val.shape[0], ops.a_val.shape[1]
+    # GEMMs and rows are independent: split the batch into tasks of whole GEMMs, or of
+    # row chunks when there are fewer GEMMs than threads; each task has its own scratch
+    per_g = max(1, min(M, -(-n_chunks // G))) if G else 1
+    if n_chunks <= 1:
+        _fused_tasks(ops, st, acc, per_g, 0, G * per_g)
+        return
     # the parallel kernel takes the records' fields (a parallel kernel taking records ran
     # 4x slower, measured) and rebuilds them in each task
     a_val, a_exp, b_val, b_exp, a_bad, b_bad = ops.a_val, ops.a_exp, ops.b_val, ops.b_exp, ops.a_bad, ops.b_bad
@@ -402,26 +468,32 @@ def fused_gemm(ops, st, acc, n_chunks=1):
     p_man, p_emin, p_max, p_rne, p_ovf = st.pas
     o_man, o_emin, o_max, o_rne, o_ovf = st.out
     f_man, f_emin, f_max, f_rne, f_ovf = st.f32
-    _fused_gemm(acc, n_chunks, a_val, a_exp, b_val, b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor, frac, c_fused,
+    _fused_gemm(acc, per_g, a_val, a_exp, b_val, b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor, frac, c_fused,
                 p_man, p_emin, p_max, p_rne, p_ovf, o_man, o_emin, o_max, o_rne, o_ovf, f_man, f_emin, f_max, f_rne,
                 f_ovf)
 
 
 @njit(cache=True, parallel=True)
-def _fused_gemm(acc, n_chunks, a_val, a_exp, b_val, b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor, frac, c_fused,
+def _fused_gemm(acc, per_g, a_val, a_exp, b_val, b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor, frac, c_fused,
                 p_man, p_emin, p_max, p_rne, p_ovf, o_man, o_emin, o_max, o_rne, o_ovf, f_man, f_emin, f_max, f_rne,
                 f_ovf):
-    """:func:`fused_gemm` on the records' fields."""
-    M = a_val.shape[0]
-    # rows are independent: n_chunks chunks of rows (one per thread), each with its own scratch
-    n_chunks = max(1, min(M, n_chunks))
-    for ch in prange(n_chunks):
+    """:func:`fused_gemm` on the records' fields, one task per prange iteration."""
+    for t in prange(a_val.shape[0] * per_g):
         ops_ = FusedOperands(a_val, a_exp, b_val, b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor)
         st_ = FusedStep(frac, c_fused, Rounding(p_man, p_emin, p_max, p_rne, p_ovf),
                         Rounding(o_man, o_emin, o_max, o_rne, o_ovf), Rounding(f_man, f_emin, f_max, f_rne, f_ovf))
-        i0 = ch * M // n_chunks
-        i1 = (ch + 1) * M // n_chunks
-        _fused_rows(ops_, st_, acc, i0, i1)
+        _fused_tasks(ops_, st_, acc, per_g, t, t + 1)
+
+
+@njit(cache=True)
+def _fused_tasks(ops, st, acc, per_g, t0, t1):
+    """Tasks [t0, t1) of :func:`fused_gemm`: task t is row chunk t % per_g of GEMM t // per_g."""
+    M = ops.a_val.shape[1]
+    for t in range(t0, t1):
+        g, ch = t // per_g, t % per_g
+        ops_g = FusedOperands(ops.a_val[g], ops.a_exp[g], ops.b_val[g], ops.b_exp[g], ops.a_bad[g], ops.b_bad[g],
+                              ops.n_pass, ops.pass_len, ops.p_floor)
+        _fused_rows(ops_g, st, acc[g], ch * M // per_g, (ch + 1) * M // per_g)
 
 
 @njit(cache=True)

@@ -23,6 +23,9 @@ _FLOAT32_INPUTS = ("tf32", "fp32")  # float32 arrays: the caller says which
 _PRECISIONS = {"x1": 1, "x3": 2, "x6": 3}  # bf16 parts of a float32 value (XLA's BF16_BF16_F32_Xn)
 SPLIT_REDUCTIONS = ("sequential", "butterfly", "pairwise")
 _ACCUMULATORS = ("fp32", "fp16")
+# multiply-accumulates below which a GEMM runs serially: starting a parallel region
+# costs about as much as this much work (and far more on a loaded machine)
+_PARALLEL_MACS = 1 << 18
 
 
 def _format_of_dtype(dtype, names) -> Format | None:
@@ -196,24 +199,27 @@ def _fused_in_fp32(fmt: Format, rule: StepRule) -> bool:
 def fused_layout(av, ae, bv, be, fmt: Format, rule: StepRule):
     """Operands in K order -> the layout :func:`simulator._kernels.fused_step_rows` reads.
 
-    av (M, K), bv (K, N) values and ae, be int16 alignment exponents (as
-    :func:`operand_arrays`).  Returns a :class:`~simulator._kernels.FusedOperands`
-    ``(av, ae, bv, be, a_bad, b_bad, n_pass, pass_len, p_floor)``: each step laid out
-    pass by pass (:func:`step_layout`), values
-    in binary32 where that is exact, the flags of sweeps of four positions that hold
-    an inf or NaN, and the floor of a nonzero product's alignment exponent.
+    av (..., M, K), bv (..., K, N) values and ae, be int16 alignment exponents (as
+    :func:`operand_arrays`; the same leading batch axes, or none).  Returns a
+    :class:`~simulator._kernels.FusedOperands` ``(av, ae, bv, be, a_bad, b_bad, n_pass,
+    pass_len, p_floor)``: each step laid out pass by pass (:func:`step_layout`),
+    values in binary32 where that is exact, the flags of sweeps of four positions
+    that hold an inf or NaN (a_bad (..., M, K' // 4), b_bad (..., K' // 4)), and the
+    floor of a nonzero product's alignment exponent.
     """
     vdt = np.float32 if _fused_in_fp32(fmt, rule) else np.float64
     av, bv = np.ascontiguousarray(av, vdt), np.ascontiguousarray(bv, vdt)
     ae, be = np.ascontiguousarray(ae, np.int16), np.ascontiguousarray(be, np.int16)
-    index, n_pass, pass_len = step_layout(rule, av.shape[1])
-    av, ae = _lay_out(av, ae, index, axis=1)
-    bv, be = _lay_out(bv, be, index, axis=0)
+    index, n_pass, pass_len = step_layout(rule, av.shape[-1])
+    av, ae = _lay_out(av, ae, index, axis=av.ndim - 1)
+    bv, be = _lay_out(bv, be, index, axis=bv.ndim - 2)
     # sweeps of four K positions that hold an inf or NaN take the kernels' special path
     fin_a, fin_b = np.isfinite(av), np.isfinite(bv)
-    a_bad = np.zeros((av.shape[0], av.shape[1] // 4), bool) if fin_a.all() else \
-        ~fin_a.reshape(av.shape[0], -1, 4).all(axis=2)
-    b_bad = np.zeros(bv.shape[0] // 4, bool) if fin_b.all() else ~fin_b.reshape(-1, 4, bv.shape[1]).all(axis=(1, 2))
+    lead, (M, Kl), N = av.shape[:-2], av.shape[-2:], bv.shape[-1]
+    a_bad = np.zeros(lead + (M, Kl // 4), bool) if fin_a.all() else \
+        ~fin_a.reshape(lead + (M, Kl // 4, 4)).all(axis=-1)
+    b_bad = np.zeros(lead + (Kl // 4,), bool) if fin_b.all() else \
+        ~fin_b.reshape(lead + (Kl // 4, 4, N)).all(axis=(-2, -1))
     return K.FusedOperands(av, ae, bv, be, a_bad, b_bad, np.int64(n_pass), np.int64(pass_len),
                            np.int64(2 * fmt.emin))
 
@@ -223,7 +229,8 @@ def _accumulate(a, b, acc, rule: StepRule, fmt: Format, acc_fmt: Format) -> np.n
 
     a (M, K), b (K, N): input arrays (dtype of ``fmt``); acc (M, N) float32 or float64
     holding accumulator values (exactly), updated in place when the path computes in
-    its dtype.  Returns the result array (float32 or float64).
+    its dtype.  Returns the result array (float32 or float64).  The fused rules
+    (``frac_bits`` set) also take a batch: a (G, M, K), b (G, K, N), acc (G, M, N).
     """
     sp = step_params(rule, acc_fmt)
     if rule.frac_bits is None:
@@ -248,7 +255,13 @@ def _accumulate(a, b, acc, rule: StepRule, fmt: Format, acc_fmt: Format) -> np.n
     vdt = np.float32 if _fused_in_fp32(fmt, rule) else np.float64
     av, ae = operand_arrays(a, fmt, rule, vdt)
     bv, be = operand_arrays(b, fmt, rule, vdt)
-    K.fused_gemm(fused_layout(av, ae, bv, be, fmt, rule), sp, acc, numba.get_num_threads())
+    ops = fused_layout(av, ae, bv, be, fmt, rule)
+    if acc.ndim == 2:  # the kernel takes a batch: one GEMM is a batch of one
+        ops = K.FusedOperands(*(x[None] for x in ops[:6]), *ops[6:])
+    G, M, Kl = ops.a_val.shape
+    # a GEMM too small to pay for waking the threads runs serially
+    threads = numba.get_num_threads() if G * M * Kl * acc.shape[-1] >= _PARALLEL_MACS else 1
+    K.fused_gemm(ops, sp, acc.reshape((G,) + acc.shape[-2:]), threads)
     return acc
 
 
@@ -484,6 +497,9 @@ def matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, spli
     feeding each step's D into the next as its C, as a GEMM main loop chains
     ``mma`` instructions.
 
+    A batch of GEMMs, D[g] = A[g] @ B[g] + C[g], is one call: a (G, M, K), b (G, K, N),
+    c None or (G, M, N), block scales (G, ...) as below, D (G, M, N).
+
     Args:
         a: (M, K) array of float16, bfloat16, float8_e4m3fn, float8_e5m2,
             float8_e4m3fnuz, float8_e5m2fnuz, float4_e2m1fn, float6_e2m3fn,
@@ -517,6 +533,10 @@ def matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, spli
         profile's NaN bits (host-NaN profiles: 0x7FC00000 / 0x7E00).
     """
     prof = get_profile(profile)
+    if isinstance(a, np.ndarray) and a.ndim == 3:
+        return _batched_matmul(prof, a, b, c, input_format=input_format, split_k=split_k,
+                               split_reduce=split_reduce, scale_a=scale_a, scale_b=scale_b,
+                               scale_format=scale_format, precision=precision, variant=variant)
     fa, fb, rule, acc_fmt, c, (M, Kd, N), n_parts = _gemm_args(prof, a, b, c, input_format, variant, precision)
     scales = _check_scales(scale_a, scale_b, scale_format, M, Kd, N, fa)
     if rule.group_k > 1 and scales is None:
@@ -558,8 +578,14 @@ def matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, spli
         total = _reduce(parts, split_reduce)
         with np.errstate(over="ignore", invalid="ignore"):
             acc = total + c_vals.astype(np.float32)
+    return _deliver(acc, c.dtype, acc_fmt, prof)
+
+
+def _deliver(acc, dtype, acc_fmt: Format, prof: DatapathProfile) -> np.ndarray:
+    """The accumulator's values (exact in float32/float64) as D of ``dtype``, NaNs
+    carrying the profile's NaN bits."""
     with np.errstate(over="ignore"):
-        out = acc.astype(c.dtype)
+        out = acc.astype(dtype)
     nan = np.isnan(acc)
     if nan.any():
         bits = out.view(acc_fmt.uint_dtype)
@@ -568,3 +594,37 @@ def matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, spli
         else:
             bits[nan] = 0x7E00 if prof.nan_fp16 is None else prof.nan_fp16
     return out
+
+
+def _batched_matmul(prof: DatapathProfile, a, b, c, **kw) -> np.ndarray:
+    """:func:`matmul` of a batch: a (G, M, K), b (G, K, N), c None or (G, M, N).
+
+    GEMMs on the fused kernels (no split, scales or bf16 parts) run in one kernel
+    call; the others run one by one through :func:`matmul` (the same bits either way).
+    """
+    _check_array("a", a, 3)
+    _check_array("b", b, 3)
+    if c is not None:
+        _check_array("c", c, 3)
+    G = a.shape[0]
+    if G < 1 or b.shape[0] != G or (c is not None and c.shape[0] != G):
+        raise ValueError(f"a, b and c must hold the same number >= 1 of GEMMs along axis 0, not "
+                         f"{a.shape[0]}, {b.shape[0]}{'' if c is None else f' and {c.shape[0]}'}")
+    # every check of one GEMM, on the first (the others have the same dtypes and shapes)
+    fa, fb, rule, acc_fmt, c0, (M, Kd, N), n_parts = _gemm_args(prof, a[0], b[0], None if c is None else c[0],
+                                                                kw["input_format"], kw["variant"], kw["precision"])
+    one_call = (kw["split_k"] == 1 and kw["scale_a"] is None and kw["scale_b"] is None and kw["precision"] is None
+                and rule.frac_bits is not None and not _needs_general(rule, fa, fb, None)
+                and rule.tree != "pairwise")
+    if not one_call:
+        sa, sb = kw.pop("scale_a"), kw.pop("scale_b")
+        for name, x in (("scale_a", sa), ("scale_b", sb)):
+            if x is not None and (np.ndim(x) != 3 or np.shape(x)[0] != G):
+                raise ValueError(f"{name} of a batch must be 3-D with {G} along axis 0, not shape {np.shape(x)}")
+        return np.stack([matmul(a[g], b[g], None if c is None else c[g], profile=prof, **kw,
+                                scale_a=None if sa is None else sa[g], scale_b=None if sb is None else sb[g])
+                         for g in range(G)])
+    cdt = c0.dtype
+    c = np.zeros((G, M, N), cdt) if c is None else c
+    acc = _accumulate(a, b, c.astype(np.float32 if cdt == np.float32 else np.float64), rule, fa, acc_fmt)
+    return _deliver(acc, cdt, acc_fmt, prof)
