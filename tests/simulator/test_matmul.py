@@ -468,3 +468,73 @@ F16B = np.ones((3, 4), np.float16)
 def test_matmul_rejects_bad_arguments(args, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         matmul(*args, **kwargs)
+
+
+# ---------------------------------------------------------------------------- batches
+def _batch_operand(rng, fmt_name, shape):
+    """Random values of a format (as its numpy dtype, float32 for tf32/fp32) with
+    zeros, subnormal-sized values and, where the format has them, inf and NaN."""
+    fmt = FORMATS[fmt_name]
+    x = rng.standard_normal(shape) * np.exp2(rng.integers(-6, 6, shape))
+    x[rng.random(shape) < 0.1] = 0.0
+    x[rng.random(shape) < 0.05] = fmt.smallest_normal / 2
+    if fmt.has_inf:
+        x.flat[0] = np.inf
+    if fmt.has_nan:
+        x.flat[-1] = np.nan
+    if fmt_name in ("tf32", "fp32"):
+        return x.astype(np.float32)
+    return fmt.encode(x, "rne", saturate=True).view(fmt.dtype)
+
+
+BATCH_COMBOS = [(p, f, acc) for p, prof in sorted(PROFILES.items()) for f in prof.rules if "/" not in f
+                for acc in prof.accumulators]
+
+
+@pytest.mark.parametrize("profile,fmt,acc", BATCH_COMBOS)
+def test_a_batch_equals_its_gemms_one_by_one(profile, fmt, acc):
+    prof = PROFILES[profile]
+    rng = np.random.default_rng(len(profile) * 31 + len(fmt))
+    G, M, K, N = 3, 5, 64, 7
+    a, b = _batch_operand(rng, fmt, (G, M, K)), _batch_operand(rng, fmt, (G, K, N))
+    c = (rng.standard_normal((G, M, N))).astype(np.float32 if acc == "fp32" else np.float16)
+    kw = {}
+    if fmt in ("tf32", "fp32"):
+        kw["input_format"] = fmt
+    if fmt == "fp32" and "fp32" not in prof.rules:
+        kw["precision"] = "x3"
+    if prof.rule(fmt).group_k > 1:  # block-scaled rules: one scale per 32 (or 16) K positions
+        blk = 16 if fmt == "e2m1" and prof.rule(fmt).group_k == 16 else 32
+        kw["scale_a"] = rng.integers(120, 134, (G, M, K // blk)).astype(np.uint8)
+        kw["scale_b"] = rng.integers(120, 134, (G, K // blk, N)).astype(np.uint8)
+        kw["scale_format"] = "ue8m0"
+    got = matmul(a, b, c, profile=profile, **kw)
+    one = {k: v for k, v in kw.items() if k not in ("scale_a", "scale_b")}
+    want = np.stack([matmul(a[g], b[g], c[g], profile=profile, **one,
+                            **({"scale_a": kw["scale_a"][g], "scale_b": kw["scale_b"][g]} if "scale_a" in kw else {}))
+                     for g in range(G)])
+    assert got.shape == (G, M, N) and got.dtype == c.dtype
+    assert_bits(got, want.view(_uint(c.dtype)), f"({profile}, {fmt}, {acc})")
+
+
+def test_a_large_batch_runs_in_parallel_and_equals_its_gemms():
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((24, 64, 32)).astype(np.float16)
+    b = rng.standard_normal((24, 32, 64)).astype(np.float16)
+    got = matmul(a, b)  # 24 * 64 * 32 * 64 MACs: above the serial threshold
+    want = np.stack([matmul(a[g], b[g]) for g in range(24)])
+    assert_bits(got, want.view(np.uint32))
+
+
+@pytest.mark.parametrize("a_shape,b_shape,c_shape,match", [
+    ((2, 4, 8), (3, 8, 4), None, "same number"),
+    ((0, 4, 8), (0, 8, 4), None, "same number"),
+    ((2, 4, 8), (8, 4), None, "b must be 3-D"),
+    ((2, 4, 8), (2, 8, 4), (4, 4), "c must be 3-D"),
+    ((2, 4, 8), (2, 8, 4), (3, 4, 4), "same number"),
+    ((2, 4, 8), (2, 7, 4), None, "b must have shape"),
+])
+def test_batches_with_mismatched_shapes_are_refused(a_shape, b_shape, c_shape, match):
+    c = None if c_shape is None else np.zeros(c_shape, np.float32)
+    with pytest.raises(ValueError, match=match):
+        matmul(np.zeros(a_shape, np.float16), np.zeros(b_shape, np.float16), c)
