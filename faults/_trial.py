@@ -143,6 +143,7 @@ class _FormatRun:
         B = self.B
         runs = [self.af.trace(wl.params, wl.slice_inputs(k, k + cs)) for k in range(0, B, cs)]
         self.rpi = []
+        tail = 0.0  # largest difference between a chunk's outputs and the full batch's
         for g, site in enumerate(self.golden.gemms):
             if (site.groups * site.M) % B:
                 return self._no_chunks(f"GEMM {g} has {site.groups * site.M} rows for {B} images")
@@ -151,8 +152,13 @@ class _FormatRun:
             n = min(cs, B - k * cs)
             if len(run.gemms) != len(self.golden.gemms):
                 return self._no_chunks("the GEMMs differ with the batch size")
-            if not np.array_equal(_bits(np.asarray(run.outputs)), _bits(self.logits[k * cs:k * cs + n])):
-                return self._no_chunks("a chunk's logits differ from the full batch's")
+            out = np.asarray(run.outputs)
+            if out.shape != self.logits[k * cs:k * cs + n].shape:
+                return self._no_chunks("a chunk's outputs do not have the full batch's shape")
+            if not np.array_equal(_bits(out), _bits(self.logits[k * cs:k * cs + n])):
+                with np.errstate(invalid="ignore"):
+                    d = np.abs(out.astype(np.float64) - self.logits[k * cs:k * cs + n].astype(np.float64))
+                tail = max(tail, float(np.nanmax(d)) if np.isfinite(d).any() else np.inf)
             for g, (site, csite) in enumerate(zip(self.golden.gemms, run.gemms)):
                 a, b, d = self.ops[g]
                 ca, cb, cd = run.operands(g)
@@ -171,6 +177,13 @@ class _FormatRun:
                         return self._no_chunks(f"GEMM {g}'s B operands are not the full batch's")
                 elif not np.array_equal(_bits(cb), _bits(b)):
                     return self._no_chunks(f"GEMM {g}'s B operand depends on the batch")
+        if tail:
+            # every GEMM's rows are the full batch's: only native ops after them differ (XLA
+            # vectorises a reduction by the array's shape, so it can round differently)
+            warnings.warn(f"chunked recomputation: the chunks' outputs differ from the full batch's by up to "
+                          f"{tail:.3g} (native ops after the GEMMs round differently at batch size {cs}); every "
+                          f"GEMM matches bit for bit, and an example a fault leaves unchanged keeps the full "
+                          f"batch's output, one it changes takes its chunk's", stacklevel=3)
         return runs
 
     def _no_chunks(self, why):
@@ -209,7 +222,10 @@ class _FormatRun:
             f = ReplaceTile(gemm, (r1, r1 + hi - lo), (col0, col0 + n),
                             (lambda t: (lambda *_: t))(tile[lo - flat0:hi - flat0]), g1)
             out = np.asarray(run.inject([f]))
-            logits[k * cs:k * cs + len(out)] = out
+            gold = np.asarray(run.outputs)
+            # examples the fault changed (vs the chunk's own fault-free run) take the chunk's output
+            hit = (_bits(out) != _bits(gold)).reshape(len(out), -1).any(axis=1)
+            logits[k * cs:k * cs + len(out)][hit] = out[hit]
         return logits
 
 

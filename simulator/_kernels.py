@@ -657,42 +657,66 @@ def _fma_rows4(a32, i, b32, acc32, K4):
             r3[j] = (((r3[j] + a30 * x0) + a31 * x1) + a32_ * x2) + a33 * x3
 
 
-@njit(cache=True, parallel=True)
-def fma_gemm_f32(a32, b32, acc32):
-    """As :func:`fma_gemm` in binary32, valid only when every product is exact in binary32.
-
-    a32 (M, K), b32 (K, N), acc32 (M, N) float32 (in place).  The caller checks the
-    exactness condition (all nonzero products within [2**-126, 2**127)); then
-    ``fl(fl(a*b) + c) == fma(a, b, c)``.  Four K positions are applied to an element
-    per load and store, in K order, so every element sees the same sequence of
-    roundings as a one-at-a-time loop; four rows share each load of B.
-    """
+@njit(cache=True)
+def _fma_block(a32, b32, acc32, i0):
+    """Rows [i0, i0 + 4) (or to M) of one GEMM of :func:`fma_gemm_f32`, every K position in order."""
     M, K = a32.shape
     N = acc32.shape[1]
     K4 = K - K % 4
-    M4 = M - M % 4
-    for q in prange(M4 // 4):  # blocks of four rows are independent
-        _fma_rows4(a32, 4 * q, b32, acc32, K4)
-    for i in range(M4, M):
-        r = acc32[i]
-        for k in range(0, K4, 4):
-            a0 = a32[i, k]
-            a1 = a32[i, k + 1]
-            a2 = a32[i, k + 2]
-            a3 = a32[i, k + 3]
-            b0 = b32[k]
-            b1 = b32[k + 1]
-            b2 = b32[k + 2]
-            b3 = b32[k + 3]
-            for j in range(N):
-                r[j] = (((r[j] + a0 * b0[j]) + a1 * b1[j]) + a2 * b2[j]) + a3 * b3[j]
-    for i in range(M):
+    i1 = min(i0 + 4, M)
+    if i1 - i0 == 4:
+        _fma_rows4(a32, i0, b32, acc32, K4)
+    else:
+        for i in range(i0, i1):
+            r = acc32[i]
+            for k in range(0, K4, 4):
+                a0 = a32[i, k]
+                a1 = a32[i, k + 1]
+                a2 = a32[i, k + 2]
+                a3 = a32[i, k + 3]
+                b0 = b32[k]
+                b1 = b32[k + 1]
+                b2 = b32[k + 2]
+                b3 = b32[k + 3]
+                for j in range(N):
+                    r[j] = (((r[j] + a0 * b0[j]) + a1 * b1[j]) + a2 * b2[j]) + a3 * b3[j]
+    for i in range(i0, i1):
         r = acc32[i]
         for k in range(K4, K):
             a0 = a32[i, k]
             b0 = b32[k]
             for j in range(N):
                 r[j] = r[j] + a0 * b0[j]
+
+
+@njit(cache=True)
+def fma_gemm_f32(a32, b32, acc32, n_threads=1):
+    """As :func:`fma_gemm` in binary32 for a batch, valid only when every product is exact in binary32.
+
+    a32 (G, M, K), b32 (G, K, N), acc32 (G, M, N) float32 (in place).  The caller
+    checks the exactness condition (all nonzero products within [2**-126, 2**127));
+    then ``fl(fl(a*b) + c) == fma(a, b, c)``.  Four K positions are applied to an
+    element per load and store, in K order, so every element sees the same sequence of
+    roundings as a one-at-a-time loop; four rows share each load of B.  Blocks of four
+    rows of every GEMM are independent tasks: run in parallel when ``n_threads`` > 1,
+    serially (no parallel region) otherwise.
+    """
+    G, M = a32.shape[0], a32.shape[1]
+    nq = (M + 3) // 4
+    if n_threads <= 1:
+        for t in range(G * nq):
+            g = t // nq
+            _fma_block(a32[g], b32[g], acc32[g], 4 * (t % nq))
+    else:
+        _fma_gemm_f32(a32, b32, acc32, nq)
+
+
+@njit(cache=True, parallel=True)
+def _fma_gemm_f32(a32, b32, acc32, nq):
+    """:func:`fma_gemm_f32`'s tasks in parallel."""
+    for t in prange(a32.shape[0] * nq):
+        g = t // nq
+        _fma_block(a32[g], b32[g], acc32[g], 4 * (t % nq))
 
 
 # ---------------------------------------------------------------------------- issue 13: the general step

@@ -243,12 +243,18 @@ def _accumulate(a, b, acc, rule: StepRule, fmt: Format, acc_fmt: Format) -> np.n
             nz_a, nz_b = np.abs(a32[a32 != 0]).astype(np.float64), np.abs(b32[b32 != 0]).astype(np.float64)
             exact = nz_a.size == 0 or nz_b.size == 0 or (
                 nz_a.min() * nz_b.min() >= 2.0 ** -126 and nz_a.max() * nz_b.max() < 2.0 ** 127)
+        batch = acc.ndim == 3
         if acc_fmt.name == "fp32" and exact and sp.out.rne and sp.out.man == 23:
             acc32 = np.ascontiguousarray(acc, np.float32)
-            K.fma_gemm_f32(np.ascontiguousarray(a32), np.ascontiguousarray(b32), acc32)
+            a3, b3, c3 = (x if batch else x[None] for x in (a32, b32, acc32))
+            K.fma_gemm_f32(np.ascontiguousarray(a3), np.ascontiguousarray(b3), c3, _threads(a3.shape, b3.shape))
             return acc32
         acc = np.ascontiguousarray(acc, np.float64)
-        K.fma_gemm(np.ascontiguousarray(a32, np.float64), np.ascontiguousarray(b32, np.float64), acc, sp.out)
+        a64, b64 = np.ascontiguousarray(a32, np.float64), np.ascontiguousarray(b32, np.float64)
+        for g in range(acc.shape[0] if batch else 0):
+            K.fma_gemm(a64[g], b64[g], acc[g], sp.out)
+        if not batch:
+            K.fma_gemm(a64, b64, acc, sp.out)
         return acc
     acc = np.ascontiguousarray(acc, np.float64)
     # binary32 holds every product and every scaled product exactly: twice the lanes
@@ -258,11 +264,16 @@ def _accumulate(a, b, acc, rule: StepRule, fmt: Format, acc_fmt: Format) -> np.n
     ops = fused_layout(av, ae, bv, be, fmt, rule)
     if acc.ndim == 2:  # the kernel takes a batch: one GEMM is a batch of one
         ops = K.FusedOperands(*(x[None] for x in ops[:6]), *ops[6:])
-    G, M, Kl = ops.a_val.shape
-    # a GEMM too small to pay for waking the threads runs serially
-    threads = numba.get_num_threads() if G * M * Kl * acc.shape[-1] >= _PARALLEL_MACS else 1
-    K.fused_gemm(ops, sp, acc.reshape((G,) + acc.shape[-2:]), threads)
+    G = ops.a_val.shape[0]
+    K.fused_gemm(ops, sp, acc.reshape((G,) + acc.shape[-2:]), _threads(ops.a_val.shape, ops.b_val.shape))
     return acc
+
+
+def _threads(a_shape, b_shape) -> int:
+    """Threads for a batch of GEMMs (G, M, K) @ (G, K, N): one (serial) when it is too
+    small to pay for waking the others."""
+    G, M, Kd = a_shape
+    return numba.get_num_threads() if G * M * Kd * b_shape[-1] >= _PARALLEL_MACS else 1
 
 
 def _general_operand(x: np.ndarray, fmt: Format, rule: StepRule):
@@ -614,7 +625,7 @@ def _batched_matmul(prof: DatapathProfile, a, b, c, **kw) -> np.ndarray:
     fa, fb, rule, acc_fmt, c0, (M, Kd, N), n_parts = _gemm_args(prof, a[0], b[0], None if c is None else c[0],
                                                                 kw["input_format"], kw["variant"], kw["precision"])
     one_call = (kw["split_k"] == 1 and kw["scale_a"] is None and kw["scale_b"] is None and kw["precision"] is None
-                and rule.frac_bits is not None and not _needs_general(rule, fa, fb, None)
+                and not _needs_general(rule, fa, fb, None)
                 and rule.tree != "pairwise")
     if not one_call:
         sa, sb = kw.pop("scale_a"), kw.pop("scale_b")
