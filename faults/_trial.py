@@ -136,6 +136,8 @@ class _FormatRun:
         self.chunks, self.cs = None, campaign.chunk
         if campaign.chunk is not None and campaign.chunk < self.B:
             self.chunks = self._make_chunks(campaign.chunk, wl)
+            if self.chunks is not None:
+                self.golden.drop_intermediates()  # faults recompute on the chunks' traces
 
     def _make_chunks(self, cs, wl):
         """Golden runs on images [k*cs, (k+1)*cs), or None when their GEMMs are not

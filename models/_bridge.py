@@ -367,6 +367,13 @@ class GoldenTrace:
         self.operands(gemm)
         return self._gemm_cache[self.gemms[gemm].key][4]
 
+    def drop_intermediates(self) -> None:
+        """Free every equation's stored outputs (GEMM operands and results, the sites and
+        the outputs stay): for a caller that recomputes faults elsewhere (e.g. on traces
+        of sub-batches) and needs this trace only for :meth:`operands`.  :meth:`inject`
+        then raises ValueError."""
+        self._cache = None
+
     def inject(self, faults, *, return_stats: bool = False):
         """Re-run with faults, recomputing only what they can reach.
 
@@ -382,6 +389,8 @@ class GoldenTrace:
             ``return_stats``.
         """
         faults = _check_faults(faults)
+        if self._cache is None:
+            raise ValueError("inject needs the trace's intermediates, which drop_intermediates() freed")
         by_key: dict = {}
         for f in faults:
             if not 0 <= f.gemm < len(self.gemms):

@@ -109,7 +109,8 @@ class JaxprEvaluator:
     Args:
         golden: key -> outputs (list of arrays) of an earlier run to reuse, or None
             (evaluate every equation).
-        record: keep every evaluated equation's outputs in :attr:`cache` by key.
+        record: keep evaluated equations' outputs in :attr:`cache` by key (those a
+            faulty run may read; the others as None, see :meth:`_kept`).
         dirty: keys of GEMM executions to recompute even with unchanged inputs, their
             output counting as tainted (where faults act).
         concrete: enter ``cond``/``while``/``scan`` on concrete values (eager runs);
@@ -131,6 +132,7 @@ class JaxprEvaluator:
         self.concrete = concrete
         self.cache: dict = {}
         self.eqns = 0
+        self._kept_by_jaxpr: dict = {}
 
     def gemm(self, eqn, invals: list, key: tuple, scope: str, tainted: bool):
         """The output of one GEMM execution (override).
@@ -167,6 +169,7 @@ class JaxprEvaluator:
         for v, x, t in zip(jaxpr.invars, args, taints):
             env[v], tenv[v] = x, t
         golden = self.golden
+        keep = self._kept(jaxpr, not prefix) if self.record else None
         for i, eqn in enumerate(jaxpr.eqns):
             key = prefix + (i,)
             ins = [read(v) for v in eqn.invars]
@@ -176,17 +179,49 @@ class JaxprEvaluator:
             if golden is not None and not tainted and key in golden and key not in self._dirty_prefixes:
                 outs, outt = golden[key], [False] * len(eqn.outvars)
             else:
+                if any(x is None for x in invals):  # the analysis in _kept says this cannot happen
+                    raise RuntimeError(f"the golden run did not keep an input of {_describe(eqn)} that a faulty "
+                                       f"run needs (key {key})")
                 outs, outt = self.eval_eqn(eqn, invals, intaint, key, scope)
                 if golden is not None and key in golden:
-                    ref = golden[key]
-                    outt = [t and not _same(o, r) for o, r, t in zip(outs, ref, outt)]
+                    ref = golden[key]  # None: not kept, the taint stays (a later kept value re-checks)
+                    outt = [t and (r is None or not _same(o, r)) for o, r, t in zip(outs, ref, outt)]
                 if self.record:
-                    self.cache[key] = outs
+                    self.cache[key] = [o if k else None for o, k in zip(outs, keep[i])]
             for v, x, t in zip(eqn.outvars, outs, outt):
                 if not isinstance(v, DropVar):
                     env[v], tenv[v] = x, t
         outs = [read(v) for v in jaxpr.outvars]
         return [x for x, _ in outs], [t for _, t in outs]
+
+    def _kept(self, jaxpr: Jaxpr, top: bool) -> list:
+        """Which outputs of each equation a golden run keeps: those a faulty run may read
+        untainted.  Taint starts at GEMM outputs (faults act there) and flows to what
+        reads them; a faulty run recomputes an equation only when an input is tainted,
+        and then reads its other inputs from the golden run.  So an input is kept when
+        it is not the equation's only taintable input; every input of a GEMM or of an
+        equation holding a jaxpr is kept (they may rerun on unchanged inputs), and so is
+        every output of the jaxpr.  ``top``: the function's own jaxpr, whose inputs are
+        never tainted (a nested jaxpr's may be).  A dropped value costs the recomputation
+        one masking check (the next kept value does it)."""
+        hit = self._kept_by_jaxpr.get(id(jaxpr))
+        if hit is not None and hit[0] is jaxpr:
+            return hit[1]
+        taintable = set() if top else {v for v in jaxpr.invars}
+        needed = {v for v in jaxpr.outvars if not isinstance(v, Literal)}
+        for eqn in jaxpr.eqns:
+            ins = [v for v in eqn.invars if not isinstance(v, Literal)]
+            gemm_like = is_gemm(eqn) or eqn.primitive.name in OTHER_GEMM_PRIMITIVES or list(_sub_jaxprs(eqn.params))
+            t_ins = [v for v in ins if v in taintable]
+            if gemm_like or len(t_ins) >= 2:
+                needed.update(ins)
+            else:
+                needed.update(v for v in ins if v not in taintable)
+            if gemm_like or t_ins:
+                taintable.update(eqn.outvars)
+        keep = [[v in needed for v in eqn.outvars] for eqn in jaxpr.eqns]
+        self._kept_by_jaxpr[id(jaxpr)] = (jaxpr, keep)
+        return keep
 
     def eval_eqn(self, eqn, invals, intaint, key, scope):
         """(outputs, taints) of one equation."""

@@ -1,6 +1,7 @@
 """Rounded weights are cached across calls of an accelerated function."""
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from models import Accelerator, OutputBitFlip, accelerated
 
@@ -56,3 +57,40 @@ def test_numpy_weights_are_not_cached():
     p["w2"][:] = 0.0  # mutated in place: must be seen
     b = np.asarray(af(p, x))
     assert not b.any() and a.any()
+
+
+def _g(p, x):
+    h = x @ p["w1"]
+    h = jnp.tanh(jnp.exp(-jnp.abs(h)))          # one-input chain: its middle values are not kept
+    return (h * p["s"] + 1.0) @ p["w2"]           # h is read with s: kept
+
+
+def test_golden_trace_drops_values_only_one_input_equations_read_and_injects_the_same():
+    p = dict(_params(), s=jnp.asarray(np.linspace(0.5, 2.0, 8), jnp.float32))
+    x = np.random.default_rng(3).standard_normal((6, 16)).astype(np.float32)
+    acc = Accelerator("hopper", "fp16")
+    af = accelerated(_g, acc)
+    tr = af.trace(p, x)
+    kept = [o is not None for outs in tr._cache.values() for o in outs]
+    assert not all(kept) and sum(kept) >= 3  # something dropped, the read-twice values kept
+    for gemm in range(2):
+        for idx in [(0, 0), (5, 3), (2, 7 if gemm == 0 else 3)]:
+            for bit in (3, 22, 30, 31):
+                f = OutputBitFlip(gemm, idx[0], idx[1], bit)
+                got, stats = tr.inject(f, return_stats=True)
+                want = accelerated(_g, acc, faults=(f,))(p, x)
+                assert np.array_equal(np.asarray(got).view(np.uint32), np.asarray(want).view(np.uint32))
+                assert stats.masked == np.array_equal(np.asarray(want).view(np.uint32),
+                                                      np.asarray(tr.outputs).view(np.uint32))
+
+
+def test_a_trace_without_intermediates_keeps_operands_and_refuses_inject():
+    p = _params()
+    x = np.random.default_rng(1).standard_normal((5, 16)).astype(np.float32)
+    tr = accelerated(_f, Accelerator("hopper", "fp16")).trace(p, x)
+    a, b, d = tr.operands(1)
+    tr.drop_intermediates()
+    a2, b2, d2 = tr.operands(1)
+    assert a2 is a and d2 is d
+    with pytest.raises(ValueError, match="drop_intermediates"):
+        tr.inject(OutputBitFlip(0, 0, 0, 3))
