@@ -25,8 +25,7 @@ from models import Workload
 
 from ._spec import ModelCampaign, WorkloadRef
 from ._store import CampaignMismatchError, ResultStore
-from ._trial import _Runner
-from ._worker import run_trials, site_space
+from ._worker import make_runner, run_trials, site_space
 
 __all__ = ["run_model_campaign", "resume_model_campaign", "CampaignRun", "EXECUTORS"]
 
@@ -266,7 +265,7 @@ def _execute(store, executor, workers, scheduler, batch_size, progress, max_tria
         if not batches:
             ts = None  # nothing left to run: the campaign is complete
         elif executor == "serial":
-            runner = _Runner(campaign, wl)
+            runner = make_runner(campaign, wl)
             ts = time.perf_counter()
             for b in batches:
                 store_rows(runner.run_many(b))
