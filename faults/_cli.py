@@ -404,7 +404,8 @@ def cmd_campaign(args, out) -> int:
         db = args.db
         res = resume_model_campaign(db, **kw)
     rate = res.ran / res.seconds if res.seconds > 0 else 0.0
-    print(f"{res.ran} trials run in {res.seconds:.1f} s ({rate:.0f}/s, {res.executor}); "
+    speed = f"{rate:.0f}" if rate >= 10 or not rate else f"{rate:.2g}"  # chips run at a few per second
+    print(f"{res.ran} trials run in {res.seconds:.1f} s ({speed}/s, {res.executor}); "
           f"{res.done}/{res.total} stored in {res.path}", file=out)
     if not args.no_report:
         _report(db, out, plots=not args.no_plots, check=False)  # the run checked the workload already

@@ -309,12 +309,16 @@ class ChipReport:
         series: dict = {}
         for r in rows:
             series.setdefault((r.key[0], r.key[2]), []).append(r)
-        for (fmt, reg), rs in series.items():
-            x = np.array([r.key[1] for r in rs]) * 100
+        rates = sorted({r.key[1] for r in rows})
+        pos = {v: i for i, v in enumerate(rates)}  # rates side by side (they may span decades)
+        for k, ((fmt, reg), rs) in enumerate(series.items()):
+            x = np.array([pos[r.key[1]] for r in rs]) + 0.6 * (k + 0.5) / len(series) - 0.3
             d = np.array([r.accuracy if use_acc else r.critical for r in rs]) * 100
             ax.errorbar(x, d[:, 0], yerr=[d[:, 0] - d[:, 1], d[:, 2] - d[:, 0]], marker="o", ms=4, capsize=3,
-                        label=f"{fmt} {reg}")
-        ax.set_xlabel("faulty PEs (%)")
+                        ls="none" if len(rates) == 1 else "-", label=f"{fmt} {reg}")
+        ax.set_xticks(range(len(rates)), [f"{100 * v:g} %" for v in rates])
+        ax.set_xlim(-0.5, len(rates) - 0.5)
+        ax.set_xlabel("faulty PEs")
         ax.set_ylabel("accuracy (%)" if use_acc else "critical examples (%)")
         ax.set_title("chips: median and 5-95 % range")
         ax.legend(fontsize=7)

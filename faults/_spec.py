@@ -3,6 +3,7 @@
 This module owns :class:`ModelCampaign`, a frozen, validated description of a campaign
 (which model on how many evaluation images, which PE array — its profile is the
 accelerator's datapath —, which input formats, register-level or value-level faults,
+transient ones or permanent ones (one faulty chip per trial: :mod:`faults._chip_trial`),
 how many trials, the seed), its canonical JSON (what a results database stores and
 checks) and :func:`make_array`.  Everything about trial ``i`` — its fault and its
 result — is a pure function of ``(campaign, i)``: :mod:`faults._sites` maps ``i`` to a
@@ -273,7 +274,9 @@ class ModelCampaign:
         if self.fault_model == "transient":
             for name, default in _LATER_FIELDS.items():
                 v = getattr(self, name)
-                if name != "fault_model" and not (v == default or (name == "stuck" and tuple(v) == default)):
+                same = v is None if default is None else (
+                    isinstance(v, (tuple, list)) and tuple(v) == default if name == "stuck" else v == default)
+                if not same:
                     raise ValueError(f"{name} must be {default!r} for fault_model 'transient' (it is a "
                                      f"permanent-fault setting), not {v!r}")
             object.__setattr__(self, "stuck", STUCK_KINDS)
