@@ -242,7 +242,9 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--no-plots", action="store_true", help="do not save the report's plots")
     rep = csub.add_parser("report", help="print a campaign's report and save its plots", formatter_class=fmt,
                           description="Print a results database's report (outcome rates per group, SDC and critical "
-                                      "rates with confidence intervals, a legend of the outcomes) and save its "
+                                      "rates with confidence intervals, a legend of the outcomes; a permanent-fault "
+                                      "campaign: the chips' accuracy and critical fraction, median and 5-95 % range, "
+                                      "per rate, register and stuck value) and save its "
                                       "plots as PNG files next to the database. The database is only read.")
     _db_args(rep)
     rep.add_argument("--method", default="wilson", choices=("wilson", "clopper-pearson"), help="interval method")

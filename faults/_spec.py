@@ -149,7 +149,8 @@ class ModelCampaign:
             of them; a shipped model's workload: the first 256 test images, at most 360).
         level: ``"register"`` or ``"value"``.
         registers: register names to sample (None: all of the array's registers).
-        kind: register fault kind, ``"flip"`` (a single-event upset) only for now.
+        kind: register fault kind, ``"flip"`` (a single-event upset) only for now
+            (a transient campaign's; a permanent one's stuck values are ``stuck``).
         margin, confidence, p: the sample-size formula's error margin, confidence
             and anticipated proportion (used when ``trials`` is None).
         trials: trials per stratum (None: :func:`faults.sample_size` of its population).
