@@ -164,6 +164,9 @@ def run_model_campaign(campaign: ModelCampaign, path, *, executor: str = "proces
                  max_trials: int | None = None) -> CampaignRun:
     """Run a campaign into the database at ``path``, creating it or continuing it.
 
+    A permanent-fault campaign (``fault_model="permanent"``) runs the same way, one
+    chip per trial (:class:`faults.ChipResult` rows).
+
     Args:
         campaign: the :class:`ModelCampaign`.
         path: the SQLite results database.  An existing one must hold this campaign

@@ -178,11 +178,16 @@ def test_chip_rows_are_guarded_like_trial_rows(done_db, tmp_path):
         conn.execute("UPDATE trials SET accuracy = 1.0 WHERE trial = 1")
     with pytest.raises(StoreCorruptError, match="row digest mismatch"):
         model_campaign_report(q)
-    with ResultStore.open(done_db) as s:
+    q2 = tmp_path / "y.db"
+    q2.write_bytes(done_db.read_bytes())
+    with ResultStore.open(q2) as s:
         assert s.columns == ChipResult._fields
+        row = s.rows()[0]
         with pytest.raises(StoreError, match="stored once"):
-            pass_row = s.rows()[0]
-            s.write([pass_row])
+            s.write([row])
+        with pytest.raises(TypeError, match="rows must be ChipResult values for this campaign, not tuple"):
+            s.write([tuple(row)])
+        assert s.count() == 8
 
 
 def test_a_version_2_transient_database_is_still_read(tmp_path):
