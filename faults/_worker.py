@@ -14,7 +14,7 @@ from ._chip_trial import ChipSpace, _ChipRunner
 from ._sites import SiteSpace
 from ._spec import ModelCampaign
 from ._store import CampaignMismatchError
-from ._trial import TrialResult, _Runner
+from ._trial import _Runner
 
 __all__ = ["run_trials", "site_space", "check_workload", "make_runner"]
 
@@ -36,7 +36,7 @@ def make_runner(campaign: ModelCampaign, workload: Workload | None = None):
     return (_ChipRunner if campaign.permanent else _Runner)(campaign, workload)
 
 
-def _runner(campaign_json: str, workload_digest: str | None = None) -> _Runner:
+def _runner(campaign_json: str, workload_digest: str | None = None):
     """This process's runner of a campaign (its canonical JSON), built on first use;
     a runner of another campaign is dropped.  The rebuilt workload's digest must be
     ``workload_digest`` (when given)."""

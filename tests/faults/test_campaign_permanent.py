@@ -16,7 +16,7 @@ import pytest
 
 import models
 from faults import (CHIP_OUTCOMES, ChipReport, ChipResult, ModelCampaign, ResultStore, StoreCorruptError, StoreError,
-                    chip_seed, model_campaign_report, resume_model_campaign, run_model_campaign, site_space)
+                    chip_seed, model_campaign_report, run_model_campaign, site_space)
 from faults._cli import main
 from protection import ProtectedArray
 from simulator import FaultMap, SystolicArray
