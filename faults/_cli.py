@@ -10,6 +10,10 @@ and ``report`` take the database positionally or with ``--db``.
 256 digits, a 16x16 systolic array, fp16, register-level faults, 385 trials for a 5 %
 margin at 95 % confidence) into ``gemmfi-campaign.db`` in the current directory and
 prints its report.
+``gemmfi campaign run --fault-model permanent --fault-rate R --trials N`` runs N chips
+(per format and rate), each a sampled fault map of stuck-at bits through which the
+whole evaluation set runs; its report is the distribution of the chips' accuracy and
+critical fraction (median, 5-95 %) per rate, register and stuck value.
 
 Every option is checked before anything is written: a bad value exits with status 2
 and one line ``gemmfi: error: X must be Y, not Z`` (argparse's usage line first for
@@ -28,7 +32,7 @@ from simulator import Fault, get_format
 from ._executor import resume_model_campaign, run_model_campaign
 from ._report import model_campaign_report
 from ._spec import ModelCampaign, make_array
-from ._report import GROUPINGS
+from ._report import CHIP_GROUPINGS, GROUPINGS
 from ._store import ResultStore, StoreError
 
 __all__ = ["main"]
@@ -95,10 +99,33 @@ def _mkn(text: str) -> tuple:
 
 def _groupings(text: str) -> tuple:
     v = _csv(text)
-    bad = [g for g in v if g not in GROUPINGS]
+    known = tuple(GROUPINGS) + tuple(g for g in CHIP_GROUPINGS if g not in GROUPINGS)
+    bad = [g for g in v if g not in known]
     if not v or bad:
-        raise argparse.ArgumentTypeError(f"must be groupings among {','.join(GROUPINGS)} (comma separated), "
+        raise argparse.ArgumentTypeError(f"must be groupings among {','.join(known)} (comma separated), "
                                          f"not {text!r}")
+    return v
+
+
+def _rates(text: str) -> tuple:
+    """Fault rates: numbers in [0, 1], comma separated."""
+    try:
+        v = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        v = ()
+    if not v or not all(0.0 <= x <= 1.0 for x in v):
+        raise argparse.ArgumentTypeError(f"must be fractions of faulty PEs in [0, 1] (comma separated) such as "
+                                         f"0.01, not {text!r}")
+    return v
+
+
+def _bit_list(text: str) -> tuple:
+    try:
+        v = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        v = ()
+    if not v or min(v) < 0:
+        raise argparse.ArgumentTypeError(f"must be bit positions >= 0 (comma separated) such as 14,15, not {text!r}")
     return v
 
 
@@ -187,6 +214,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--tile", type=_shape, default=None, metavar="RxC", help="output tile (None: the array's shape)")
     r.add_argument("--chunk", type=_NONNEG, default=8, help="images per cached golden sub-run (0: whole batch)")
     r.add_argument("--detector", default=None, metavar="MODULE:FUNCTION", help="protection check on faulty tiles")
+    r.add_argument("--fault-model", default="transient", choices=("transient", "permanent"),
+                   help="transient: one flip per trial; permanent: one faulty chip (stuck-at bits on a fraction "
+                        "--fault-rate of the PEs) per trial, running the whole evaluation set")
+    r.add_argument("--fault-rate", type=_rates, default=None, metavar="R[,R...]",
+                   help="permanent: fraction of faulty PEs per chip, in [0, 1] (several: one stratum each)")
+    r.add_argument("--stuck", type=_csv, default=None,
+                   help="permanent: stuck values, comma separated (None: stuck0,stuck1)")
+    r.add_argument("--bits", type=_bit_list, default=None,
+                   help="permanent: bit positions a fault may hit, comma separated (None: every bit)")
     res = csub.add_parser("resume", help="run the trials a campaign database is missing", formatter_class=fmt,
                           description="Run the trials a results database is missing (after a kill or --max-trials), "
                                       "then print its report and save its plots next to the database.")
@@ -206,14 +242,17 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--no-plots", action="store_true", help="do not save the report's plots")
     rep = csub.add_parser("report", help="print a campaign's report and save its plots", formatter_class=fmt,
                           description="Print a results database's report (outcome rates per group, SDC and critical "
-                                      "rates with confidence intervals, a legend of the outcomes) and save its "
+                                      "rates with confidence intervals, a legend of the outcomes; a permanent-fault "
+                                      "campaign: the chips' accuracy and critical fraction, median and 5-95 % range, "
+                                      "per rate, register and stuck value) and save its "
                                       "plots as PNG files next to the database. The database is only read.")
     _db_args(rep)
     rep.add_argument("--method", default="wilson", choices=("wilson", "clopper-pearson"), help="interval method")
     rep.add_argument("--confidence", type=_probability, default=None,
                      help="interval confidence (None: the campaign's)")
-    rep.add_argument("--by", type=_groupings, default=("format", "layer", "register"),
-                     help=f"groupings, comma separated, among {', '.join(GROUPINGS)}")
+    rep.add_argument("--by", type=_groupings, default=None,
+                     help=f"groupings, comma separated, among {', '.join(GROUPINGS)} (a permanent campaign: "
+                          f"{', '.join(CHIP_GROUPINGS)}) (None: format,layer,register; permanent: all)")
     rep.add_argument("--no-plots", action="store_true", help="do not save the plots")
     return ap
 
@@ -300,11 +339,32 @@ def cmd_tile(args, out) -> int:
 
 def _campaign_from_args(args):
     tr, tc = args.tile or (None, None)
+    perm = {}
+    if args.fault_model == "permanent":
+        if args.fault_rate is None:
+            raise ValueError("--fault-rate must be given (a fraction of faulty PEs in [0, 1]) with --fault-model "
+                             "permanent, not missing")
+        if args.trials is None:
+            raise ValueError("--trials must be given (chips per rate and format) with --fault-model permanent, "
+                             "not missing")
+        if args.level != "register":
+            raise ValueError(f"--level must be register with --fault-model permanent, not {args.level}")
+        rate = args.fault_rate[0] if len(args.fault_rate) == 1 else args.fault_rate
+        perm = dict(fault_model="permanent", fault_rate=rate, bits=args.bits, chunk=None)
+        if args.stuck is not None:
+            perm["stuck"] = args.stuck
+    else:
+        for opt, v in (("--fault-rate", args.fault_rate), ("--stuck", args.stuck), ("--bits", args.bits)):
+            if v is not None:
+                raise ValueError(f"{opt} must not be given with --fault-model transient (it sets permanent "
+                                 f"faults), not {','.join(map(str, v))}")
+    kw = dict(chunk=args.chunk or None)
+    kw.update(perm)
     return ModelCampaign(model=args.model, array=_make_array(args), formats=args.formats,
                          accumulator=args.accumulator, batch=args.batch, level=args.level,
                          registers=args.registers, margin=args.margin, confidence=args.confidence, p=args.p,
                          trials=args.trials, stratify=args.stratify, seed=args.seed, tile_rows=tr, tile_cols=tc,
-                         chunk=args.chunk or None, detector=args.detector)
+                         detector=args.detector, **kw)
 
 
 def _stored_workload(db):
@@ -322,10 +382,11 @@ def _stored_workload(db):
         return None
 
 
-def _report(db, out, by=("format", "layer", "register"), method="wilson", confidence=None, plots=True,
-            check=True):
+def _report(db, out, by=None, method="wilson", confidence=None, plots=True, check=True):
     wl = _stored_workload(db) if check else None
     rep = model_campaign_report(db, confidence=confidence, method=method, workload=wl)
+    if by is None and not rep.campaign.permanent:
+        by = ("format", "layer", "register")
     print(rep.text(by), file=out)
     if plots and rep.done:
         for p in rep.plot():
@@ -345,7 +406,8 @@ def cmd_campaign(args, out) -> int:
         db = args.db
         res = resume_model_campaign(db, **kw)
     rate = res.ran / res.seconds if res.seconds > 0 else 0.0
-    print(f"{res.ran} trials run in {res.seconds:.1f} s ({rate:.0f}/s, {res.executor}); "
+    speed = f"{rate:.0f}" if rate >= 10 or not rate else f"{rate:.2g}"  # chips run at a few per second
+    print(f"{res.ran} trials run in {res.seconds:.1f} s ({speed}/s, {res.executor}); "
           f"{res.done}/{res.total} stored in {res.path}", file=out)
     if not args.no_report:
         _report(db, out, plots=not args.no_plots, check=False)  # the run checked the workload already

@@ -25,8 +25,7 @@ from models import Workload
 
 from ._spec import ModelCampaign, WorkloadRef
 from ._store import CampaignMismatchError, ResultStore
-from ._trial import _Runner
-from ._worker import run_trials, site_space
+from ._worker import make_runner, run_trials, site_space
 
 __all__ = ["run_model_campaign", "resume_model_campaign", "CampaignRun", "EXECUTORS"]
 
@@ -165,6 +164,9 @@ def run_model_campaign(campaign: ModelCampaign, path, *, executor: str = "proces
                  max_trials: int | None = None) -> CampaignRun:
     """Run a campaign into the database at ``path``, creating it or continuing it.
 
+    A permanent-fault campaign (``fault_model="permanent"``) runs the same way, one
+    chip per trial (:class:`faults.ChipResult` rows).
+
     Args:
         campaign: the :class:`ModelCampaign`.
         path: the SQLite results database.  An existing one must hold this campaign
@@ -266,7 +268,7 @@ def _execute(store, executor, workers, scheduler, batch_size, progress, max_tria
         if not batches:
             ts = None  # nothing left to run: the campaign is complete
         elif executor == "serial":
-            runner = _Runner(campaign, wl)
+            runner = make_runner(campaign, wl)
             ts = time.perf_counter()
             for b in batches:
                 store_rows(runner.run_many(b))

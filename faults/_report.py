@@ -4,6 +4,11 @@ Each trial weighs ``population / trials`` of its stratum, so groups that span st
 (a format's rate under layer stratification) are population-weighted estimates; a
 rate's interval uses the effective sample size ``(sum w)^2 / sum w^2`` (Kish), which
 is the plain count when the weights are equal.
+
+A permanent-fault campaign (one chip per trial) is summarised as a distribution over
+chips instead (:class:`ChipReport`): per format and rate, register and stuck value,
+the median and the 5-95 % range (linear-interpolated percentiles) of the chips'
+accuracy and of their fraction of critical examples.
 """
 from __future__ import annotations
 
@@ -15,11 +20,13 @@ import numpy as np
 
 from models import Workload
 
+from ._chip_trial import CHIP_OUTCOMES
 from ._trial import TRIAL_OUTCOMES
 from ._stats import CI_METHODS, proportion_interval
 from ._store import ResultStore
 
-__all__ = ["CampaignReport", "ReportRow", "model_campaign_report", "GROUPINGS", "OUTCOME_LEGEND"]
+__all__ = ["CampaignReport", "ReportRow", "model_campaign_report", "GROUPINGS", "OUTCOME_LEGEND", "ChipReport",
+           "ChipRow", "CHIP_GROUPINGS"]
 
 #: What each outcome of :data:`faults.TRIAL_OUTCOMES` and each summary column of a
 #: report means; :meth:`CampaignReport.text` prints it under the tables.
@@ -169,15 +176,176 @@ class CampaignReport:
         return out
 
 
-def _check_groupings(groupings) -> tuple:
+def _check_groupings(groupings, allowed=GROUPINGS, what="") -> tuple:
     if isinstance(groupings, str):
         groupings = (groupings,)
     if not isinstance(groupings, (tuple, list)) or not groupings:
         raise TypeError(f"groupings must be a non-empty tuple of str, not {groupings!r}")
-    bad = [g for g in groupings if g not in GROUPINGS]
+    bad = [g for g in groupings if g not in allowed]
     if bad:
-        raise ValueError(f"groupings must be among {tuple(GROUPINGS)}, not {bad}")
+        raise ValueError(f"groupings must be among {tuple(allowed)}{what}, not {bad}")
     return tuple(groupings)
+
+
+#: Groupings of a permanent campaign's chips: name -> the :class:`faults.ChipResult`
+#: fields that form a group's key.
+CHIP_GROUPINGS = MappingProxyType({"rate": ("format", "rate"), "register": ("format", "rate", "register"),
+                                   "stuck": ("format", "rate", "register", "stuck")})
+
+#: What a chip report's columns mean (printed under its tables).
+CHIP_LEGEND = MappingProxyType({
+    "chips": "chips (fault maps) in the group; each ran the whole evaluation set",
+    "faulty PEs": "median faulty PEs per chip (round(rate * rows * cols))",
+    "accuracy": "the chips' accuracy against the labels: median [5th, 95th percentile] over chips",
+    "critical": "the chips' fraction of critical examples (the workload's outcome rule against the fault-free "
+                "output): median [5th, 95th percentile]",
+    "masked/SDC/NaN": "chips whose output is bitwise fault-free / differs (finite) / holds a NaN or infinity",
+})
+
+
+def _dist(v) -> tuple:
+    """(median, 5th, 95th percentile) of the finite values (None when there are none)."""
+    v = np.asarray([x for x in v if x is not None], np.float64)
+    if not len(v):
+        return None
+    lo, med, hi = np.percentile(v, [5, 50, 95])
+    return float(med), float(lo), float(hi)
+
+
+@dataclass(frozen=True)
+class ChipRow:
+    """One group of chips of a permanent campaign.
+
+    Attributes:
+        key: the group's values of the grouping's columns; n: chips;
+        faulty_pes: median faulty PEs per chip; accuracy: (median, 5th, 95th
+        percentile) of the chips' accuracy, or None (no labels); critical: the same
+        of their fraction of critical examples; outcomes: outcome
+        (:data:`faults.CHIP_OUTCOMES`) -> chips.
+    """
+
+    key: tuple
+    n: int
+    faulty_pes: float
+    accuracy: tuple | None
+    critical: tuple
+    outcomes: dict
+
+
+def _pct3(d) -> str:
+    if d is None:
+        return "n/a"
+    med, lo, hi = d
+    return f"{100 * med:6.2f}% [{100 * lo:6.2f},{100 * hi:6.2f}]"
+
+
+@dataclass(frozen=True)
+class ChipReport:
+    """A permanent campaign's chips summarised by :data:`CHIP_GROUPINGS`.
+
+    Attributes:
+        path, campaign, total, done (chips planned and stored), workload (as
+        :class:`CampaignReport`); fault_free: format -> the fault-free accelerator's
+        accuracy (None: no labels, or no chip stored yet); tables: grouping name ->
+        tuple of :class:`ChipRow`.
+    """
+
+    path: Path
+    campaign: object
+    total: int
+    done: int
+    fault_free: dict
+    tables: dict
+    workload: dict | None = None
+
+    def text(self, groupings=None) -> str:
+        """A plain-text table per grouping (None: all of :data:`CHIP_GROUPINGS`)."""
+        c = self.campaign
+        wl = self.workload or {}
+        batch = wl.get("batch", c.batch)
+        what = f"{c.model_name} on {batch} images" if not wl else (
+            f"{wl.get('name')} ({c.model_name}, digest {wl.get('digest')}, outcome {wl.get('outcome')}) "
+            f"on {batch} examples")
+        arr = c.array
+        rates = ",".join(f"{r:g}" for r in c.fault_rates)
+        bits = "all bits" if c.bits is None else "bits " + ",".join(map(str, c.bits))
+        lines = [f"campaign {c.digest}: {what}, {type(arr).__name__} {arr.rows}x{arr.cols} {arr.profile} "
+                 f"{getattr(arr, 'dataflow', 'ws')}, permanent faults (stuck-at, {bits}) at rates {rates}, formats "
+                 f"{','.join(c.formats)}; {self.done}/{self.total} chips"]
+        ff = ", ".join(f"{f} {'n/a' if v is None else f'{100 * v:.2f}%'}" for f, v in self.fault_free.items())
+        lines.append(f"fault-free accuracy: {ff or 'n/a (no chip stored)'}")
+        groupings = CHIP_GROUPINGS if groupings is None else _check_groupings(
+            groupings, CHIP_GROUPINGS, " for a permanent-fault campaign")
+        for g in groupings:
+            lines.append("")
+            lines.append(f"{'/'.join(CHIP_GROUPINGS[g]):<30} {'chips':>6} {'faulty PEs':>10}  "
+                         f"{'accuracy: median [5%, 95%]':>28}  {'critical: median [5%, 95%]':>28}  "
+                         f"{'masked/SDC/NaN':>14}")
+            for r in self.tables[g]:
+                key = "/".join(f"{k:g}" if isinstance(k, float) else str(k) for k in r.key)
+                o = r.outcomes
+                counts = f"{o['masked']}/{o['benign_sdc'] + o['critical_sdc']}/{o['nan_inf']}"
+                lines.append(f"{key[:30]:<30} {r.n:>6} {r.faulty_pes:>10g}  {_pct3(r.accuracy):>28}  "
+                             f"{_pct3(r.critical):>28}  {counts:>14}")
+        lines.append("")
+        lines.append("columns (the distribution over chips):")
+        lines.extend(f"  {k:<15} {v}" for k, v in CHIP_LEGEND.items())
+        return "\n".join(lines)
+
+    def plot(self, directory=None) -> list:
+        """Accuracy (or, without labels, critical fraction) per rate and register:
+        median with the 5-95 % range as error bars, saved as ``DB_chips.png`` next to
+        the database (or in ``directory``); returns the paths."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = self.tables["register"]
+        if not rows:
+            return []
+        use_acc = all(r.accuracy is not None for r in rows)
+        fig, ax = plt.subplots(figsize=(7, 4))
+        series: dict = {}
+        for r in rows:
+            series.setdefault((r.key[0], r.key[2]), []).append(r)
+        rates = sorted({r.key[1] for r in rows})
+        pos = {v: i for i, v in enumerate(rates)}  # rates side by side (they may span decades)
+        for k, ((fmt, reg), rs) in enumerate(series.items()):
+            x = np.array([pos[r.key[1]] for r in rs]) + 0.6 * (k + 0.5) / len(series) - 0.3
+            d = np.array([r.accuracy if use_acc else r.critical for r in rs]) * 100
+            ax.errorbar(x, d[:, 0], yerr=[d[:, 0] - d[:, 1], d[:, 2] - d[:, 0]], marker="o", ms=4, capsize=3,
+                        ls="none" if len(rates) == 1 else "-", label=f"{fmt} {reg}")
+        ax.set_xticks(range(len(rates)), [f"{100 * v:g} %" for v in rates])
+        ax.set_xlim(-0.5, len(rates) - 0.5)
+        ax.set_xlabel("faulty PEs")
+        ax.set_ylabel("accuracy (%)" if use_acc else "critical examples (%)")
+        ax.set_title("chips: median and 5-95 % range")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        p = (Path(directory) if directory else self.path.parent) / f"{self.path.stem}_chips.png"
+        fig.savefig(p, dpi=100)
+        plt.close(fig)
+        return [p]
+
+
+def _chip_report(path, rows, campaign, total, wmeta) -> ChipReport:
+    fault_free = {}
+    for r in rows:
+        fault_free.setdefault(r.format, r.fault_free_accuracy)
+    tables = {}
+    for g, cols in CHIP_GROUPINGS.items():
+        groups: dict = {}
+        for r in rows:
+            groups.setdefault(tuple(getattr(r, c) for c in cols), []).append(r)
+        out = []
+        for key in sorted(groups):
+            rs = groups[key]
+            outcomes = {o: sum(r.outcome == o for r in rs) for o in CHIP_OUTCOMES}
+            out.append(ChipRow(key, len(rs), float(np.median([r.faulty_pes for r in rs])),
+                               _dist([r.accuracy for r in rs]), _dist([r.critical_frac for r in rs]), outcomes))
+        tables[g] = tuple(out)
+    return ChipReport(Path(path), campaign, total, len(rows), fault_free, tables, wmeta)
 
 
 def _ci(v, ci):
@@ -185,8 +353,10 @@ def _ci(v, ci):
 
 
 def model_campaign_report(path, confidence: float | None = None, method: str = "wilson",
-                          workload=None) -> CampaignReport:
-    """Summarise a results database (no workload needed: the trials hold everything).
+                          workload=None) -> CampaignReport | ChipReport:
+    """Summarise a results database (no workload needed: the trials hold everything):
+    a :class:`CampaignReport`, or a :class:`ChipReport` for a permanent campaign
+    (``confidence`` and ``method`` are then not used: it reports percentiles).
 
     Args:
         path: the database.
@@ -211,6 +381,8 @@ def model_campaign_report(path, confidence: float | None = None, method: str = "
         rows = store.rows()
         strata = store.strata()
         campaign, total, wmeta = store.campaign, store.total, store.workload
+    if campaign.permanent:
+        return _chip_report(path, rows, campaign, total, wmeta)
     confidence = campaign.confidence if confidence is None else confidence
     done_per = {}
     for r in rows:

@@ -3,6 +3,7 @@
 This module owns :class:`ModelCampaign`, a frozen, validated description of a campaign
 (which model on how many evaluation images, which PE array — its profile is the
 accelerator's datapath —, which input formats, register-level or value-level faults,
+transient ones or permanent ones (one faulty chip per trial: :mod:`faults._chip_trial`),
 how many trials, the seed), its canonical JSON (what a results database stores and
 checks) and :func:`make_array`.  Everything about trial ``i`` — its fault and its
 result — is a pure function of ``(campaign, i)``: :mod:`faults._sites` maps ``i`` to a
@@ -20,14 +21,21 @@ import numpy as np
 from models import (ACCUMULATORS, INPUT_FORMATS, MODELS, SHIPPED_BATCH, WORKLOADS, Accelerator, Workload, get_workload,
                     load_workload)
 from protection import SCHEMES, ProtectedArray
-from simulator import SystolicArray, TensorCoreArray, get_profile
+from simulator import STUCK_KINDS, SystolicArray, TensorCoreArray, get_profile
 
-__all__ = ["ModelCampaign", "LEVELS", "STRATIFY", "make_array", "WorkloadRef"]
+__all__ = ["ModelCampaign", "LEVELS", "STRATIFY", "FAULT_MODELS", "make_array", "WorkloadRef"]
 
 #: Fault levels: register-level (cycle-level array) or value-level (one bit of one GEMM output).
 LEVELS = ("register", "value")
 #: Stratification of the trials: one stratum per input format, or per format and GEMM.
 STRATIFY = ("format", "layer")
+#: Fault models: one transient flip per trial, or one faulty chip (a sampled
+#: :class:`simulator.FaultMap` of stuck-at bits) per trial.
+FAULT_MODELS = ("transient", "permanent")
+#: Fields added after the first stored campaigns: left out of the canonical JSON while
+#: they hold their default, so every campaign expressible before keeps its JSON and digest
+#: (and the databases that store it stay readable).
+_LATER_FIELDS = {"fault_model": "transient", "fault_rate": None, "stuck": STUCK_KINDS, "bits": None}
 
 
 def _default_array() -> SystolicArray:
@@ -141,7 +149,8 @@ class ModelCampaign:
             of them; a shipped model's workload: the first 256 test images, at most 360).
         level: ``"register"`` or ``"value"``.
         registers: register names to sample (None: all of the array's registers).
-        kind: register fault kind, ``"flip"`` (a single-event upset) only for now.
+        kind: register fault kind, ``"flip"`` (a single-event upset) only for now
+            (a transient campaign's; a permanent one's stuck values are ``stuck``).
         margin, confidence, p: the sample-size formula's error margin, confidence
             and anticipated proportion (used when ``trials`` is None).
         trials: trials per stratum (None: :func:`faults.sample_size` of its population).
@@ -152,6 +161,26 @@ class ModelCampaign:
             (None: recompute the whole batch).  Does not change any result.
         detector: ``"module:function"`` of a protection check called as
             ``fn(TileCheck) -> bool`` on every faulty tile, or None.
+        fault_model: ``"transient"`` (the default: one fault per trial, the fields
+            above) or ``"permanent"``: each trial is one chip, a
+            :class:`simulator.FaultMap` drawn by :meth:`simulator.FaultMap.sample`
+            with ``rate=fault_rate``, through which the whole evaluation set runs
+            (every GEMM, every tile, every fold; :func:`models.run_on_chip`).  A chip
+            of stratum (format, rate) has ``round(rate * rows * cols)`` faulty PEs,
+            one stuck-at fault each; its register and stuck value are the same on all
+            of its faulty PEs and cycle through ``registers x stuck`` in order over
+            the stratum's chips (a balanced design: the report groups chips by them);
+            drawn uniformly, from a seed derived from ``(seed, trial)``: the set of
+            faulty PEs (without replacement) and each one's bit (over ``bits`` that
+            fit the register, else all of its bits).  Fixed: one bit per fault,
+            held from cycle 0 for the whole run.  Permanent campaigns need
+            ``trials`` (chips per stratum), ``level="register"``,
+            ``stratify="format"``, an unprotected array, no tile size and no
+            detector; ``chunk`` is not used (set to None).
+        fault_rate: permanent: the fraction of faulty PEs, a float in [0, 1] or a
+            tuple of them (one stratum per format and rate); transient: None.
+        stuck: permanent: the stuck values drawn (``"stuck0"``, ``"stuck1"``).
+        bits: permanent: the bit positions drawn (None: every bit of the register).
     """
 
     model: object = "cnn"
@@ -172,6 +201,10 @@ class ModelCampaign:
     tile_cols: int | None = None
     chunk: int | None = 8
     detector: str | None = None
+    fault_model: str = "transient"
+    fault_rate: float | tuple | None = None
+    stuck: tuple = STUCK_KINDS
+    bits: tuple | None = None
 
     def __post_init__(self):
         if not isinstance(self.model, (str, Workload, WorkloadRef)):
@@ -232,6 +265,79 @@ class ModelCampaign:
         _int("chunk", self.chunk, 1, none=True)
         if self.detector is not None and (not isinstance(self.detector, str) or ":" not in self.detector):
             raise ValueError(f"detector must be 'module:function' or None, not {self.detector!r}")
+        self._check_fault_model()
+
+    def _check_fault_model(self) -> None:
+        """The permanent-fault fields: defaults for a transient campaign, a chip's
+        sampling (and only what a chip uses) for a permanent one."""
+        if not isinstance(self.fault_model, str) or self.fault_model not in FAULT_MODELS:
+            raise ValueError(f"fault_model must be one of {FAULT_MODELS}, not {self.fault_model!r}")
+        if self.fault_model == "transient":
+            for name, default in _LATER_FIELDS.items():
+                v = getattr(self, name)
+                same = v is None if default is None else (
+                    isinstance(v, (tuple, list)) and tuple(v) == default if name == "stuck" else v == default)
+                if not same:
+                    raise ValueError(f"{name} must be {default!r} for fault_model 'transient' (it is a "
+                                     f"permanent-fault setting), not {v!r}")
+            object.__setattr__(self, "stuck", STUCK_KINDS)
+            return
+        rates = self.fault_rate if isinstance(self.fault_rate, (tuple, list)) else (self.fault_rate,)
+        if not rates:
+            raise ValueError("fault_rate must hold at least one rate for fault_model 'permanent', not none")
+        for r in rates:
+            if not isinstance(r, (int, float, np.integer, np.floating)) or isinstance(r, (bool, np.bool_)):
+                raise TypeError(f"fault_rate must be a float in [0, 1] (or a tuple of them) for fault_model "
+                                f"'permanent', not {type(r).__name__}")
+            if not 0.0 <= float(r) <= 1.0:  # NaN fails too
+                raise ValueError(f"fault_rate must be in [0, 1], not {r}")
+        rates = tuple(float(r) for r in rates)
+        if len(set(rates)) != len(rates):
+            raise ValueError(f"fault_rate must hold distinct rates, not {rates}")
+        object.__setattr__(self, "fault_rate", rates if isinstance(self.fault_rate, (tuple, list)) else rates[0])
+        if isinstance(self.array, ProtectedArray):
+            raise ValueError("array must be a SystolicArray or TensorCoreArray for fault_model 'permanent' "
+                             "(mitigations of permanent faults are not campaigned), not a ProtectedArray")
+        for name, want in (("level", "register"), ("stratify", "format"), ("tile_rows", None), ("tile_cols", None),
+                           ("detector", None)):
+            if getattr(self, name) != want:
+                raise ValueError(f"{name} must be {want!r} for fault_model 'permanent', not {getattr(self, name)!r}")
+        if self.trials is None:
+            raise ValueError("trials must be an int >= 1 (chips per stratum) for fault_model 'permanent', not None")
+        object.__setattr__(self, "chunk", None)  # not used by a chip: one canonical campaign (and digest)
+        st = (self.stuck,) if isinstance(self.stuck, str) else self.stuck
+        if not isinstance(st, (tuple, list)) or not st or not all(isinstance(k, str) for k in st):
+            raise TypeError(f"stuck must be a non-empty tuple of str, not {self.stuck!r}")
+        bad = [k for k in st if k not in STUCK_KINDS]
+        if bad or len(set(st)) != len(st):
+            raise ValueError(f"stuck must be distinct values among {STUCK_KINDS}, not {tuple(st)!r}")
+        object.__setattr__(self, "stuck", tuple(st))
+        if self.bits is not None:
+            bits = (self.bits,) if isinstance(self.bits, (int, np.integer)) else self.bits
+            if (not isinstance(bits, (tuple, list)) or not bits
+                    or not all(isinstance(b, (int, np.integer)) and not isinstance(b, bool) for b in bits)):
+                raise TypeError(f"bits must be a non-empty tuple of int or None, not {self.bits!r}")
+            if min(bits) < 0 or len(set(bits)) != len(bits):
+                raise ValueError(f"bits must be distinct ints >= 0, not {tuple(bits)!r}")
+            bits = tuple(int(b) for b in bits)
+            object.__setattr__(self, "bits", bits)
+            for f in self.formats:
+                for reg, width in self.array.registers(input_format=f, accumulator=self.accumulator):
+                    if (self.registers is None or reg in self.registers) and min(bits) >= width:
+                        raise ValueError(f"bits must include one below {width} (register {reg!r} in {f}), "
+                                         f"not only {bits}")
+
+    @property
+    def fault_rates(self) -> tuple:
+        """The permanent-fault rates as a tuple (empty for a transient campaign)."""
+        if self.fault_rate is None:
+            return ()
+        return self.fault_rate if isinstance(self.fault_rate, tuple) else (self.fault_rate,)
+
+    @property
+    def permanent(self) -> bool:
+        """Whether each trial is one chip (``fault_model == "permanent"``)."""
+        return self.fault_model == "permanent"
 
     # ---- derived ---------------------------------------------------------------------
     @property
@@ -282,6 +388,11 @@ class ModelCampaign:
             d["model"] = {"workload": self.model_name, "digest": self.model.digest}
         d["formats"] = list(self.formats)
         d["registers"] = None if self.registers is None else list(self.registers)
+        for name, default in _LATER_FIELDS.items():
+            if getattr(self, name) == default:
+                del d[name]
+            elif isinstance(d[name], tuple):
+                d[name] = list(d[name])
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
     @classmethod
@@ -302,6 +413,9 @@ class ModelCampaign:
         d["formats"] = tuple(d["formats"])
         if d.get("registers") is not None:
             d["registers"] = tuple(d["registers"])
+        for name in ("fault_rate", "stuck", "bits"):
+            if isinstance(d.get(name), list):
+                d[name] = tuple(d[name])
         return cls(**d)
 
     @property

@@ -13,9 +13,14 @@ Tables:
   transaction that stores them);
 * ``strata(stratum, format, gemms, population, trials, first)``;
 * ``trials``: one row per finished trial, its columns the fields of
-  :class:`faults.TrialResult` in order and then ``row_digest`` (the first 16 hex
-  digits of the SHA-256 of the row's canonical JSON), ``trial`` the primary key, so a
-  trial can be stored only once.
+  :class:`faults.TrialResult` in order (a permanent-fault campaign's: of
+  :class:`faults.ChipResult`, one row per chip) and then ``row_digest`` (the first 16
+  hex digits of the SHA-256 of the row's canonical JSON), ``trial`` the primary key, so
+  a trial can be stored only once.
+
+Schema versions: 2 (row and header digests) and 3 (the same, and permanent-fault
+campaigns with their chip columns) are read; 3 is written.  A transient campaign's
+database is the same in both.
 
 Every reader verifies: opening a database runs SQLite's integrity check and checks
 the header digest, the campaign's own digest, every row digest and the rows' count
@@ -37,15 +42,21 @@ import os
 import sqlite3
 from pathlib import Path
 
+from ._chip_trial import ChipResult
 from ._spec import ModelCampaign
 from ._trial import TrialResult
 
 __all__ = ["ResultStore", "StoreError", "StoreCorruptError", "CampaignMismatchError"]
 
-#: Version of the database layout this code reads and writes (2: row and header digests).
-SCHEMA_VERSION = 2
+#: Version of the database layout this code writes (2: row and header digests;
+#: 3: permanent-fault campaigns, their ``trials`` table holding chips).
+SCHEMA_VERSION = 3
+#: Versions this code reads (a version-2 database is a transient campaign's, laid out as in 3).
+READ_VERSIONS = ("2", "3")
 #: Columns of the ``trials`` table: a :class:`TrialResult`'s fields.
 TRIAL_COLUMNS = TrialResult._fields
+#: Columns of a permanent-fault campaign's ``trials`` table: a :class:`ChipResult`'s fields.
+CHIP_COLUMNS = ChipResult._fields
 
 _TYPES = {"trial": "INTEGER PRIMARY KEY", "stratum": "INTEGER NOT NULL", "format": "TEXT NOT NULL",
           "gemm": "INTEGER NOT NULL", "layer": "TEXT NOT NULL", "grp": "INTEGER NOT NULL",
@@ -53,8 +64,20 @@ _TYPES = {"trial": "INTEGER PRIMARY KEY", "stratum": "INTEGER NOT NULL", "format
           "cols": "INTEGER NOT NULL", "register": "TEXT NOT NULL", "bit": "INTEGER NOT NULL",
           "pe_row": "INTEGER NOT NULL", "pe_col": "INTEGER NOT NULL", "cycle": "INTEGER NOT NULL",
           "outcome": "TEXT NOT NULL", "effect": "TEXT NOT NULL", "tile_diff": "INTEGER NOT NULL",
-          "top1_changed": "INTEGER NOT NULL", "correct_delta": "INTEGER NOT NULL", "max_abs_err": "REAL"}
-_QCOLS = ", ".join(f'"{c}"' for c in TRIAL_COLUMNS)
+          "top1_changed": "INTEGER NOT NULL", "correct_delta": "INTEGER NOT NULL", "max_abs_err": "REAL",
+          "rate": "REAL NOT NULL", "stuck": "TEXT NOT NULL", "map_seed": "INTEGER NOT NULL",
+          "faulty_pes": "INTEGER NOT NULL", "examples": "INTEGER NOT NULL", "critical": "INTEGER NOT NULL",
+          "critical_frac": "REAL NOT NULL", "accuracy": "REAL", "fault_free_accuracy": "REAL",
+          "out_diff": "INTEGER NOT NULL"}
+
+
+def _layout(campaign: ModelCampaign):
+    """(columns, row type) of a campaign's ``trials`` table."""
+    return (CHIP_COLUMNS, ChipResult) if campaign.permanent else (TRIAL_COLUMNS, TrialResult)
+
+
+def _qcols(cols) -> str:
+    return ", ".join(f'"{c}"' for c in cols)
 
 
 class StoreError(ValueError):
@@ -80,6 +103,9 @@ class ResultStore:
 
     def __init__(self, path, conn, campaign: ModelCampaign, total: int, workload: dict | None = None):
         self.path, self._conn, self.campaign, self.total = Path(path), conn, campaign, total
+        #: The ``trials`` table's columns and the row type :meth:`rows` gives back
+        #: (:class:`TrialResult`, or :class:`ChipResult` for a permanent campaign).
+        self.columns, self.row_type = _layout(campaign)
         #: The stored workload description (dict: ref, name, digest, batch, outcome) or None.
         self.workload = workload
 
@@ -119,7 +145,7 @@ class ResultStore:
         tmp.unlink(missing_ok=True)
         conn = cls._connect(tmp)
         total = sum(s.trials for s in strata)
-        cols = ", ".join(f'"{c}" {_TYPES[c]}' for c in TRIAL_COLUMNS)
+        cols = ", ".join(f'"{c}" {_TYPES[c]}' for c in _layout(campaign)[0])
         with conn:
             conn.execute("BEGIN")
             conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
@@ -235,15 +261,21 @@ class ResultStore:
         """Store trial results (:class:`faults.TrialResult`) in one transaction, each with
         its row digest, and the stored count and digest sum updated in the same one.
         A trial stored twice raises :class:`StoreError`."""
-        rows = [tuple(_canonical(r)) for r in rows]
+        cols = self.columns
+        rows = list(rows)
+        for r in rows:
+            if not isinstance(r, self.row_type):
+                raise TypeError(f"rows must be {self.row_type.__name__} values for this campaign, "
+                                f"not {type(r).__name__}")
+        rows = [tuple(_canonical(r, cols)) for r in rows]
         if not rows:
             return
-        digests = [_row_digest(r) for r in rows]
+        digests = [_row_digest(r, cols) for r in rows]
         try:
             with self._conn:
                 self._conn.execute("BEGIN IMMEDIATE")
                 self._conn.executemany(
-                    f"INSERT INTO trials ({_QCOLS}, row_digest) VALUES ({', '.join('?' * (len(TRIAL_COLUMNS) + 1))})",
+                    f"INSERT INTO trials ({_qcols(cols)}, row_digest) VALUES ({', '.join('?' * (len(cols) + 1))})",
                     [r + (d,) for r, d in zip(rows, digests)])
                 meta = dict(self._conn.execute(
                     "SELECT key, value FROM meta WHERE key IN ('trials_count', 'trials_sum')"))
@@ -256,16 +288,18 @@ class ResultStore:
         except sqlite3.OperationalError as e:
             raise StoreError(f"results database {str(self.path)!r} must be writable, not ({e})") from e
 
-    def rows(self) -> list[TrialResult]:
-        """Every stored trial's result, ordered by trial index; each row's digest is
-        checked again (:class:`StoreCorruptError` if one fails)."""
+    def rows(self) -> list:
+        """Every stored trial's result (:class:`TrialResult`, or :class:`ChipResult` for a
+        permanent campaign), ordered by trial index; each row's digest is checked again
+        (:class:`StoreCorruptError` if one fails)."""
         out = []
+        cols = self.columns
         try:
-            for r in self._conn.execute(f"SELECT {_QCOLS}, row_digest FROM trials ORDER BY trial"):
-                if _row_digest(r[:-1]) != r[-1]:
+            for r in self._conn.execute(f"SELECT {_qcols(cols)}, row_digest FROM trials ORDER BY trial"):
+                if _row_digest(r[:-1], cols) != r[-1]:
                     raise StoreCorruptError(f"results database {str(self.path)!r} must hold the rows gemmfi wrote, "
                                             f"not an altered trial {r[0]!r} (row digest mismatch)")
-                out.append(TrialResult._make(r[:-1]))
+                out.append(self.row_type._make(r[:-1]))
         except sqlite3.DatabaseError as e:
             raise StoreCorruptError(f"results database {str(self.path)!r} must be readable, not ({e})") from e
         return out
@@ -286,11 +320,12 @@ _MOD = 1 << 64
 _RUNNING = ("header_digest", "trials_count", "trials_sum")
 
 
-def _canonical(row) -> list:
-    """A trial row with each value in the Python type SQLite gives back for its column
-    (REAL: float, NaN as None as SQLite stores it; INTEGER: int; TEXT: str)."""
+def _canonical(row, cols=TRIAL_COLUMNS) -> list:
+    """A trial row (columns ``cols``) with each value in the Python type SQLite gives
+    back for its column (REAL: float, NaN as None as SQLite stores it; INTEGER: int;
+    TEXT: str)."""
     out = []
-    for c, v in zip(TRIAL_COLUMNS, row):
+    for c, v in zip(cols, row):
         t = _TYPES[c]
         if v is None:
             out.append(None)
@@ -304,10 +339,10 @@ def _canonical(row) -> list:
     return out
 
 
-def _row_digest(row) -> str:
+def _row_digest(row, cols=TRIAL_COLUMNS) -> str:
     """First 16 hex digits of the SHA-256 of a row's canonical JSON (floats as their
     exact hex, so the digest does not depend on decimal printing)."""
-    vals = [v.hex() if isinstance(v, float) else v for v in _canonical(row)]
+    vals = [v.hex() if isinstance(v, float) else v for v in _canonical(row, cols)]
     return hashlib.sha256(json.dumps(vals, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
@@ -331,14 +366,16 @@ def _verify(conn, path):
     if not {"meta", "strata", "trials"} <= tables:
         raise StoreError(f"{bad} (tables {sorted(tables)})")
     meta = dict(conn.execute("SELECT key, value FROM meta"))
-    if meta.get("schema") != str(SCHEMA_VERSION):
+    if meta.get("schema") not in READ_VERSIONS:
         old = " (written by an older gemmfi without checksums: run the campaign again into a new file)" \
-            if meta.get("schema") == "1" else ""
-        raise StoreError(f"results database schema must be {SCHEMA_VERSION}, not {meta.get('schema')!r} "
+            if meta.get("schema") == "1" else " (written by a newer gemmfi: read it with that one)" \
+            if str(meta.get("schema")).isdigit() and int(meta["schema"]) > SCHEMA_VERSION else ""
+        raise StoreError(f"results database schema must be {' or '.join(READ_VERSIONS)}, not {meta.get('schema')!r} "
                          f"in {str(path)!r}{old}")
-    cols = [r[1] for r in conn.execute("PRAGMA table_info(trials)")]
-    if tuple(cols) != TRIAL_COLUMNS + ("row_digest",):
-        raise StoreError(f"{bad} (trials columns {cols})")
+    cols = tuple(r[1] for r in conn.execute("PRAGMA table_info(trials)"))
+    if cols not in (TRIAL_COLUMNS + ("row_digest",), CHIP_COLUMNS + ("row_digest",)):
+        raise StoreError(f"{bad} (trials columns {list(cols)})")
+    cols = cols[:-1]
     if meta.get("header_digest") != _header_digest(conn):
         try:  # name the mismatch when the stored campaign itself was edited (still a valid campaign)
             edited = ModelCampaign.from_json(meta["campaign"]).digest
@@ -352,15 +389,18 @@ def _verify(conn, path):
     stored = ModelCampaign.from_json(meta["campaign"])
     if stored.digest != meta["digest"] or stored.to_json() != meta["campaign"]:
         raise StoreCorruptError(f"{corrupt} (campaign digest mismatch)")
+    if cols != _layout(stored)[0] or (stored.permanent and meta["schema"] == "2"):
+        raise StoreCorruptError(f"{corrupt} (a {stored.fault_model} campaign with trials columns {list(cols)}, "
+                                f"schema {meta['schema']})")
     total = int(meta["total"])
     n_strata = conn.execute("SELECT COUNT(*), COALESCE(SUM(trials), 0) FROM strata").fetchone()
     if n_strata[1] != total:
         raise StoreCorruptError(f"{corrupt} (strata hold {n_strata[1]} trials, meta says {total})")
     count, acc = 0, 0
-    for r in conn.execute(f"SELECT {_QCOLS}, row_digest FROM trials"):
+    for r in conn.execute(f"SELECT {_qcols(cols)}, row_digest FROM trials"):
         if not 0 <= r[0] < total:
             raise StoreCorruptError(f"{corrupt} (trial id {r[0]!r} outside [0, {total}))")
-        if _row_digest(r[:-1]) != r[-1]:
+        if _row_digest(r[:-1], cols) != r[-1]:
             raise StoreCorruptError(f"{corrupt} (row digest mismatch in trial {r[0]})")
         count += 1
         acc = (acc + int(r[-1], 16)) % _MOD

@@ -41,9 +41,13 @@ def test_kernel_matches_reference_stepper_under_faults(seed, M, K, N, R, C, spec
         kind = data.draw(st.sampled_from(["flip", "stuck0", "stuck1"]))
         nbits = data.draw(st.integers(1, 3))
         duration = 1 if kind == "flip" else data.draw(st.sampled_from([None, 1, 5, 30]))
-        faults.append(Fault(pe=(data.draw(st.integers(0, R - 1)), data.draw(st.integers(0, C - 1))),
-                            register=name, bit=data.draw(st.integers(0, width - nbits)),
-                            cycle=data.draw(st.integers(0, cycles - 1)), kind=kind, nbits=nbits, duration=duration))
+        f = Fault(pe=(data.draw(st.integers(0, R - 1)), data.draw(st.integers(0, C - 1))),
+                  register=name, bit=data.draw(st.integers(0, width - nbits)),
+                  cycle=data.draw(st.integers(0, cycles - 1)), kind=kind, nbits=nbits, duration=duration)
+        # two flips of one bit at one cycle would cancel: the arrays refuse them (ValueError)
+        if not any(f.kind == g.kind == "flip" and (f.pe, f.register, f.cycle) == (g.pe, g.register, g.cycle)
+                   and f.bit < g.bit + g.nbits and g.bit < f.bit + f.nbits for g in faults):
+            faults.append(f)
     fast = arr.run(a, b, c, faults=faults)
     slow = arr.run(a, b, c, faults=faults, trace=("a",))
     np.testing.assert_array_equal(_bits(fast.output), _bits(slow.output))

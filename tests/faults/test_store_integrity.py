@@ -126,7 +126,7 @@ def test_old_schema_gets_a_clear_message(db, tmp_path):
     q = _copy(db, tmp_path)
     with sqlite3.connect(q) as conn:
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
-    with pytest.raises(StoreError, match="schema must be 2, not '1'.*older gemmfi"):
+    with pytest.raises(StoreError, match="schema must be 2 or 3, not '1'.*older gemmfi"):
         ResultStore.open(q)
 
 
