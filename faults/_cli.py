@@ -197,6 +197,8 @@ def _parser() -> argparse.ArgumentParser:
     _array_args(r, (16, 16))
     r.add_argument("--formats", type=_csv, default=("fp16",), help="input formats, comma separated")
     r.add_argument("--accumulator", default="fp32", help="accumulator format (fp32 or fp16)")
+    r.add_argument("--scaling", default="none",
+                   help="FP8 scaling recipe: none, tensor, row or block:N (block: --level value only)")
     r.add_argument("--batch", type=_POSITIVE, default=None,
                    help="evaluation examples, the first of the workload's (None: all of them; a shipped model: "
                         "the first 256 test images)")
@@ -364,7 +366,7 @@ def _campaign_from_args(args):
                          accumulator=args.accumulator, batch=args.batch, level=args.level,
                          registers=args.registers, margin=args.margin, confidence=args.confidence, p=args.p,
                          trials=args.trials, stratify=args.stratify, seed=args.seed, tile_rows=tr, tile_cols=tc,
-                         detector=args.detector, **kw)
+                         detector=args.detector, scaling=args.scaling, **kw)
 
 
 def _stored_workload(db):

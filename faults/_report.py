@@ -99,9 +99,10 @@ class CampaignReport:
             f"on {batch} examples")
         arr = c.array.array if c.protected else c.array
         prot = f" protected by {c.array.label}" if c.protected else ""
+        scaled = "" if c.scaling == "none" else f" (scaling {c.scaling})"
         lines = [f"campaign {c.digest}: {what}, {type(arr).__name__} "
                  f"{arr.rows}x{arr.cols} {arr.profile}{prot}, {c.level}-level faults, "
-                 f"formats {','.join(c.formats)}; {self.done}/{self.total} trials; {pct}% {self.method} intervals"]
+                 f"formats {','.join(c.formats)}{scaled}; {self.done}/{self.total} trials; {pct}% {self.method} intervals"]
         groupings = _check_groupings(groupings)
         width = {o: max(8, len(o)) for o in TRIAL_OUTCOMES}  # whole outcome names, never cut
         for g in groupings:

@@ -181,6 +181,14 @@ class ModelCampaign:
             tuple of them (one stratum per format and rate); transient: None.
         stuck: permanent: the stuck values drawn (``"stuck0"``, ``"stuck1"``).
         bits: permanent: the bit positions drawn (None: every bit of the register).
+        scaling: the FP8 scaling recipe of every format's :class:`models.Accelerator`
+            (:data:`models.SCALINGS`: ``"none"``, ``"tensor"``, ``"row"`` or
+            ``"block:N"``; not ``"none"`` only with FP8 formats, as the accelerator
+            allows).  Faults hit D before the scaling epilogue (the tile the array
+            computes from the quantised operands).  ``"block:N"`` only at value level:
+            its D is a binary32 sum of per-block partials, which no register-level
+            tile run over the whole K computes.  Stored in the campaign's JSON (and
+            digest) only when not ``"none"``, so earlier databases keep their digest.
     """
 
     model: object = "cnn"
@@ -205,6 +213,7 @@ class ModelCampaign:
     fault_rate: float | tuple | None = None
     stuck: tuple = STUCK_KINDS
     bits: tuple | None = None
+    scaling: str = "none"
 
     def __post_init__(self):
         if not isinstance(self.model, (str, Workload, WorkloadRef)):
@@ -227,15 +236,21 @@ class ModelCampaign:
         object.__setattr__(self, "formats", tuple(fm))
         if len(set(fm)) != len(fm):
             raise ValueError(f"formats must be distinct, not {fm!r}")
+        if not isinstance(self.scaling, str):
+            raise TypeError(f"scaling must be a str, not {type(self.scaling).__name__}")
         for f in fm:
             if f not in INPUT_FORMATS:
                 raise ValueError(f"formats must be in {sorted(INPUT_FORMATS)}, not {f!r}")
-            Accelerator(self.profile, f, self.accumulator)  # profile supports format/accumulator
+            # the profile supports format and accumulator; scaling is a recipe (models.SCALINGS) the format takes
+            Accelerator(self.profile, f, self.accumulator, scaling=self.scaling)
         if self.accumulator not in ACCUMULATORS:
             raise ValueError(f"accumulator must be one of {sorted(ACCUMULATORS)}, not {self.accumulator!r}")
         _int("batch", self.batch, 1, 360 if self.model in MODELS else None, none=True)
         if self.level not in LEVELS:
             raise ValueError(f"level must be one of {LEVELS}, not {self.level!r}")
+        if self.level == "register" and self.scaling.startswith("block:"):
+            raise ValueError(f"scaling must be 'none', 'tensor' or 'row' at level 'register', not {self.scaling!r} "
+                             f"(block scaling sums per-block partials in binary32: use level 'value')")
         if self.registers is not None:
             regs = (self.registers,) if isinstance(self.registers, str) else self.registers
             if not isinstance(regs, (tuple, list)) or not regs or not all(isinstance(r, str) for r in regs):
@@ -393,6 +408,8 @@ class ModelCampaign:
                 del d[name]
             elif isinstance(d[name], tuple):
                 d[name] = list(d[name])
+        if self.scaling == "none":  # absent = "none": campaigns from before scaling keep their JSON and digest
+            del d["scaling"]
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
     @classmethod

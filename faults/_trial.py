@@ -121,7 +121,7 @@ class _FormatRun:
     """Golden runs of the model on one format: the full batch and its chunks."""
 
     def __init__(self, campaign: ModelCampaign, fmt: str, wl: Workload):
-        self.acc = Accelerator(campaign.profile, fmt, campaign.accumulator)
+        self.acc = Accelerator(campaign.profile, fmt, campaign.accumulator, scaling=campaign.scaling)
         self.af = accelerated(wl.apply, self.acc)
         params, x = wl.params, wl.inputs
         self.golden = self.af.trace(params, x)

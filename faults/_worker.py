@@ -71,6 +71,7 @@ def site_space(campaign: ModelCampaign, workload: Workload | None = None) -> Sit
         if r is not None:
             return r.space
     wl = workload if workload is not None else campaign.workload()
-    gemms = {f: accelerated(wl.apply, Accelerator(campaign.profile, f, campaign.accumulator)).gemms(
-        wl.params, wl.inputs) for f in campaign.formats}
+    accs = {f: Accelerator(campaign.profile, f, campaign.accumulator, scaling=campaign.scaling)
+            for f in campaign.formats}
+    gemms = {f: accelerated(wl.apply, acc).gemms(wl.params, wl.inputs) for f, acc in accs.items()}
     return (ChipSpace if campaign.permanent else SiteSpace)(campaign, gemms)
