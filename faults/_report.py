@@ -102,7 +102,8 @@ class CampaignReport:
         scaled = "" if c.scaling == "none" else f" (scaling {c.scaling})"
         lines = [f"campaign {c.digest}: {what}, {type(arr).__name__} "
                  f"{arr.rows}x{arr.cols} {arr.profile}{prot}, {c.level}-level faults, "
-                 f"formats {','.join(c.formats)}{scaled}; {self.done}/{self.total} trials; {pct}% {self.method} intervals"]
+                 f"formats {','.join(c.formats)}{scaled}; {self.done}/{self.total} trials; "
+                 f"{pct}% {self.method} intervals"]
         groupings = _check_groupings(groupings)
         width = {o: max(8, len(o)) for o in TRIAL_OUTCOMES}  # whole outcome names, never cut
         for g in groupings:

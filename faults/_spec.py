@@ -183,8 +183,8 @@ class ModelCampaign:
         bits: permanent: the bit positions drawn (None: every bit of the register).
         scaling: the FP8 scaling recipe of every format's :class:`models.Accelerator`
             (:data:`models.SCALINGS`: ``"none"``, ``"tensor"``, ``"row"`` or
-            ``"block:N"``; not ``"none"`` only with FP8 formats, as the accelerator
-            allows).  Faults hit D before the scaling epilogue (the tile the array
+            ``"block:N"``; meant for the FP8 formats, refused with tf32 as
+            :class:`models.Accelerator` refuses it).  Faults hit D before the scaling epilogue (the tile the array
             computes from the quantised operands).  ``"block:N"`` only at value level:
             its D is a binary32 sum of per-block partials, which no register-level
             tile run over the whole K computes.  Stored in the campaign's JSON (and
