@@ -133,6 +133,7 @@ class JaxprEvaluator:
         self.cache: dict = {}
         self.eqns = 0
         self._kept_by_jaxpr: dict = {}
+        self._dead_by_jaxpr: dict = {}
 
     def gemm(self, eqn, invals: list, key: tuple, scope: str, tainted: bool):
         """The output of one GEMM execution (override).
@@ -170,6 +171,7 @@ class JaxprEvaluator:
             env[v], tenv[v] = x, t
         golden = self.golden
         keep = self._kept(jaxpr, not prefix) if self.record else None
+        dead_after = self._dead_after(jaxpr)
         for i, eqn in enumerate(jaxpr.eqns):
             key = prefix + (i,)
             ins = [read(v) for v in eqn.invars]
@@ -191,8 +193,29 @@ class JaxprEvaluator:
             for v, x, t in zip(eqn.outvars, outs, outt):
                 if not isinstance(v, DropVar):
                     env[v], tenv[v] = x, t
+            for v in dead_after[i]:  # values no later equation reads: free them now
+                del env[v], tenv[v]
         outs = [read(v) for v in jaxpr.outvars]
         return [x for x, _ in outs], [t for _, t in outs]
+
+    def _dead_after(self, jaxpr: Jaxpr) -> list:
+        """For each equation, the variables it reads for the last time (not outputs of
+        the jaxpr): the walk frees them after it, so a long model holds only live values."""
+        hit = self._dead_by_jaxpr.get(id(jaxpr))
+        if hit is not None and hit[0] is jaxpr:
+            return hit[1]
+        last = {}
+        for i, eqn in enumerate(jaxpr.eqns):
+            for v in eqn.invars:
+                if not isinstance(v, Literal):
+                    last[v] = i
+        outs = {v for v in jaxpr.outvars if not isinstance(v, Literal)}
+        dead = [[] for _ in jaxpr.eqns]
+        for v, i in last.items():
+            if v not in outs:
+                dead[i].append(v)
+        self._dead_by_jaxpr[id(jaxpr)] = (jaxpr, dead)
+        return dead
 
     def _kept(self, jaxpr: Jaxpr, top: bool) -> list:
         """Which outputs of each equation a golden run keeps: those a faulty run may read
