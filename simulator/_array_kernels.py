@@ -645,14 +645,14 @@ def ws_dpu(a_bits, w_bits, acc, geo, k, order, start, ops, opf, accf, st, evt):
     _ws_dpu(a_bits, w_bits, acc, R, C, chunk, k, order, start, ev, em, row_ptr, row_idx, max_row, a_val, a_exp, b_val,
             b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor, frac, c_fused, op_eb, op_mb, op_bias, op_fn, acc_eb,
             acc_mb, acc_bias, acc_fn, p_man, p_emin, p_max, p_rne, p_ovf, o_man, o_emin, o_max, o_rne, o_ovf, f_man,
-            f_emin, f_max, f_rne, f_ovf)
+            f_emin, f_max, f_rne, f_ovf, st.c_zero)
 
 
 @njit(cache=True, parallel=True)
 def _ws_dpu(a_bits, w_bits, acc, R, C, chunk, k, order, start, ev, em, row_ptr, row_idx, max_row, a_val, a_exp, b_val,
             b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor, frac, c_fused, op_eb, op_mb, op_bias, op_fn, acc_eb,
             acc_mb, acc_bias, acc_fn, p_man, p_emin, p_max, p_rne, p_ovf, o_man, o_emin, o_max, o_rne, o_ovf, f_man,
-            f_emin, f_max, f_rne, f_ovf):
+            f_emin, f_max, f_rne, f_ovf, c_zero):
     """:func:`ws_dpu` on the records' fields."""
     M, K = a_bits.shape
     N = w_bits.shape[1]
@@ -665,7 +665,8 @@ def _ws_dpu(a_bits, w_bits, acc, R, C, chunk, k, order, start, ev, em, row_ptr, 
     for ch in prange(nch):
         ops_ = FusedOperands(a_val, a_exp, b_val, b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor)
         st_ = FusedStep(frac, c_fused, Rounding(p_man, p_emin, p_max, p_rne, p_ovf),
-                        Rounding(o_man, o_emin, o_max, o_rne, o_ovf), Rounding(f_man, f_emin, f_max, f_rne, f_ovf))
+                        Rounding(o_man, o_emin, o_max, o_rne, o_ovf), Rounding(f_man, f_emin, f_max, f_rne, f_ovf),
+                        c_zero)
         opf_ = Encoding(op_eb, op_mb, op_bias, op_fn)
         accf_ = Encoding(acc_eb, acc_mb, acc_bias, acc_fn)
         sc = np.empty(3, np.float64)

@@ -36,12 +36,14 @@ emin (int64) smallest normal exponent, max (uint64) binary64 bits of the largest
 value, rne (bool) round to nearest even (else toward zero), ovf (bool) overflow to inf
 (else saturate)."""
 
-FusedStep = namedtuple("FusedStep", ["frac", "c_fused", "pas", "out", "f32"])
+FusedStep = namedtuple("FusedStep", ["frac", "c_fused", "pas", "out", "f32", "c_zero"])
 FusedStep.__doc__ = """A fused step's numerics: frac (int64) fraction bits kept below the alignment
 exponent (-1: an exact IEEE step), c_fused (bool) C aligned with the products (c_mode
 "fused"; else added after), and three :class:`Rounding` targets: pas (binary32,
 between passes and before a c_mode "after" addition), out (into the accumulator) and
-f32 (the binary32 round-to-nearest-even addition of c_mode "after")."""
+f32 (the binary32 round-to-nearest-even addition of c_mode "after"); c_zero (int16) the
+alignment exponent of a zero C (c_mode "fused"): :data:`SENTINEL` (no part, the H100's
+rule) or the rule's ``zero_exp``."""
 
 FusedOperands = namedtuple("FusedOperands", ["a_val", "a_exp", "b_val", "b_exp", "a_bad", "b_bad", "n_pass",
                                              "pass_len", "p_floor"])
@@ -314,6 +316,16 @@ def carry_emin(p, c_fused, o_emin, p_emin):
     return o_emin if (p == 0 and c_fused) else p_emin
 
 
+@njit(cache=True, inline="always")
+def carry_exp(c, p, c_fused, c_emin, c_zero):
+    """Alignment exponent (int64) of the term carried into pass ``p`` (:func:`acc_align_exp`
+    with floor ``c_emin``); a zero C (pass 0, c_mode "fused") counts with ``c_zero``
+    (:data:`SENTINEL`: no part; a rule's ``zero_exp``)."""
+    if c == 0.0 and p == 0 and c_fused:
+        return np.int64(c_zero)
+    return np.int64(acc_align_exp(as_bits(c), c_emin))
+
+
 @njit(cache=True)
 def round_block(src, dst, n, rd):
     """dst[:n] = rounded src[:n] (binary64 arrays, distinct), as :func:`round_bits` to rd
@@ -404,13 +416,13 @@ def fused_gemm(ops, st, acc, n_chunks=1):
     f_man, f_emin, f_max, f_rne, f_ovf = st.f32
     _fused_gemm(acc, n_chunks, a_val, a_exp, b_val, b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor, frac, c_fused,
                 p_man, p_emin, p_max, p_rne, p_ovf, o_man, o_emin, o_max, o_rne, o_ovf, f_man, f_emin, f_max, f_rne,
-                f_ovf)
+                f_ovf, st.c_zero)
 
 
 @njit(cache=True, parallel=True)
 def _fused_gemm(acc, n_chunks, a_val, a_exp, b_val, b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor, frac, c_fused,
                 p_man, p_emin, p_max, p_rne, p_ovf, o_man, o_emin, o_max, o_rne, o_ovf, f_man, f_emin, f_max, f_rne,
-                f_ovf):
+                f_ovf, c_zero):
     """:func:`fused_gemm` on the records' fields."""
     M = a_val.shape[0]
     # rows are independent: n_chunks chunks of rows (one per thread), each with its own scratch
@@ -418,7 +430,8 @@ def _fused_gemm(acc, n_chunks, a_val, a_exp, b_val, b_exp, a_bad, b_bad, n_pass_
     for ch in prange(n_chunks):
         ops_ = FusedOperands(a_val, a_exp, b_val, b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor)
         st_ = FusedStep(frac, c_fused, Rounding(p_man, p_emin, p_max, p_rne, p_ovf),
-                        Rounding(o_man, o_emin, o_max, o_rne, o_ovf), Rounding(f_man, f_emin, f_max, f_rne, f_ovf))
+                        Rounding(o_man, o_emin, o_max, o_rne, o_ovf), Rounding(f_man, f_emin, f_max, f_rne, f_ovf),
+                        c_zero)
         i0 = ch * M // n_chunks
         i1 = (ch + 1) * M // n_chunks
         _fused_rows(ops_, st_, acc, i0, i1)
@@ -477,7 +490,7 @@ def fused_step_rows(ops, st, acc, i0, i1, k0, j0, j1, emax, scale, itot, special
             c_emin = carry_emin(p, c_fused, st.out.emin, st.pas.emin)
             for j in range(n):
                 c = carry[j]
-                e = max(np.int64(emax[j]), np.int64(acc_align_exp(as_bits(c), c_emin)))
+                e = max(np.int64(emax[j]), carry_exp(c, p, c_fused, c_emin, st.c_zero))
                 emax[j] = e
                 total[j] = np.trunc(c * pow2(frac_bits - max(e, E_FLOOR)))
                 scale[j] = pow2(frac_bits - max(e, p_floor))

@@ -158,7 +158,8 @@ def step_params(rule: StepRule, acc: Format) -> K.FusedStep:
     return K.FusedStep(np.int64(-1 if rule.frac_bits is None else rule.frac_bits), rule.c_mode == "fused",
                        K.rounding(mb, f32.emin, p_max, rule.rounding == "rne", ovf),
                        K.rounding(o_man, acc.emin, o_max, o_rne, ovf),
-                       K.rounding(f32.man_bits, f32.emin, _bits64(f32.max_finite), True, ovf))
+                       K.rounding(f32.man_bits, f32.emin, _bits64(f32.max_finite), True, ovf),
+                       np.int64(K.SENTINEL if rule.zero_exp is None else rule.zero_exp))
 
 
 def _check_array(name, x, ndim):
@@ -193,17 +194,18 @@ def _fused_in_fp32(fmt: Format, rule: StepRule) -> bool:
     return _products_exact_in_fp32(fmt) and rule.frac_bits - 2 * fmt.emin < 127
 
 
-def fused_layout(av, ae, bv, be, fmt: Format, rule: StepRule):
+def fused_layout(av, ae, bv, be, fmt: Format, rule: StepRule, dtype=None):
     """Operands in K order -> the layout :func:`simulator._kernels.fused_step_rows` reads.
 
     av (M, K), bv (K, N) values and ae, be int16 alignment exponents (as
     :func:`operand_arrays`).  Returns a :class:`~simulator._kernels.FusedOperands`
     ``(av, ae, bv, be, a_bad, b_bad, n_pass, pass_len, p_floor)``: each step laid out
     pass by pass (:func:`step_layout`), values
-    in binary32 where that is exact, the flags of sweeps of four positions that hold
-    an inf or NaN, and the floor of a nonzero product's alignment exponent.
+    in binary32 where that is exact (``dtype``, when given, says which), the flags of
+    sweeps of four positions that hold an inf or NaN, and the floor of a nonzero
+    product's alignment exponent.
     """
-    vdt = np.float32 if _fused_in_fp32(fmt, rule) else np.float64
+    vdt = dtype if dtype is not None else (np.float32 if _fused_in_fp32(fmt, rule) else np.float64)
     av, bv = np.ascontiguousarray(av, vdt), np.ascontiguousarray(bv, vdt)
     ae, be = np.ascontiguousarray(ae, np.int16), np.ascontiguousarray(be, np.int16)
     index, n_pass, pass_len = step_layout(rule, av.shape[1])
@@ -252,23 +254,58 @@ def _accumulate(a, b, acc, rule: StepRule, fmt: Format, acc_fmt: Format) -> np.n
     return acc
 
 
-def _general_operand(x: np.ndarray, fmt: Format, rule: StepRule):
-    """Operand values (binary64) and alignment exponents for the general kernels:
-    flushed to +0 below the smallest normal when ``"inputs"`` is in ``rule.flush``; a
-    zero operand's exponent is ``rule.zero_exp`` (or SENTINEL)."""
+def _general_operand(x: np.ndarray, fmt: Format, rule: StepRule, dtype=np.float64):
+    """Operand values (``dtype``, binary64 by default) and alignment exponents for the
+    general kernels: flushed to +0 below the smallest normal when ``"inputs"`` is in
+    ``rule.flush``; a zero operand's exponent is ``rule.zero_exp`` (or SENTINEL)."""
     if fmt.name == "fp32":
         v = np.ascontiguousarray(x, np.float64)
         e = np.where(np.isfinite(v) & (v != 0), np.maximum(np.frexp(v)[1] - 1, fmt.emin), K.SENTINEL)
         e = e.astype(np.int16)
     else:
-        v, e = operand_arrays(x, fmt, rule, np.float64)
+        v, e = operand_arrays(x, fmt, rule, dtype)
     if "inputs" in rule.flush:
         tiny = np.abs(v) < fmt.smallest_normal
-        v = np.where(tiny, 0.0, v)
+        v = np.where(tiny, 0.0, v).astype(v.dtype)
         e = np.where(tiny, K.SENTINEL, e).astype(np.int16)
     if rule.zero_exp is not None:
         e = np.where(v == 0, rule.zero_exp, e).astype(np.int16)
     return np.ascontiguousarray(v), np.ascontiguousarray(e)
+
+
+def _scaled_operands(a, b, rule: StepRule, fa: Format, fb: Format, scales, dtype):
+    """The operands of a classic-form rule (:attr:`StepRule.classic_form`) as the classic
+    fused kernel takes them: values ``dtype`` and int16 exponents, a zero operand's
+    exponent ``rule.zero_exp``; power-of-two block scales (ue8m0) folded in, each value
+    times its scale (exact) and each exponent plus the scale's.  Returns
+    ``(av, ae, bv, be, p_floor)``, p_floor the floor of a nonzero product's exponent."""
+    av, ae = _general_operand(a, fa, rule, dtype)
+    bv, be = _general_operand(b, fb, rule, dtype)
+    p_floor = fa.emin + fb.emin
+    if scales is not None:
+        sa, sb, sfmt = scales
+        blk = av.shape[1] // sa.shape[1]
+        sav, sae = _scale_operand(sa, sfmt, sa.shape[0], sa.shape[1], "scale_a")
+        sbv, sbe = _scale_operand(sb, sfmt, sb.shape[1], sb.shape[0], "scale_b")
+        av = av * np.repeat(sav, blk, axis=1)
+        ae = (ae + np.repeat(sae, blk, axis=1)).astype(np.int16)
+        bv = bv * np.repeat(sbv, blk, axis=0)
+        be = (be + np.repeat(sbe, blk, axis=0)).astype(np.int16)
+        p_floor += int(sae.min()) + int(sbe.min())
+    return av, ae, bv, be, p_floor
+
+
+def _accumulate_classic_form(a, b, acc, rule: StepRule, fa: Format, fb: Format, acc_fmt: Format, scales=None):
+    """acc + a @ b on the classic fused kernel for a rule of :attr:`StepRule.classic_form`
+    (``zero_exp`` as data), operands of one or two formats, power-of-two block scales
+    or none; returns float64 values."""
+    exact32 = scales is None and _fused_in_fp32(fa, rule) and _fused_in_fp32(fb, rule)
+    vdt = np.float32 if exact32 else np.float64
+    av, ae, bv, be, p_floor = _scaled_operands(a, b, rule, fa, fb, scales, vdt)
+    lay = fused_layout(av, ae, bv, be, fa, rule, dtype=vdt)._replace(p_floor=np.int64(p_floor))
+    acc = np.ascontiguousarray(acc, np.float64)
+    K.fused_gemm(lay, step_params(rule, acc_fmt), acc, numba.get_num_threads())
+    return acc
 
 
 def _scale_operand(s, fmt: Format | None, rows: int, nblk: int, name: str):
@@ -332,10 +369,16 @@ def _general_step(rule: StepRule, sp: K.FusedStep) -> K.GeneralStep:
                          rule.zero_result == "signed", sp.pas, sp.out, sp.f32)
 
 
-def _needs_general(rule: StepRule, fa: Format, fb: Format, scales) -> bool:
-    """Whether a GEMM runs on the general kernels (issue-13 fields, mixed formats,
-    block scales) rather than the original ones."""
-    return rule.frac_bits is not None and (not rule.is_classic or fa != fb or scales is not None)
+def _kernel_of(rule: StepRule, fa: Format, fb: Format, scales) -> str:
+    """Which kernels run a GEMM, from the rule's fields: ``"classic"`` (the original
+    vocabulary, one format, no scales: :func:`_accumulate`), ``"classic_form"``
+    (:attr:`StepRule.classic_form` with two formats, ``zero_exp`` or power-of-two block
+    scales: the classic fused kernel with them as data) or ``"general"``."""
+    if rule.frac_bits is None or (rule.is_classic and fa == fb and scales is None):
+        return "classic"
+    if rule.classic_form and (scales is None or scales[2].man_bits == 0):
+        return "classic_form"
+    return "general"
 
 
 def check_gemm_args(prof: DatapathProfile, a, b, c, input_format):
@@ -449,9 +492,12 @@ def _check_scales(scale_a, scale_b, scale_format, M, Kd, N, fa: Format):
 
 def _run(a, b, acc, rule: StepRule, fa: Format, fb: Format, acc_fmt: Format, scales):
     """acc + a @ b under one rule, on the kernels the rule needs."""
-    if _needs_general(rule, fa, fb, scales) or (rule.tree == "pairwise"):
-        return _accumulate_general(a, b, acc, rule, fa, fb, acc_fmt, scales)
-    return _accumulate(a, b, acc, rule, fa, acc_fmt)
+    kind = _kernel_of(rule, fa, fb, scales)
+    if kind == "classic":
+        return _accumulate(a, b, acc, rule, fa, acc_fmt)
+    if kind == "classic_form":
+        return _accumulate_classic_form(a, b, acc, rule, fa, fb, acc_fmt, scales)
+    return _accumulate_general(a, b, acc, rule, fa, fb, acc_fmt, scales)
 
 
 def _reduce(parts, how: str):
