@@ -14,7 +14,8 @@ from . import _kernels as K
 from ._formats import Format, get_format
 from ._profiles import DatapathProfile, StepRule, get_profile
 
-__all__ = ["matmul", "check_gemm_args", "fused_layout", "input_format_of", "operand_arrays", "step_params", "step_layout"]
+__all__ = ["matmul", "check_gemm_args", "fused_layout", "input_format_of", "operand_arrays", "step_params", "step_layout",
+           "flush_zero_exp", "operand_table", "scale_table", "general_step", "check_scales"]
 
 # the input formats whose arrays' dtype names them (float32 arrays must say "tf32"),
 # and the accumulator formats; dtypes are the formats' own (Format.dtype)
@@ -264,6 +265,13 @@ def _general_operand(x: np.ndarray, fmt: Format, rule: StepRule, dtype=np.float6
         e = e.astype(np.int16)
     else:
         v, e = operand_arrays(x, fmt, rule, dtype)
+    return flush_zero_exp(v, e, fmt, rule)
+
+
+def flush_zero_exp(v, e, fmt: Format, rule: StepRule):
+    """Operand values and int16 exponents (as :func:`operand_arrays`) -> as the rule's
+    step reads them: flushed to +0 below the smallest normal when ``"inputs"`` is in
+    ``rule.flush``; a zero operand's exponent ``rule.zero_exp`` (or SENTINEL)."""
     if "inputs" in rule.flush:
         tiny = np.abs(v) < fmt.smallest_normal
         v = np.where(tiny, 0.0, v).astype(v.dtype)
@@ -271,6 +279,20 @@ def _general_operand(x: np.ndarray, fmt: Format, rule: StepRule, dtype=np.float6
     if rule.zero_exp is not None:
         e = np.where(v == 0, rule.zero_exp, e).astype(np.int16)
     return np.ascontiguousarray(v), np.ascontiguousarray(e)
+
+
+def operand_table(fmt: Format, rule: StepRule):
+    """(values float64, int16 exponents) of every code of an input format (codes at bit
+    0, ``2**fmt.width`` of them), as the rule's step reads them (:func:`flush_zero_exp`):
+    the cycle-level units decode (faulted) register bits through it."""
+    codes = np.arange(1 << fmt.width, dtype=np.uint64) << np.uint64(fmt.container_shift)
+    v, e = _operand_from_bits(codes.astype(fmt.uint_dtype), fmt)
+    return flush_zero_exp(v.astype(np.float64), e, fmt, rule)
+
+
+def scale_table(fmt: Format):
+    """(values float64, int16 exponents) of the 256 codes of a scale format."""
+    return _scale_operand(np.arange(256, dtype=np.uint8), fmt, 1, 256, "scale")
 
 
 def _scaled_operands(a, b, rule: StepRule, fa: Format, fb: Format, scales, dtype):
@@ -332,7 +354,7 @@ def _accumulate_general(a, b, acc, rule: StepRule, fa: Format, fb: Format, acc_f
         acc32 = np.ascontiguousarray(acc, np.float32)
         if "inputs" in rule.flush:
             acc32 = np.where(np.abs(acc32) < np.float32(acc_fmt.smallest_normal), np.float32(0), acc32)
-        K.pairwise_gemm(np.ascontiguousarray(a32), np.ascontiguousarray(b32.T), acc32, rule.k,
+        K.pairwise_gemm(np.ascontiguousarray(a32), np.ascontiguousarray(b32), acc32, rule.k,
                         "nodes" in rule.flush, "accumulator" in rule.flush)
         return acc32
     av, ae = _general_operand(a, fa, rule)
@@ -346,18 +368,18 @@ def _accumulate_general(a, b, acc, rule: StepRule, fa: Format, fb: Format, acc_f
         sa, sb, sfmt = scales
         blk = Kd // sa.shape[1]
         sav, sae = _scale_operand(sa, sfmt, M, sa.shape[1], "scale_a")
-        sbv, sbe = _scale_operand(np.ascontiguousarray(sb.T), sfmt, N, sb.shape[0], "scale_b")
+        sbv, sbe = _scale_operand(sb, sfmt, N, sb.shape[0], "scale_b")
     else:
         blk = 0
         sav, sae = _scale_operand(None, None, 1, 1, "")
         sbv, sbe = sav, sae
-    ops = K.GeneralOperands(av, ae, np.ascontiguousarray(bv.T), np.ascontiguousarray(be.T), sav, sae,
+    ops = K.GeneralOperands(av, ae, bv, be, sav, sae,
                             np.ascontiguousarray(sbv), np.ascontiguousarray(sbe), np.int64(blk))
-    K.general_fused_gemm(ops, acc, _general_step(rule, sp))
+    K.general_fused_gemm(ops, acc, general_step(rule, sp))
     return acc
 
 
-def _general_step(rule: StepRule, sp: K.FusedStep) -> K.GeneralStep:
+def general_step(rule: StepRule, sp: K.FusedStep) -> K.GeneralStep:
     """A rule with issue-13 fields -> the :class:`~simulator._kernels.GeneralStep` record."""
     c_mode = {"fused": K.C_FUSED, "after": K.C_AFTER, "aligned": K.C_ALIGNED}[rule.c_mode]
     zero = K.SENTINEL if rule.zero_exp is None else rule.zero_exp
@@ -383,8 +405,7 @@ def _kernel_of(rule: StepRule, fa: Format, fb: Format, scales) -> str:
 
 def check_gemm_args(prof: DatapathProfile, a, b, c, input_format):
     """Validate a GEMM's operands against a profile for the cycle-level arrays
-    (one dtype for A and B; rules of the original vocabulary only): :func:`matmul`'s
-    checks, then what the arrays do not model.
+    (one dtype for A and B): :func:`matmul`'s checks, then what the arrays do not model.
 
     Returns ``(input Format, StepRule, accumulator Format, c, (M, K, N))`` with ``c``
     a float32 zero matrix when None.  TypeError/ValueError name the bad argument.
@@ -394,10 +415,6 @@ def check_gemm_args(prof: DatapathProfile, a, b, c, input_format):
     if a.dtype != b.dtype:
         raise TypeError(f"a and b must have the same dtype, not {a.dtype} and {b.dtype}")
     fa, _, rule, acc_fmt, c, shape, _ = _gemm_args(prof, a, b, c, input_format, None, None)
-    if not rule.is_classic:
-        # the cycle-level arrays have no registers for the issue-13 stages yet: refuse, never guess
-        raise ValueError(f"the cycle-level arrays run rules of the original vocabulary; profile {prof.name!r} "
-                         f"{fa.name} needs the issue-13 stages (use simulator.matmul), not yet modelled")
     return fa, rule, acc_fmt, c, shape
 
 
@@ -465,7 +482,7 @@ def _gemm_args(prof: DatapathProfile, a, b, c, input_format, variant, precision)
     return fa, fb, rule, acc_fmt, c, (M, Kd, N), n_parts
 
 
-def _check_scales(scale_a, scale_b, scale_format, M, Kd, N, fa: Format):
+def check_scales(scale_a, scale_b, scale_format, M, Kd, N, fa: Format):
     """Validate block scales -> None or (scale_a, scale_b, Format)."""
     if scale_a is None and scale_b is None:
         if scale_format is not None:
@@ -564,7 +581,7 @@ def matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, spli
     """
     prof = get_profile(profile)
     fa, fb, rule, acc_fmt, c, (M, Kd, N), n_parts = _gemm_args(prof, a, b, c, input_format, variant, precision)
-    scales = _check_scales(scale_a, scale_b, scale_format, M, Kd, N, fa)
+    scales = check_scales(scale_a, scale_b, scale_format, M, Kd, N, fa)
     if rule.group_k > 1 and scales is None:
         raise ValueError(f"profile {prof.name!r} computes {fa.name} in scaled groups: scale_a and scale_b must be "
                          f"given, not None")

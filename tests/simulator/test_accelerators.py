@@ -295,8 +295,16 @@ def test_verify_dir_on_mmasim_vectors(capsys, tmp_path):
     assert out[-1].startswith("TOTAL ") and rc in (0, 1)
 
 
-def test_cycle_level_array_refuses_rules_it_does_not_model():
+def test_cycle_level_array_refuses_scalar_fma_rules():
     from simulator import TensorCoreArray
-    a = np.ones((4, 16), np.float16)
-    with pytest.raises(ValueError, match="cycle-level"):
-        TensorCoreArray(4, 3, profile="blackwell").run(a, a.T.copy())
+    a = np.ones((4, 16), np.float32)
+    # CDNA's fp32 rule is a scalar FMA chain, not a dot-product unit
+    with pytest.raises(ValueError, match="scalar FMA"):
+        TensorCoreArray(4, 3, profile="cdna3").run(a, a.T.copy(), input_format="fp32")
+    with pytest.raises(ValueError, match="tensor-core profile"):
+        TensorCoreArray(4, 3, profile="tpu")
+    # a scaled-group rule cannot run without its scales
+    e2m1 = FORMATS["e2m1"]
+    x = np.zeros((2, 64), e2m1.dtype)
+    with pytest.raises(ValueError, match="scale_a and scale_b must be given"):
+        TensorCoreArray(2, 2, profile="blackwell_mx").run(x, x.T.copy())
