@@ -56,15 +56,25 @@ class _ArrayBase:
         return check_gemm_args(self._profile, a, b, c, input_format)
 
     def schedule(self, m: int, k: int, n: int, *, input_format: str | None = None,
-                 accumulator: str = "fp32") -> Schedule:
+                 accumulator: str = "fp32", scale_block: int | None = None,
+                 scale_format: str = "ue8m0") -> Schedule:
         """The :class:`simulator.Schedule` of an (m x k) @ (k x n) GEMM: folds, cycles,
         registers and their live cycles.  ``input_format`` picks the profile's rule
-        (default: its first); ``accumulator``: ``"fp32"`` or ``"fp16"``."""
+        (default: its first); ``accumulator``: ``"fp32"`` or ``"fp16"``;
+        ``scale_block``: K positions per block scale of a block-scaled GEMM (None: none)
+        in ``scale_format``."""
         for name, v in (("m", m), ("k", k), ("n", n)):
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"{name} must be an int >= 0, not {v!r}")
         fmt = get_format(input_format or next(iter(self._profile.rules)))
-        return self._schedule(int(m), int(k), int(n), fmt, self._profile.rule(fmt.name), get_format(accumulator))
+        scales = None
+        if scale_block is not None:
+            if not isinstance(scale_block, int) or scale_block < 1 or k % scale_block:
+                raise ValueError(f"scale_block must be a positive int dividing k={k}, not {scale_block!r}")
+            # the schedule reads the scales' block count and format only
+            scales = (np.zeros((0, k // scale_block), np.uint8), None, get_format(scale_format))
+        return self._schedule(int(m), int(k), int(n), fmt, self._profile.rule(fmt.name), get_format(accumulator),
+                              scales)
 
     def _check_faults(self, schedule, faults):
         reg_faults, out_faults = [], []

@@ -47,7 +47,10 @@ def to_output(acc: np.ndarray, dtype, acc_fmt: Format, profile) -> np.ndarray:
         out = acc.astype(dtype)
     nan = np.isnan(acc)
     if nan.any():
-        out.view(acc_fmt.uint_dtype)[nan] = profile.nan_fp32 if acc_fmt.name == "fp32" else profile.nan_fp16
+        bits = profile.nan_fp32 if acc_fmt.name == "fp32" else profile.nan_fp16
+        if bits is None:  # host NaN: written as the quiet NaN, as simulator.matmul does
+            bits = 0x7FC00000 if acc_fmt.name == "fp32" else 0x7E00
+        out.view(acc_fmt.uint_dtype)[nan] = bits
     return out
 
 
