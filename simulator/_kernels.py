@@ -700,33 +700,54 @@ def general_step_cols(ops, i, j0, j1, k0, k1, c, g, tv, te, pe, ps, vec, ivec):
             kk = k0 + t
             x = av[i, kk]
             ex = np.int64(ae[i, kk])
+            # rows sliced first: indices j from a range need no wraparound check, so the
+            # sweeps vectorise
+            bvr = bv[kk, j0:j1]
+            ber = be[kk, j0:j1]
             if blk > 0:
                 q = kk // blk
                 x = x * sav[i, q]
                 ex += np.int64(sae[i, q])
+                sbvr = sbv[q, j0:j1]
+                sber = sbe[q, j0:j1]
                 for j in range(nc):
-                    tvt[j] = x * (bv[kk, j0 + j] * sbv[q, j0 + j])
-                    tet[j] = ex + np.int64(be[kk, j0 + j]) + np.int64(sbe[q, j0 + j])
+                    tvt[j] = x * (bvr[j] * sbvr[j])
+                    tet[j] = ex + np.int64(ber[j]) + np.int64(sber[j])
             else:
                 for j in range(nc):
-                    tvt[j] = x * bv[kk, j0 + j]
-                    tet[j] = ex + np.int64(be[kk, j0 + j])
+                    tvt[j] = x * bvr[j]
+                    tet[j] = ex + np.int64(ber[j])
         else:
             # a group of products summed exactly; its exponent is the scales' alone
             g0 = k0 + t * group_k
+            g1 = min(g0 + group_k, k1)
             tvt[:nc] = 0.0
-            for kk in range(g0, min(g0 + group_k, k1)):
-                x = av[i, kk]
+            kk = g0
+            # four positions per sweep (the group sum is exact, so its order is free)
+            while kk + 4 <= g1:
+                x0, x1, x2, x3 = av[i, kk], av[i, kk + 1], av[i, kk + 2], av[i, kk + 3]
+                b0 = bv[kk, j0:j1]
+                b1 = bv[kk + 1, j0:j1]
+                b2 = bv[kk + 2, j0:j1]
+                b3 = bv[kk + 3, j0:j1]
                 for j in range(nc):
-                    tvt[j] += x * bv[kk, j0 + j]
+                    tvt[j] += (x0 * b0[j] + x1 * b1[j]) + (x2 * b2[j] + x3 * b3[j])
+                kk += 4
+            for kk in range(kk, g1):
+                x = av[i, kk]
+                bvr = bv[kk, j0:j1]
+                for j in range(nc):
+                    tvt[j] += x * bvr[j]
             q = g0 // blk
             x = sav[i, q]
             ex = np.int64(sae[i, q])
+            sbvr = sbv[q, j0:j1]
+            sber = sbe[q, j0:j1]
             for j in range(nc):
                 gs = tvt[j]
-                tvt[j] = gs * (x * sbv[q, j0 + j])
+                tvt[j] = gs * (x * sbvr[j])
                 # a zero group takes part only under a zero_exp rule
-                tet[j] = ex + np.int64(sbe[q, j0 + j]) if (gs != 0.0 or zero_set) else np.int64(SENTINEL)
+                tet[j] = ex + np.int64(sber[j]) if (gs != 0.0 or zero_set) else np.int64(SENTINEL)
     # 2. IEEE classes: the sum of the non-finite terms (and C unless added after)
     n_bad = 0
     for j in range(nc):
@@ -736,7 +757,7 @@ def general_step_cols(ops, i, j0, j1, k0, k1, c, g, tv, te, pe, ps, vec, ivec):
         tvt = tv[t]
         for j in range(nc):
             x = tvt[j]
-            fin = np.isfinite(x)
+            fin = x - x == 0.0  # finite (inf - inf and NaN - NaN are NaN): a compare that vectorises
             special[j] += 0.0 if fin else x
             n_big += 1 if (fin and abs(x) >= _TWO128) else 0
     for j in range(nc):
@@ -762,7 +783,18 @@ def general_step_cols(ops, i, j0, j1, k0, k1, c, g, tv, te, pe, ps, vec, ivec):
                 psc[j] = pow2(frac_bits - max(pet[j], E_FLOOR))
                 ps[p_, j] = 0
         # each pass aligned to its own maximum and truncated toward zero
-        for t in range(nt):
+        t0 = 0
+        if n_pass == 1:  # four terms per sweep
+            pst = ps[0]
+            psc = vec[3]
+            while t0 + 4 <= nt:
+                u0, u1, u2, u3 = tv[t0], tv[t0 + 1], tv[t0 + 2], tv[t0 + 3]
+                for j in range(nc):
+                    sc_ = psc[j]
+                    pst[j] += ((np.int64(u0[j] * sc_) + np.int64(u1[j] * sc_))
+                               + (np.int64(u2[j] * sc_) + np.int64(u3[j] * sc_)))
+                t0 += 4
+        for t in range(t0, nt):
             p_ = pat[t % L]
             pst = ps[p_]
             psc = vec[3 + p_]
@@ -801,7 +833,15 @@ def general_step_cols(ops, i, j0, j1, k0, k1, c, g, tv, te, pe, ps, vec, ivec):
         for j in range(nc):
             psc[j] = pow2(frac_bits - max(emx[j], E_FLOOR))
             xs[j] = np.trunc(c[j] * psc[j]) if c_mode == C_FUSED else 0.0
-        for t in range(nt):
+        t0 = 0
+        while t0 + 4 <= nt:  # four terms per sweep
+            u0, u1, u2, u3 = tv[t0], tv[t0 + 1], tv[t0 + 2], tv[t0 + 3]
+            for j in range(nc):
+                sc_ = psc[j]
+                xs[j] += ((np.trunc(u0[j] * sc_) + np.trunc(u1[j] * sc_))
+                          + (np.trunc(u2[j] * sc_) + np.trunc(u3[j] * sc_)))
+            t0 += 4
+        for t in range(t0, nt):
             tvt = tv[t]
             for j in range(nc):
                 xs[j] += np.trunc(tvt[j] * psc[j])
