@@ -24,8 +24,8 @@ from ._array_reference import step_run
 from ._fault import Fault, OutputFault, apply_output_faults
 from ._faultmap import FaultMap
 from ._formats import get_format
-from ._golden import ArrayGoldenRun, _Operands, to_output
-from ._matmul import check_gemm_args, fused_layout
+from ._golden import ArrayGoldenRun, _Operands, flush_c, to_output
+from ._matmul import check_gemm_args, check_scales, fused_layout, general_step, operand_table, scale_table
 from ._profiles import DatapathProfile, get_profile
 from ._results import ArrayResult, FaultSites
 from ._schedule import Schedule, fault_events
@@ -56,15 +56,25 @@ class _ArrayBase:
         return check_gemm_args(self._profile, a, b, c, input_format)
 
     def schedule(self, m: int, k: int, n: int, *, input_format: str | None = None,
-                 accumulator: str = "fp32") -> Schedule:
+                 accumulator: str = "fp32", scale_block: int | None = None,
+                 scale_format: str = "ue8m0") -> Schedule:
         """The :class:`simulator.Schedule` of an (m x k) @ (k x n) GEMM: folds, cycles,
         registers and their live cycles.  ``input_format`` picks the profile's rule
-        (default: its first); ``accumulator``: ``"fp32"`` or ``"fp16"``."""
+        (default: its first); ``accumulator``: ``"fp32"`` or ``"fp16"``;
+        ``scale_block``: K positions per block scale of a block-scaled GEMM (None: none)
+        in ``scale_format``."""
         for name, v in (("m", m), ("k", k), ("n", n)):
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"{name} must be an int >= 0, not {v!r}")
         fmt = get_format(input_format or next(iter(self._profile.rules)))
-        return self._schedule(int(m), int(k), int(n), fmt, self._profile.rule(fmt.name), get_format(accumulator))
+        scales = None
+        if scale_block is not None:
+            if not isinstance(scale_block, int) or scale_block < 1 or k % scale_block:
+                raise ValueError(f"scale_block must be a positive int dividing k={k}, not {scale_block!r}")
+            # the schedule reads the scales' block count and format only
+            scales = (np.zeros((0, k // scale_block), np.uint8), None, get_format(scale_format))
+        return self._schedule(int(m), int(k), int(n), fmt, self._profile.rule(fmt.name), get_format(accumulator),
+                              scales)
 
     def _check_faults(self, schedule, faults):
         reg_faults, out_faults = [], []
@@ -100,8 +110,16 @@ class _ArrayBase:
         return tuple((r.name, r.width) for r in
                      self.schedule(1, 1, 1, input_format=input_format, accumulator=accumulator).registers)
 
+    def _scales(self, scale_a, scale_b, scale_format, M, Kd, N, fmt, rule):
+        """Validated block scales (None or (scale_a, scale_b, Format)); only block-scaled
+        units take them."""
+        if scale_a is not None or scale_b is not None or scale_format is not None:
+            raise ValueError(f"scale_a, scale_b and scale_format must be None for a {type(self).__name__}, "
+                             f"not given")
+        return None
+
     def run(self, a, b, c=None, *, faults=(), fault_map: FaultMap | None = None, input_format=None,
-            trace=()) -> ArrayResult:
+            trace=(), scale_a=None, scale_b=None, scale_format=None) -> ArrayResult:
         """D = A @ B + C through the array, cycle by cycle, with faults.
 
         Args:
@@ -114,20 +132,29 @@ class _ArrayBase:
                 met in every fold at every cycle (after ``faults`` in acting order).
             input_format: ``"tf32"`` for float32 inputs.
             trace: register names to record every cycle (runs the slow reference
-                stepper: small GEMMs only).
+                stepper: small GEMMs only; units of the original vocabulary only).
+            scale_a, scale_b, scale_format: block scales (TensorCoreArray), as
+                :func:`simulator.matmul`'s: (M, K/block) and (K/block, N) uint8 codes of
+                ``"ue8m0"`` or ``"ue4m3"``; each unit holds its step's scales in its
+                ``sa``/``sw`` registers.
         """
         fmt, rule, acc_fmt, c, (M, Kd, N) = self._prepare(a, b, c, input_format)
-        sched = self._schedule(M, Kd, N, fmt, rule, acc_fmt)
+        scales = self._scales(scale_a, scale_b, scale_format, M, Kd, N, fmt, rule)
+        sched = self._schedule(M, Kd, N, fmt, rule, acc_fmt, scales)
         dead = tuple(f for f in self._check_faults(sched, faults)[0] if not _lands_live(sched, f))
         if fault_map is not None:
             if not isinstance(fault_map, FaultMap):
                 raise TypeError(f"fault_map must be a FaultMap, not {type(fault_map).__name__}")
             faults = tuple(faults) + fault_map.faults
         reg_faults, out_faults = self._check_faults(sched, faults)
-        ops = _Operands.of(a, b, fmt, rule, acc_fmt)
-        acc = c.astype(np.float64)
+        ops = _Operands.of(a, b, fmt, rule, acc_fmt, scales)
+        acc = flush_c(c.astype(np.float64), rule, acc_fmt)
         trace_out = {}
         if trace:
+            if not self._classic_unit(rule, scales):
+                raise ValueError(f"trace must be empty for a unit of the issue-13 stages (profile "
+                                 f"{self._profile.name!r} {fmt.name}): the reference stepper models the "
+                                 f"original dot-product unit, not {trace!r}")
             acc, trace_out, stepped = step_run(self, sched, ops.abits, ops.bbits, acc, fmt, acc_fmt, ops.sp,
                                                reg_faults, trace)
             assert stepped == sched.cycles
@@ -194,7 +221,11 @@ class SystolicArray(_ArrayBase):
         if not isinstance(self.pipeline_depth, int) or not 1 <= self.pipeline_depth <= 16:
             raise ValueError(f"pipeline_depth must be an int in [1, 16], not {self.pipeline_depth!r}")
 
-    def _schedule(self, M, Kd, N, fmt, rule, acc) -> Schedule:
+    @staticmethod
+    def _classic_unit(rule, scales) -> bool:
+        return True
+
+    def _schedule(self, M, Kd, N, fmt, rule, acc, scales=None) -> Schedule:
         regs = _pe.fma_registers(self.dataflow, self.pipeline_depth, fmt, acc)
         return Schedule.build(self.dataflow, self.rows, self.cols, M, Kd, N, regs, depth=self.pipeline_depth,
                               input_format=fmt.name, acc_format=acc.name)
@@ -257,9 +288,18 @@ class TensorCoreArray(_ArrayBase):
     one-pass step; a step of P passes (hopper FP8: 2) chains P align/sum/round
     groups, 3P + 1 cycles (``schedule(...).depth``; see :mod:`simulator._pe`).
 
+    Rules of :attr:`simulator.StepRule.classic_form` (the original vocabulary, a zero
+    operand's exponent ``zero_exp`` as data) without block scales run on that unit.
+    Every other tensor-core rule (pairwise trees, re-aligned C, parallel passes, scaled
+    groups, block scales) runs on a unit whose registers are ``a``, ``w``, the scale
+    registers ``sa``/``sw`` of a block-scaled GEMM and ``psum``, and whose step is the
+    fast path's step itself (:func:`simulator._pe.general_registers`), depth 4.
+
     Attributes:
         rows, cols: units in the grid.
-        profile: a tensor-core profile (every rule has ``frac_bits``), e.g. ``"hopper"``.
+        profile: a tensor-core profile (at least one rule with ``frac_bits``), e.g.
+            ``"hopper"``, ``"cdna3"``; its scalar-FMA rules (``frac_bits=None``, such as
+            CDNA's fp32) are refused at ``run``.
         dataflow: ``"ws"`` (read-only: the only dataflow of a tensor-core array).
     """
 
@@ -271,18 +311,48 @@ class TensorCoreArray(_ArrayBase):
     def __post_init__(self):
         _check_dims(self.rows, self.cols)
         prof = get_profile(self.profile)
-        bad = [f for f, r in prof.rules.items() if r.frac_bits is None]
-        if bad:
-            raise ValueError(f"profile must be a tensor-core profile (every rule has frac_bits), not "
+        if all(r.frac_bits is None for r in prof.rules.values()):
+            raise ValueError(f"profile must be a tensor-core profile (a rule with frac_bits), not "
                              f"{prof.name!r} (use SystolicArray)")
+
+    def _prepare(self, a, b, c, input_format):
+        fmt, rule, acc_fmt, c, shape = check_gemm_args(self._profile, a, b, c, input_format)
+        if rule.frac_bits is None:
+            raise ValueError(f"input format must have a dot-product rule on a TensorCoreArray, not {fmt.name!r}: "
+                             f"profile {self._profile.name!r} computes it as a scalar FMA chain (use "
+                             f"simulator.matmul)")
+        return fmt, rule, acc_fmt, c, shape
+
+    def _scales(self, scale_a, scale_b, scale_format, M, Kd, N, fmt, rule):
+        scales = check_scales(scale_a, scale_b, scale_format, M, Kd, N, fmt)
+        if rule.group_k > 1 and scales is None:
+            raise ValueError(f"profile {self._profile.name!r} computes {fmt.name} in scaled groups: scale_a and "
+                             f"scale_b must be given, not None")
+        if scales is not None:
+            blk = Kd // scales[0].shape[1]
+            if blk % rule.k and rule.k % blk:
+                raise ValueError(f"the scale block must divide the unit's k={rule.k} or be a multiple of it, "
+                                 f"not {blk}")
+        return scales
+
+    @staticmethod
+    def _classic_unit(rule, scales) -> bool:
+        """Whether the original dot-product unit runs the rule (else the issue-13 unit)."""
+        return rule.classic_form and scales is None
 
     @property
     def dataflow(self) -> str:
         """``"ws"``: partial sums flow down, weights stationary."""
         return "ws"
 
-    def _schedule(self, M, Kd, N, fmt, rule, acc) -> Schedule:
+    def _schedule(self, M, Kd, N, fmt, rule, acc, scales=None) -> Schedule:
         fused = rule.c_mode == "fused"
+        if not self._classic_unit(rule, scales):
+            n_scales = 0 if scales is None else rule.k // min(Kd // scales[0].shape[1], rule.k)
+            regs = _pe.general_registers(rule.k, fmt, acc, n_scales, None if scales is None else scales[2])
+            return Schedule.build("ws", self.rows, self.cols, M, Kd, N, regs, step=rule.k, passes=1,
+                                  row_interval=_pe.dpu_psum_skew(1, fused), depth=_pe.dpu_depth(1),
+                                  input_format=fmt.name, acc_format=acc.name)
         regs = _pe.dpu_registers(rule.k, rule.frac_bits, fused, fmt, acc, rule.passes)
         n_pass = max(rule.passes) + 1
         return Schedule.build("ws", self.rows, self.cols, M, Kd, N, regs, step=rule.k, passes=n_pass,
@@ -292,6 +362,8 @@ class TensorCoreArray(_ArrayBase):
     def _kernel_run(self, ops, acc, ev, em, ptr):
         """Run the weight-stationary DPU kernel over ``ops`` (a prepared (sub-)GEMM), acc in place."""
         fmt, acc_fmt, sp, rule = ops.fmt, ops.acc_fmt, ops.sp, ops.rule
+        if not self._classic_unit(rule, ops.scales):
+            return self._general_run(ops, acc, ev, em, ptr)
         _, order, start = _pe.pass_layout(rule.k, rule.passes)
         lay = fused_layout(ops.av, ops.ae, ops.bv, ops.be, fmt, rule)
         evt = AK.Events(ev, em, *_row_index(ev, len(ptr) - 1, self.rows))
@@ -300,3 +372,34 @@ class TensorCoreArray(_ArrayBase):
                   AK.encoding(fmt), AK.encoding(acc_fmt), sp, evt)
 
 
+
+    def _general_run(self, ops, acc, ev, em, ptr):
+        """Run the weight-stationary kernel of issue-13 units over ``ops``, acc in place."""
+        fmt, acc_fmt, rule = ops.fmt, ops.acc_fmt, ops.rule
+        M, Kd = ops.av.shape
+        N = ops.bv.shape[1]
+        tv, te = operand_table(fmt, rule)
+        if ops.scales is not None:
+            sa_bits, sb_bits, sfmt, blk = ops.scales
+            stv, ste = scale_table(sfmt)
+            n_scales = rule.k // min(blk, rule.k)
+            sav, sae = stv[sa_bits.astype(np.intp)], ste[sa_bits.astype(np.intp)]
+            sbv, sbe = stv[sb_bits.astype(np.intp)], ste[sb_bits.astype(np.intp)]
+        else:
+            sa_bits, sb_bits = np.zeros((1, 1), np.uint64), np.zeros((1, 1), np.uint64)
+            stv, ste = np.ones(1), np.zeros(1, np.int16)
+            n_scales = 0
+            sav, sae = np.ones((1, 1)), np.zeros((1, 1), np.int16)
+            sbv, sbe = sav, sae
+        unit = AK.GeneralUnit(np.int64(rule.k), rule.tree == "pairwise", "nodes" in rule.flush,
+                              "accumulator" in rule.flush, ops.scales is not None, np.int64(n_scales),
+                              tv, te, stv, ste, np.uint64((1 << fmt.width) - 1))
+        gops = K.GeneralOperands(ops.av, np.ascontiguousarray(ops.ae, np.int16), ops.bv,
+                                 np.ascontiguousarray(ops.be, np.int16), np.ascontiguousarray(sav),
+                                 np.ascontiguousarray(sae), np.ascontiguousarray(sbv), np.ascontiguousarray(sbe),
+                                 np.int64(1 if ops.scales is not None else 0))
+        evt = AK.Events(ev, em, *_row_index(ev, len(ptr) - 1, self.rows))
+        geo = _geometry(self.rows, self.cols, _pe.dpu_depth(1))
+        AK.ws_general(ops.abits, ops.bbits, np.ascontiguousarray(sa_bits), np.ascontiguousarray(sb_bits), acc, geo,
+                      gops, ops.av.astype(np.float32), ops.bv.astype(np.float32), unit,
+                      general_step(rule, ops.sp), AK.encoding(acc_fmt), evt)

@@ -42,12 +42,13 @@ from collections import namedtuple
 import numpy as np
 from numba import njit, prange
 
-from ._kernels import (SENTINEL, FusedOperands, FusedStep, Rounding, acc_align_exp, add_c_after, carry_emin,
-                       fused_step_rows, round_bits, round_sum,
+from ._kernels import (SENTINEL, FusedOperands, FusedStep, GeneralOperands, Rounding, acc_align_exp, add_c_after,
+                       carry_emin, fused_step_rows, general_scratch, general_step_cols, pairwise_step_cols,
+                       round_bits, round_sum,
                        scale_bits, unscale_bits)
 
 # register codes used in events
-REG_A, REG_W, REG_PROD, REG_EMAX, REG_ALIGNED, REG_SUM, REG_PSUM, REG_X = 0, 1, 2, 3, 4, 5, 6, 7
+REG_A, REG_W, REG_PROD, REG_EMAX, REG_ALIGNED, REG_SUM, REG_PSUM, REG_X, REG_SA, REG_SW = range(10)
 # event table columns (int64): fold, register, PE row, columns [c0, c1), items [i0, i1),
 # element within a vector register, stage (prod stage, or 0/1 = before/after the MAC)
 EV_FOLD, EV_REG, EV_R, EV_C0, EV_C1, EV_I0, EV_I1, EV_ELEM, EV_STAGE = range(9)
@@ -233,16 +234,16 @@ def fma_add(p, c, rd):
 
 
 @njit(cache=True)
-def dpu_align(p, pe, k, c_val, c_fused, frac, o_emin, terms, sc, su):
+def dpu_align(p, pe, k, c_val, c_fused, frac, o_emin, terms, sc, su, c_zero):
     """Exponent compare and alignment of one step: fills terms, returns E (int64).
 
     p, pe: (k,) products and their alignment exponents; terms: (k+1,) out, the C
-    term (fused mode) last.
+    term (fused mode) last; c_zero: a zero carried term's exponent (SENTINEL: none).
     """
     e_max = np.int64(SENTINEL)
     if c_fused:
         sc[0] = c_val
-        e_max = np.int64(acc_align_exp(su[0], o_emin))
+        e_max = np.int64(c_zero) if c_val == 0.0 else np.int64(acc_align_exp(su[0], o_emin))
     for t in range(k):
         if pe[t] > -511 and pe[t] > e_max:
             e_max = pe[t]
@@ -565,9 +566,12 @@ def dpu_hot(row_active, ab, wb, k, c_val, order, start, ev, em, e0, e1, r, c, i,
         for t in range(k):
             a1 = _ops(ab[t], ev, em, e0, e1, REG_A, r, c, i, t, 0)
             w1 = _ops(wb[t], ev, em, e0, e1, REG_W, r, c, i, t, 0)
-            ea = operand_exp(a1, opf)
-            ew = operand_exp(w1, opf)
-            p[t] = decode_fp(a1, opf) * decode_fp(w1, opf)
+            va = decode_fp(a1, opf)
+            vw = decode_fp(w1, opf)
+            # a zero operand counts with the rule's zero_exp (st.c_zero; SENTINEL: no part)
+            ea = st.c_zero if va == 0.0 else operand_exp(a1, opf)
+            ew = st.c_zero if vw == 0.0 else operand_exp(w1, opf)
+            p[t] = va * vw
             pe[t] = ea + ew if (ea > -511 and ew > -511) else np.int64(SENTINEL)
             if np.isfinite(p[t]) and _has_reg(ev, e0, e1, REG_PROD, r, c, i):
                 pb = _ops(prod_encode(p[t], pe[t], m2), ev, em, e0, e1, REG_PROD, r, c, i, t, 0)
@@ -582,7 +586,8 @@ def dpu_hot(row_active, ab, wb, k, c_val, order, start, ev, em, e0, e1, r, c, i,
             for j in range(kp):
                 pp[j] = p[order[start[q] + j]]
                 ppe[j] = pe[order[start[q] + j]]
-            e_max = dpu_align(pp, ppe, kp, carry, has_c, frac, c_emin, terms, sc, su)
+            e_max = dpu_align(pp, ppe, kp, carry, has_c, frac, c_emin, terms, sc, su,
+                              st.c_zero if q == 0 else np.int64(SENTINEL))
             e_max = exp_decode(_ops(exp_encode(e_max), ev, em, e0, e1, REG_EMAX, r, c, i, 0, q))
             if _has_reg(ev, e0, e1, REG_ALIGNED, r, c, i):
                 for t in range(kp + 1 if has_c else kp):  # the carried term is element kp
@@ -645,14 +650,14 @@ def ws_dpu(a_bits, w_bits, acc, geo, k, order, start, ops, opf, accf, st, evt):
     _ws_dpu(a_bits, w_bits, acc, R, C, chunk, k, order, start, ev, em, row_ptr, row_idx, max_row, a_val, a_exp, b_val,
             b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor, frac, c_fused, op_eb, op_mb, op_bias, op_fn, acc_eb,
             acc_mb, acc_bias, acc_fn, p_man, p_emin, p_max, p_rne, p_ovf, o_man, o_emin, o_max, o_rne, o_ovf, f_man,
-            f_emin, f_max, f_rne, f_ovf)
+            f_emin, f_max, f_rne, f_ovf, st.c_zero)
 
 
 @njit(cache=True, parallel=True)
 def _ws_dpu(a_bits, w_bits, acc, R, C, chunk, k, order, start, ev, em, row_ptr, row_idx, max_row, a_val, a_exp, b_val,
             b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor, frac, c_fused, op_eb, op_mb, op_bias, op_fn, acc_eb,
             acc_mb, acc_bias, acc_fn, p_man, p_emin, p_max, p_rne, p_ovf, o_man, o_emin, o_max, o_rne, o_ovf, f_man,
-            f_emin, f_max, f_rne, f_ovf):
+            f_emin, f_max, f_rne, f_ovf, c_zero):
     """:func:`ws_dpu` on the records' fields."""
     M, K = a_bits.shape
     N = w_bits.shape[1]
@@ -665,7 +670,8 @@ def _ws_dpu(a_bits, w_bits, acc, R, C, chunk, k, order, start, ev, em, row_ptr, 
     for ch in prange(nch):
         ops_ = FusedOperands(a_val, a_exp, b_val, b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor)
         st_ = FusedStep(frac, c_fused, Rounding(p_man, p_emin, p_max, p_rne, p_ovf),
-                        Rounding(o_man, o_emin, o_max, o_rne, o_ovf), Rounding(f_man, f_emin, f_max, f_rne, f_ovf))
+                        Rounding(o_man, o_emin, o_max, o_rne, o_ovf), Rounding(f_man, f_emin, f_max, f_rne, f_ovf),
+                        c_zero)
         opf_ = Encoding(op_eb, op_mb, op_bias, op_fn)
         accf_ = Encoding(acc_eb, acc_mb, acc_bias, acc_fn)
         sc = np.empty(3, np.float64)
@@ -714,3 +720,143 @@ def _ws_dpu(a_bits, w_bits, acc, R, C, chunk, k, order, start, ev, em, row_ptr, 
                         # a fault-free unit row: the core's fused step over the fold's columns
                         fused_step_rows(ops_, st_, acc, m, m + 1, (kf * R + r) * k_step, n0, n0 + Cu,
                                         emx, scl, itot, special, tot, carry, row)
+
+
+# ---- units of issue-13 rules: operands, scales, psum ---------------------------------
+GeneralUnit = namedtuple("GeneralUnit", ["k", "pairwise", "flush_nodes", "flush_acc", "scaled", "n_scales",
+                                         "tv", "te", "stv", "ste", "op_mask"])
+GeneralUnit.__doc__ = """A unit of an issue-13 rule as :func:`ws_general` takes it: k (int64) positions
+per step; pairwise (bool) a pairwise binary32 tree (else the general fused step);
+flush_nodes, flush_acc (bool) its flushes; scaled (bool) block scales, n_scales (int64)
+scale-register elements; tv, te: value (float64) and alignment exponent (int16) of every
+operand code (the rule's input flush and zero_exp applied), stv, ste: of every scale
+code; op_mask (uint64): the operand codes' bits."""
+
+
+@njit(cache=True)
+def _unit_step(u, g, ab, wb, sab, swb, kn, c_val, av1, ae1, bv1, be1, sav1, sae1, sbv1, sbe1, a32, b32, c32,
+               buf, cv, scr):
+    """One unit step from register bits: operand codes ab, wb (k,), scale codes sab, swb
+    (n_scales,) -> the step's result (float64) by the core's step (:func:`general_step_cols`
+    or :func:`pairwise_step_cols` on one column).  kn: the step's live positions."""
+    k = u.k
+    per = k // u.n_scales if u.scaled else 1
+    for t in range(k):
+        ca = ab[t] & u.op_mask
+        cw = wb[t] & u.op_mask
+        live = t < kn
+        av1[0, t] = u.tv[ca] if live else 0.0
+        ae1[0, t] = u.te[ca]
+        bv1[t, 0] = u.tv[cw] if live else 0.0
+        be1[t, 0] = u.te[cw]
+        if u.scaled:
+            sa_ = sab[t // per] & np.uint64(0xFF)
+            sw_ = swb[t // per] & np.uint64(0xFF)
+            sav1[0, t] = u.stv[sa_]
+            sae1[0, t] = u.ste[sa_]
+            sbv1[t, 0] = u.stv[sw_]
+            sbe1[t, 0] = u.ste[sw_]
+    if u.pairwise:
+        for t in range(k):
+            a32[0, t] = np.float32(av1[0, t])
+            b32[t, 0] = np.float32(bv1[t, 0])
+        c32[0] = np.float32(c_val)
+        pairwise_step_cols(a32, b32, 0, 0, k, 0, 1, c32, buf, u.flush_nodes, u.flush_acc)
+        return np.float64(c32[0])
+    ops1 = GeneralOperands(av1, ae1, bv1, be1, sav1, sae1, sbv1, sbe1, np.int64(1 if u.scaled else 0))
+    cv[0] = c_val
+    general_step_cols(ops1, 0, 0, 1, 0, kn, cv[0:1], g, scr[0], scr[1], scr[2], scr[3], scr[4], scr[5])
+    return cv[0]
+
+
+@njit(cache=True)
+def ws_general(a_bits, w_bits, sa_bits, sw_bits, acc, geo, ops, a32f, b32f, u, g, accf, evt):
+    """Weight-stationary array of k-wide units of an issue-13 rule over a whole GEMM.
+
+    a_bits (M, K), w_bits (K, N): operand codes (uint64); sa_bits (M, K), sw_bits (K, N):
+    each position's scale code (uint64; unused unless ``u.scaled``); acc (M, N) float64,
+    C in, D out.  ops: a :class:`GeneralOperands` of the same operands (scales per
+    position, blk 1) and a32f (M, K), b32f (K, N) float32 their values (pairwise trees):
+    a fault-free PE row is the core's step over the fold's columns.  u: the
+    :class:`GeneralUnit`; g: the :class:`GeneralStep`; accf: the accumulator's
+    :class:`Encoding`; evt: :class:`Events` grouped by (fold, PE row) as :func:`ws_dpu`.
+    PE row r of K-fold kf holds step kf*R + r; a row a fault touches decodes its
+    registers' (faulted) bits unit by unit and runs the same step on them.
+    """
+    R, C = geo.rows, geo.cols
+    ev, em, row_ptr, row_idx, max_row = evt.table, evt.masks, evt.ptr, evt.idx, evt.max_row
+    M, K = a_bits.shape
+    N = w_bits.shape[1]
+    k = u.k
+    ns = max(u.n_scales, 1)
+    nsteps = (K + k - 1) // k
+    nkf = (nsteps + R - 1) // R
+    nnt = (N + C - 1) // C
+    scr = general_scratch(k, g.n_pass, max(C, 1))
+    scr1 = general_scratch(k, g.n_pass, 1)
+    buf = np.empty((k, max(C, 1)), np.float32)
+    c32 = np.empty(max(C, 1), np.float32)
+    ab = np.zeros(k, np.uint64)
+    wb = np.zeros(k, np.uint64)
+    sab = np.zeros(ns, np.uint64)
+    swb = np.zeros(ns, np.uint64)
+    av1 = np.zeros((1, k))
+    ae1 = np.zeros((1, k), np.int16)
+    bv1 = np.zeros((k, 1))
+    be1 = np.zeros((k, 1), np.int16)
+    sav1 = np.ones((1, k))
+    sae1 = np.zeros((1, k), np.int16)
+    sbv1 = np.ones((k, 1))
+    sbe1 = np.zeros((k, 1), np.int16)
+    a32 = np.zeros((1, k), np.float32)
+    b32 = np.zeros((k, 1), np.float32)
+    c1 = np.empty(1, np.float32)
+    cv = np.empty(1, np.float64)
+    evs = np.empty((max(max_row, 1), EV_COLS), np.int64)
+    ems = np.empty((max(max_row, 1), 3), np.uint64)
+    per = k // ns
+    for nt in range(nnt):
+        n0 = nt * C
+        Cu = min(C, N - n0)
+        for kf in range(nkf):
+            f = nt * nkf + kf
+            Ru = min(R, nsteps - kf * R)
+            for m in range(M):
+                for r in range(R):
+                    kb = (kf * R + r) * k
+                    kn = min(k, K - kb) if r < Ru else 0
+                    lo = row_ptr[f * R + r]
+                    hi = row_ptr[f * R + r + 1]
+                    ne = row_events(ev, em, row_idx, lo, hi, m, evs, ems) if hi > lo else 0
+                    if ne > 0:
+                        for c in range(Cu):
+                            v = acc[m, n0 + c]
+                            if r < Ru:
+                                for t in range(k):
+                                    xa = a_bits[m, kb + t] if t < kn else _U0
+                                    xw = w_bits[kb + t, n0 + c] if t < kn else _U0
+                                    ab[t] = _ops(xa, evs, ems, 0, ne, REG_A, r, c, m, t, 0)
+                                    wb[t] = _ops(xw, evs, ems, 0, ne, REG_W, r, c, m, t, 0)
+                                if u.scaled:
+                                    for q in range(ns):
+                                        live = q * per < kn
+                                        xa = sa_bits[m, kb + q * per] if live else _U0
+                                        xw = sw_bits[kb + q * per, n0 + c] if live else _U0
+                                        sab[q] = _ops(xa, evs, ems, 0, ne, REG_SA, r, c, m, q, 0)
+                                        swb[q] = _ops(xw, evs, ems, 0, ne, REG_SW, r, c, m, q, 0)
+                                v = _unit_step(u, g, ab, wb, sab, swb, kn, v, av1, ae1, bv1, be1, sav1, sae1, sbv1,
+                                               sbe1, a32, b32, c1, buf, cv, scr1)
+                            acc[m, n0 + c] = _psum_ops(v, evs, ems, 0, ne, REG_PSUM, r, c, m, 1, accf)
+                        continue
+                    if r >= Ru:
+                        continue
+                    c0 = acc[m, n0:n0 + Cu]
+                    if u.pairwise:
+                        for c in range(Cu):
+                            c32[c] = np.float32(c0[c])
+                        pairwise_step_cols(a32f, b32f, m, kb, k, n0, n0 + Cu, c32, buf, u.flush_nodes, u.flush_acc)
+                        for c in range(Cu):
+                            c0[c] = np.float64(c32[c])
+                    else:
+                        general_step_cols(ops, m, n0, n0 + Cu, kb, kb + kn, c0, g, scr[0], scr[1], scr[2], scr[3],
+                                          scr[4], scr[5])

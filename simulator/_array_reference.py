@@ -93,7 +93,9 @@ class _Ctx:
         return AK.decode_fp(np.uint64(bits[0]), self.accf)
 
     def decode_op(self, bits):
-        return AK.decode_fp(np.uint64(bits), self.opf), int(AK.operand_exp(np.uint64(bits), self.opf))
+        v = AK.decode_fp(np.uint64(bits), self.opf)
+        # a zero operand counts with the rule's zero_exp (sp.c_zero; SENTINEL: no part)
+        return v, int(self.sp.c_zero) if v == 0.0 else int(AK.operand_exp(np.uint64(bits), self.opf))
 
     def fma(self, p, c):
         return AK.fma_add(p, c, self.sp.out)
@@ -340,7 +342,8 @@ def _ws_dpu_fold(ctx, f, abits, bbits, acc, faults, g0, tr):
                         p = np.array([v for v, _ in x["v"]] + [0.0])
                         pe = np.array([e for _, e in x["v"]] + [0], np.int64)
                         terms = np.zeros(kp + 1)
-                        e = AK.dpu_align(p, pe, kp, carried, has_c[q], sp.frac, emin, terms, ctx.sc, ctx.su)
+                        e = AK.dpu_align(p, pe, kp, carried, has_c[q], sp.frac, emin, terms, ctx.sc, ctx.su,
+                                         sp.c_zero if q == 0 else np.int64(SENTINEL))
                         new["emax" + sfx[q]][r][c] = {"v": int(e), "tag": m}
                         new["aligned" + sfx[q]][r][c] = {"v": list(terms[:kp + has_c[q]]), "tag": m, "cin": cin}
                     x = regs["aligned" + sfx[q]][r][c]

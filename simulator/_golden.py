@@ -17,7 +17,7 @@ import numpy as np
 from . import _array_kernels as AK
 from ._fault import apply_output_faults
 from ._formats import Format
-from ._matmul import matmul, operand_arrays, step_params
+from ._matmul import flush_zero_exp, matmul, operand_arrays, step_params
 from ._schedule import fault_events
 
 __all__ = ["ArrayGoldenRun", "Injection"]
@@ -32,6 +32,14 @@ def _bits64(vals: np.ndarray, fmt: Format, x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(b.astype(np.uint64) >> np.uint64(fmt.container_shift))
 
 
+def flush_c(acc: np.ndarray, rule, acc_fmt: Format) -> np.ndarray:
+    """C (float64 values) as a GEMM starts under ``rule``: below the accumulator's smallest
+    normal made +0 when ``"inputs"`` is in ``rule.flush`` (as :func:`simulator.matmul`)."""
+    if "inputs" in rule.flush:
+        acc = np.where(np.abs(acc) < acc_fmt.smallest_normal, 0.0, acc)
+    return acc
+
+
 def to_output(acc: np.ndarray, dtype, acc_fmt: Format, profile) -> np.ndarray:
     """Accumulator values (float64) -> D in ``dtype`` (float32/float16), NaNs as the
     profile's NaN encoding."""
@@ -39,14 +47,20 @@ def to_output(acc: np.ndarray, dtype, acc_fmt: Format, profile) -> np.ndarray:
         out = acc.astype(dtype)
     nan = np.isnan(acc)
     if nan.any():
-        out.view(acc_fmt.uint_dtype)[nan] = profile.nan_fp32 if acc_fmt.name == "fp32" else profile.nan_fp16
+        bits = profile.nan_fp32 if acc_fmt.name == "fp32" else profile.nan_fp16
+        if bits is None:  # host NaN: written as the quiet NaN, as simulator.matmul does
+            bits = 0x7FC00000 if acc_fmt.name == "fp32" else 0x7E00
+        out.view(acc_fmt.uint_dtype)[nan] = bits
     return out
 
 
 @dataclass(frozen=True)
 class _Operands:
     """A GEMM's operands unpacked for the kernels: encodings (uint64), values (float64),
-    alignment exponents (int32) of A (M, K) and B (K, N), and the formats and rule."""
+    alignment exponents (int32) of A (M, K) and B (K, N) as the rule's step reads them
+    (its input flush and zero_exp applied), the formats and rule; scales: None or block
+    scales per K position, (scale codes of A (M, K) uint64, of B (K, N) uint64, scale
+    Format, block)."""
 
     abits: np.ndarray
     av: np.ndarray
@@ -58,22 +72,32 @@ class _Operands:
     acc_fmt: Format
     rule: object
     sp: object
+    scales: tuple | None = None
 
     @staticmethod
-    def of(a, b, fmt, rule, acc_fmt):
-        av, ae = operand_arrays(a, fmt, rule)
-        bv, be = operand_arrays(b, fmt, rule)
+    def of(a, b, fmt, rule, acc_fmt, scales=None):
+        """scales: None or (scale_a (M, K/blk), scale_b (K/blk, N) uint8 codes, Format)."""
+        av, ae = flush_zero_exp(*operand_arrays(a, fmt, rule), fmt, rule)
+        bv, be = flush_zero_exp(*operand_arrays(b, fmt, rule), fmt, rule)
         av, bv, ae, be = (np.ascontiguousarray(x, dt) for x, dt in
                           ((av, np.float64), (bv, np.float64), (ae, np.int32), (be, np.int32)))
+        if scales is not None:
+            sa, sb, sfmt = scales
+            blk = a.shape[1] // sa.shape[1]
+            scales = (np.ascontiguousarray(np.repeat(sa, blk, axis=1), np.uint64),
+                      np.ascontiguousarray(np.repeat(sb, blk, axis=0), np.uint64), sfmt, blk)
         return _Operands(_bits64(av, fmt, a), av, ae, _bits64(bv, fmt, b), bv, be, fmt, acc_fmt, rule,
-                         step_params(rule, acc_fmt))
+                         step_params(rule, acc_fmt), scales)
 
     def sub(self, i0, i1, k0, k1, n0, n1):
         """Rows [i0, i1) of A and columns [n0, n1) of B, K range [k0, k1)."""
         cut = np.ascontiguousarray
+        sc = self.scales
+        if sc is not None:
+            sc = (cut(sc[0][i0:i1, k0:k1]), cut(sc[1][k0:k1, n0:n1]), sc[2], sc[3])
         return _Operands(cut(self.abits[i0:i1, k0:k1]), cut(self.av[i0:i1, k0:k1]), cut(self.ae[i0:i1, k0:k1]),
                          cut(self.bbits[k0:k1, n0:n1]), cut(self.bv[k0:k1, n0:n1]), cut(self.be[k0:k1, n0:n1]),
-                         self.fmt, self.acc_fmt, self.rule, self.sp)
+                         self.fmt, self.acc_fmt, self.rule, self.sp, sc)
 
 
 def _same(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -147,7 +171,7 @@ class ArrayGoldenRun:
             if k0 == self.shape[1]:
                 v = self.output.astype(np.float64)
             elif k0 == 0:
-                v = self.c.astype(np.float64)
+                v = flush_c(self.c.astype(np.float64), self.rule, self.acc_fmt)
             else:
                 v = self._matmul(self.a[:, :k0], self.b[:k0], self.c).astype(np.float64)
             self._partials[kf] = v

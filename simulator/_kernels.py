@@ -37,12 +37,14 @@ emin (int64) smallest normal exponent, max (uint64) binary64 bits of the largest
 value, rne (bool) round to nearest even (else toward zero), ovf (bool) overflow to inf
 (else saturate)."""
 
-FusedStep = namedtuple("FusedStep", ["frac", "c_fused", "pas", "out", "f32"])
+FusedStep = namedtuple("FusedStep", ["frac", "c_fused", "pas", "out", "f32", "c_zero"])
 FusedStep.__doc__ = """A fused step's numerics: frac (int64) fraction bits kept below the alignment
 exponent (-1: an exact IEEE step), c_fused (bool) C aligned with the products (c_mode
 "fused"; else added after), and three :class:`Rounding` targets: pas (binary32,
 between passes and before a c_mode "after" addition), out (into the accumulator) and
-f32 (the binary32 round-to-nearest-even addition of c_mode "after")."""
+f32 (the binary32 round-to-nearest-even addition of c_mode "after"); c_zero (int16) the
+alignment exponent of a zero C (c_mode "fused"): :data:`SENTINEL` (no part, the H100's
+rule) or the rule's ``zero_exp``."""
 
 FusedOperands = namedtuple("FusedOperands", ["a_val", "a_exp", "b_val", "b_exp", "a_bad", "b_bad", "n_pass",
                                              "pass_len", "p_floor"])
@@ -54,8 +56,8 @@ of a nonzero product's alignment exponent (see :func:`fused_gemm`)."""
 
 GeneralOperands = namedtuple("GeneralOperands", ["av", "ae", "bv", "be", "sav", "sae", "sbv", "sbe", "blk"])
 GeneralOperands.__doc__ = """Operands of :func:`general_fused_gemm`: av (M, K) float64, ae int16; bv, be
-(N, K) (B transposed); block scales sav, sae (M, K // blk), sbv, sbe (N, K // blk)
-float64 / int16; blk (int64) 0 for none."""
+(K, N); block scales sav, sae (M, K // blk), sbv, sbe (K // blk, N) float64 / int16;
+blk (int64) 0 for none."""
 
 GeneralStep = namedtuple("GeneralStep", ["k_step", "group_k", "zero_set", "c_zero_exp", "frac", "c_mode", "pat",
                                          "n_pass", "sum_fb", "c_fb", "align_rd", "merge_rd", "c_drop", "prod_ovf",
@@ -372,6 +374,16 @@ def carry_emin(p, c_fused, o_emin, p_emin):
     return o_emin if (p == 0 and c_fused) else p_emin
 
 
+@njit(cache=True, inline="always")
+def carry_exp(c, p, c_fused, c_emin, c_zero):
+    """Alignment exponent (int64) of the term carried into pass ``p`` (:func:`acc_align_exp`
+    with floor ``c_emin``); a zero C (pass 0, c_mode "fused") counts with ``c_zero``
+    (:data:`SENTINEL`: no part; a rule's ``zero_exp``)."""
+    if c == 0.0 and p == 0 and c_fused:
+        return np.int64(c_zero)
+    return np.int64(acc_align_exp(as_bits(c), c_emin))
+
+
 @njit(cache=True)
 def round_block(src, dst, n, rd):
     """dst[:n] = rounded src[:n] (binary64 arrays, distinct), as :func:`round_bits` to rd
@@ -470,18 +482,19 @@ def fused_gemm(ops, st, acc, n_chunks=1):
     f_man, f_emin, f_max, f_rne, f_ovf = st.f32
     _fused_gemm(acc, per_g, a_val, a_exp, b_val, b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor, frac, c_fused,
                 p_man, p_emin, p_max, p_rne, p_ovf, o_man, o_emin, o_max, o_rne, o_ovf, f_man, f_emin, f_max, f_rne,
-                f_ovf)
+                f_ovf, st.c_zero)
 
 
 @njit(cache=True, parallel=True)
 def _fused_gemm(acc, per_g, a_val, a_exp, b_val, b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor, frac, c_fused,
                 p_man, p_emin, p_max, p_rne, p_ovf, o_man, o_emin, o_max, o_rne, o_ovf, f_man, f_emin, f_max, f_rne,
-                f_ovf):
+                f_ovf, c_zero):
     """:func:`fused_gemm` on the records' fields, one task per prange iteration."""
     for t in prange(a_val.shape[0] * per_g):
         ops_ = FusedOperands(a_val, a_exp, b_val, b_exp, a_bad, b_bad, n_pass_, pass_len, p_floor)
         st_ = FusedStep(frac, c_fused, Rounding(p_man, p_emin, p_max, p_rne, p_ovf),
-                        Rounding(o_man, o_emin, o_max, o_rne, o_ovf), Rounding(f_man, f_emin, f_max, f_rne, f_ovf))
+                        Rounding(o_man, o_emin, o_max, o_rne, o_ovf), Rounding(f_man, f_emin, f_max, f_rne, f_ovf),
+                        c_zero)
         _fused_tasks(ops_, st_, acc, per_g, t, t + 1)
 
 
@@ -549,7 +562,7 @@ def fused_step_rows(ops, st, acc, i0, i1, k0, j0, j1, emax, scale, itot, special
             c_emin = carry_emin(p, c_fused, st.out.emin, st.pas.emin)
             for j in range(n):
                 c = carry[j]
-                e = max(np.int64(emax[j]), np.int64(acc_align_exp(as_bits(c), c_emin)))
+                e = max(np.int64(emax[j]), carry_exp(c, p, c_fused, c_emin, st.c_zero))
                 emax[j] = e
                 total[j] = np.trunc(c * pow2(frac_bits - max(e, E_FLOOR)))
                 scale[j] = pow2(frac_bits - max(e, p_floor))
@@ -727,157 +740,258 @@ _TINY32 = np.float32(float.fromhex("0x1p-126"))
 
 
 @njit(cache=True, inline="always")
-def _shr(x, s, rd):
-    """x * 2**-s for int64 x and s >= 0, rounded down (``rd``) or toward zero."""
-    if s <= 0:
-        return x << min(-s, 62)
-    if rd:
-        return x >> min(s, 63)  # arithmetic shift: floor
-    m = abs(x) >> min(s, 63)
-    return -m if x < 0 else m
+def _shr_nonneg(x, s, rd):
+    """x * 2**-s for int64 x and s >= 0, rounded down (``rd``) or toward zero; branch-free."""
+    sh = min(s, 63)
+    m = abs(x) >> sh
+    return (x >> sh) if rd else (-m if x < 0 else m)
+
+
+# columns per block of the general step: its scratch (k_step terms x _GJB values and
+# exponents) stays in the L1 data cache
+_GJB = 128
 
 
 @njit(cache=True)
-def general_step(ops, i, j, k0, k1, c, c_exp, tv, te, pe, ps, g):
-    """One fused step of element (i, j) over K positions [k0, k1): every issue-13 field.
+def general_scratch(k_step, n_pass, n):
+    """Scratch of :func:`general_step_cols` for ``n`` columns: (tv (k_step, n) float64,
+    te (k_step, n) int64, pe, ps (n_pass, n) int64, vec (3 + n_pass, n) float64, ivec (2, n) int64)."""
+    return (np.empty((k_step, n), np.float64), np.empty((k_step, n), np.int64),
+            np.empty((max(n_pass, 1), n), np.int64), np.empty((max(n_pass, 1), n), np.int64),
+            np.empty((3 + max(n_pass, 1), n), np.float64), np.empty((2, n), np.int64))
 
-    av (M, K), bv (N, K): operand values (binary64, B transposed); ae, be int16
-    alignment exponents (a zero operand's is the rule's ``zero_exp``, else
-    :data:`SENTINEL`).  sav/sae (M, K // blk), sbv/sbe (N, K // blk): scale values and
-    exponents (``blk`` 0: no scales).  c: C (binary64 value), c_exp: its alignment
-    exponent (zero C: ``zero_exp`` or SENTINEL).  tv, te (float64, int64), pe, ps (int64):
-    scratch of at least k1 - k0 and n_pass elements.  Other arguments as
-    :func:`general_fused_gemm`.  Returns the step's result as a binary64 value.
-    Every term is exact in binary64 (products of at most 53 significant bits, FP4
-    group sums of a few bits), and every aligned term and sum below 2**53.
-    ops: :class:`GeneralOperands`; g: :class:`GeneralStep`.
+
+@njit(cache=True)
+def general_step_cols(ops, i, j0, j1, k0, k1, c, g, tv, te, pe, ps, vec, ivec):
+    """One step of row i over K positions [k0, k1) for columns [j0, j1), any rule: the
+    numerics of every issue-13 fused datapath (every field of :class:`GeneralStep`).
+
+    ops (a :class:`GeneralOperands`): av (M, K), bv (K, N) operand values (binary64);
+    ae, be int16 alignment exponents (a zero operand's is the rule's ``zero_exp``, else
+    :data:`SENTINEL`); sav/sae (M, K // blk), sbv/sbe (K // blk, N): scale values and
+    exponents (``blk`` 0: no scales).  c (j1 - j0,) float64: C on entry, the step's
+    result on return.  g: the :class:`GeneralStep`.  tv, te, pe, ps, vec, ivec: scratch
+    of at least j1 - j0 columns (:func:`general_scratch`).  Every term is exact in
+    binary64 (products of at most 53 significant bits, FP4 group sums of a few bits),
+    and every aligned term and sum below 2**53.  The fast path calls it on blocks of
+    columns, the cycle-level unit on one column.
     """
     av, ae, bv, be, sav, sae, sbv, sbe, blk = ops.av, ops.ae, ops.bv, ops.be, ops.sav, ops.sae, ops.sbv, ops.sbe, \
         ops.blk
     group_k, zero_set, frac_bits, c_mode, pat, n_pass = g.group_k, g.zero_set, g.frac, g.c_mode, g.pat, g.n_pass
     sum_fb, c_fb, align_rd, merge_rd, c_drop = g.sum_fb, g.c_fb, g.align_rd, g.merge_rd, g.c_drop
-    prod_ovf_inf, zero_signed = g.prod_ovf, g.zero_signed
     p_man, p_emin, p_max, p_rne = g.pas.man, g.pas.emin, g.pas.max, g.pas.rne
     o_man, o_emin, o_max, o_rne, o_ovf = g.out.man, g.out.emin, g.out.max, g.out.rne, g.out.ovf
-    f32_max = g.f32.max
-    n = (k1 - k0 + group_k - 1) // group_k
-    special = 0.0
-    bad = False
-    for t in range(n):
+    nc = j1 - j0
+    nt = (k1 - k0 + group_k - 1) // group_k
+    special = vec[0]
+    xs = vec[1]
+    emx = ivec[0]
+    cex = ivec[1]
+    # 1. the terms: value and alignment exponent of each product (or scaled group)
+    for t in range(nt):
+        tvt = tv[t]
+        tet = te[t]
         if group_k == 1:
             kk = k0 + t
-            p = av[i, kk] * bv[j, kk]
-            e = np.int64(ae[i, kk]) + np.int64(be[j, kk])
+            x = av[i, kk]
+            ex = np.int64(ae[i, kk])
+            # rows sliced first: indices j from a range need no wraparound check, so the
+            # sweeps vectorise
+            bvr = bv[kk, j0:j1]
+            ber = be[kk, j0:j1]
             if blk > 0:
                 q = kk // blk
-                p = p * (sav[i, q] * sbv[j, q])
-                e += np.int64(sae[i, q]) + np.int64(sbe[j, q])
+                x = x * sav[i, q]
+                ex += np.int64(sae[i, q])
+                sbvr = sbv[q, j0:j1]
+                sber = sbe[q, j0:j1]
+                for j in range(nc):
+                    tvt[j] = x * (bvr[j] * sbvr[j])
+                    tet[j] = ex + np.int64(ber[j]) + np.int64(sber[j])
+            else:
+                for j in range(nc):
+                    tvt[j] = x * bvr[j]
+                    tet[j] = ex + np.int64(ber[j])
         else:
             # a group of products summed exactly; its exponent is the scales' alone
             g0 = k0 + t * group_k
-            gs = 0.0
-            for kk in range(g0, min(g0 + group_k, k1)):
-                gs += av[i, kk] * bv[j, kk]
+            g1 = min(g0 + group_k, k1)
+            tvt[:nc] = 0.0
+            kk = g0
+            # four positions per sweep (the group sum is exact, so its order is free)
+            while kk + 4 <= g1:
+                x0, x1, x2, x3 = av[i, kk], av[i, kk + 1], av[i, kk + 2], av[i, kk + 3]
+                b0 = bv[kk, j0:j1]
+                b1 = bv[kk + 1, j0:j1]
+                b2 = bv[kk + 2, j0:j1]
+                b3 = bv[kk + 3, j0:j1]
+                for j in range(nc):
+                    tvt[j] += (x0 * b0[j] + x1 * b1[j]) + (x2 * b2[j] + x3 * b3[j])
+                kk += 4
+            for kk in range(kk, g1):
+                x = av[i, kk]
+                bvr = bv[kk, j0:j1]
+                for j in range(nc):
+                    tvt[j] += x * bvr[j]
             q = g0 // blk
-            p = gs * (sav[i, q] * sbv[j, q])
-            e = np.int64(sae[i, q]) + np.int64(sbe[j, q])
-            if gs == 0.0 and not zero_set:
-                e = np.int64(SENTINEL)  # a zero group takes part only under a zero_exp rule
-        if not np.isfinite(p):
-            bad = True
-            special += p
-        tv[t] = p
-        te[t] = e
-    if c_mode != C_AFTER and not np.isfinite(c):
-        bad = True
-        special += c
-    if bad:
-        if c_mode == C_AFTER:
-            special = special + c
-        return special  # NaN or +-inf: the IEEE class of the step
-    if prod_ovf_inf:
-        pinf = False
-        ninf = False
-        for t in range(n):
-            if abs(tv[t]) >= _TWO128:
-                if tv[t] > 0:
-                    pinf = True
-                else:
-                    ninf = True
-        if pinf and ninf:
-            return np.nan
-        if pinf:
-            return np.inf
-        if ninf:
-            return -np.inf
+            x = sav[i, q]
+            ex = np.int64(sae[i, q])
+            sbvr = sbv[q, j0:j1]
+            sber = sbe[q, j0:j1]
+            for j in range(nc):
+                gs = tvt[j]
+                tvt[j] = gs * (x * sbvr[j])
+                # a zero group takes part only under a zero_exp rule
+                tet[j] = ex + np.int64(sber[j]) if (gs != 0.0 or zero_set) else np.int64(SENTINEL)
+    # 2. IEEE classes: the sum of the non-finite terms (and C unless added after)
+    n_bad = 0
+    for j in range(nc):
+        special[j] = 0.0 if (c_mode == C_AFTER or np.isfinite(c[j])) else c[j]
+    n_big = 0  # finite products >= 2**128 (product_overflow "inf")
+    for t in range(nt):
+        tvt = tv[t]
+        for j in range(nc):
+            x = tvt[j]
+            fin = x - x == 0.0  # finite (inf - inf and NaN - NaN are NaN): a compare that vectorises
+            special[j] += 0.0 if fin else x
+            n_big += 1 if (fin and abs(x) >= _TWO128) else 0
+    for j in range(nc):
+        n_bad += 0 if np.isfinite(special[j]) else 1
+    # 3. the exponents: of C, and the step's E
+    for j in range(nc):
+        cex[j] = c_align_exp(c[j], o_emin, g.c_zero_exp)
     if c_mode == C_ALIGNED:
         L = pat.shape[0]
         for p_ in range(n_pass):
-            pe[p_] = SENTINEL
-            ps[p_] = 0
-        for t in range(n):
-            p_ = pat[t % L]
-            if te[t] > pe[p_]:
-                pe[p_] = te[t]
-        ep = np.int64(SENTINEL)
+            pe[p_, :nc] = SENTINEL
+        for t in range(nt):
+            pet = pe[pat[t % L]]
+            tet = te[t]
+            for j in range(nc):
+                pet[j] = max(pet[j], tet[j])
+        emx[:nc] = SENTINEL
         for p_ in range(n_pass):
-            ep = max(ep, pe[p_])
-        for t in range(n):
+            pet = pe[p_]
+            psc = vec[3 + p_]
+            for j in range(nc):
+                emx[j] = max(emx[j], pet[j])
+                psc[j] = pow2(frac_bits - max(pet[j], E_FLOOR))
+                ps[p_, j] = 0
+        # each pass aligned to its own maximum and truncated toward zero
+        t0 = 0
+        if n_pass == 1:  # four terms per sweep
+            pst = ps[0]
+            psc = vec[3]
+            while t0 + 4 <= nt:
+                u0, u1, u2, u3 = tv[t0], tv[t0 + 1], tv[t0 + 2], tv[t0 + 3]
+                for j in range(nc):
+                    sc_ = psc[j]
+                    pst[j] += ((np.int64(u0[j] * sc_) + np.int64(u1[j] * sc_))
+                               + (np.int64(u2[j] * sc_) + np.int64(u3[j] * sc_)))
+                t0 += 4
+        for t in range(t0, nt):
             p_ = pat[t % L]
-            ps[p_] += np.int64(tv[t] * pow2(frac_bits - max(pe[p_], E_FLOOR)))  # truncation toward zero
-        sp = np.int64(0)
-        for p_ in range(n_pass):
-            sp += _shr(ps[p_], ep - pe[p_], merge_rd) if n_pass > 1 else ps[p_]
-        E = max(ep, c_exp)
-        Ec = max(E, E_FLOOR)
-        s31 = _shr(sp << (sum_fb - frac_bits), E - ep, align_rd) if sp != 0 else np.int64(0)
-        cs = c * pow2(c_fb - Ec)
-        sc = np.int64(np.floor(cs) if align_rd else np.trunc(cs))
-        if c_drop >= 0 and c_exp < E - c_drop:
-            sc = np.int64(0)
-        S = s31 + (sc << (sum_fb - c_fb))
-        x = float(S) * pow2(Ec - sum_fb)
+            pst = ps[p_]
+            psc = vec[3 + p_]
+            tvt = tv[t]
+            for j in range(nc):
+                pst[j] += np.int64(tvt[j] * psc[j])
+        # the passes re-aligned to the largest (merge_rounding), then the products' sum
+        # and C re-aligned to E = max(Ep, Ec) (align_rounding) and added exactly
+        sp = ps[0]
+        if n_pass > 1:
+            for j in range(nc):
+                tot = np.int64(0)
+                for p_ in range(n_pass):
+                    tot += _shr_nonneg(ps[p_, j], emx[j] - pe[p_, j], merge_rd)
+                sp[j] = tot
+        for j in range(nc):
+            ep = np.int64(emx[j])
+            c_exp = cex[j]
+            E = max(ep, c_exp)
+            Ec = max(E, E_FLOOR)
+            s31 = _shr_nonneg(sp[j] << (sum_fb - frac_bits), E - ep, align_rd)
+            cs = c[j] * pow2(c_fb - Ec)
+            sc = np.int64(np.floor(cs) if align_rd else np.trunc(cs))
+            sc = np.int64(0) if (c_drop >= 0 and c_exp < E - c_drop) else sc
+            xs[j] = float(s31 + (sc << (sum_fb - c_fb))) * pow2(Ec - sum_fb)
     else:
-        E = np.int64(SENTINEL)
-        for t in range(n):
-            E = max(E, te[t])
-        if c_mode == C_FUSED:
-            E = max(E, c_exp)
-        Ec = max(E, E_FLOOR)
-        sc = pow2(frac_bits - Ec)
-        S = np.int64(0)
-        for t in range(n):
-            S += np.int64(tv[t] * sc)  # truncation toward zero of each aligned term
-        if c_mode == C_FUSED:
-            S += np.int64(c * sc)
-        x = float(S) * pow2(Ec - frac_bits)
-        if c_mode == C_AFTER:
-            x = from_bits(round_bits(as_bits(x), p_man, p_emin, p_max, p_rne, o_ovf))
-            x = from_bits(round_bits(as_bits(x + c), 23, -126, f32_max, True, o_ovf))
-    r = round_bits(as_bits(x), o_man, o_emin, o_max, o_rne, o_ovf)
-    if zero_signed and r == _U0 and x < 0.0:
-        r = _SIGN  # IEEE: a nonzero sum that rounds to zero keeps its sign
-    return from_bits(r)
+        for j in range(nc):
+            emx[j] = cex[j] if c_mode == C_FUSED else np.int64(SENTINEL)
+        for t in range(nt):
+            tet = te[t]
+            for j in range(nc):
+                emx[j] = max(emx[j], tet[j])
+        # every term aligned to E and truncated toward zero, summed exactly (in binary64:
+        # every partial sum is an integer below 2**53)
+        psc = vec[3]
+        for j in range(nc):
+            psc[j] = pow2(frac_bits - max(emx[j], E_FLOOR))
+            xs[j] = np.trunc(c[j] * psc[j]) if c_mode == C_FUSED else 0.0
+        t0 = 0
+        while t0 + 4 <= nt:  # four terms per sweep
+            u0, u1, u2, u3 = tv[t0], tv[t0 + 1], tv[t0 + 2], tv[t0 + 3]
+            for j in range(nc):
+                sc_ = psc[j]
+                xs[j] += ((np.trunc(u0[j] * sc_) + np.trunc(u1[j] * sc_))
+                          + (np.trunc(u2[j] * sc_) + np.trunc(u3[j] * sc_)))
+            t0 += 4
+        for t in range(t0, nt):
+            tvt = tv[t]
+            for j in range(nc):
+                xs[j] += np.trunc(tvt[j] * psc[j])
+        for j in range(nc):
+            xs[j] = xs[j] * pow2(max(emx[j], E_FLOOR) - frac_bits)
+    # 4. rounding, and the results the IEEE classes decide
+    if c_mode == C_AFTER:
+        for j in range(nc):
+            x = from_bits(round_bits(as_bits(xs[j]), p_man, p_emin, p_max, p_rne, o_ovf))
+            xs[j] = from_bits(round_bits(as_bits(x + c[j]), 23, -126, g.f32.max, True, o_ovf))
+    rounded = vec[2]
+    round_block(xs, rounded, nc, g.out)
+    if g.zero_signed:
+        for j in range(nc):
+            # IEEE: a nonzero sum that rounds to zero keeps its sign
+            rounded[j] = -0.0 if (rounded[j] == 0.0 and xs[j] < 0.0) else rounded[j]
+    if g.prod_ovf and n_big:
+        for j in range(nc):
+            pinf = False
+            ninf = False
+            for t in range(nt):
+                x = tv[t, j]
+                if np.isfinite(x) and abs(x) >= _TWO128:
+                    if x > 0:
+                        pinf = True
+                    else:
+                        ninf = True
+            if pinf or ninf:
+                rounded[j] = np.nan if (pinf and ninf) else (np.inf if pinf else -np.inf)
+    if n_bad:
+        for j in range(nc):
+            if not np.isfinite(special[j]):
+                rounded[j] = special[j] + c[j] if c_mode == C_AFTER else special[j]  # NaN or +-inf
+    for j in range(nc):
+        c[j] = rounded[j]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def c_align_exp(c, c_emin, c_zero_exp):
-    """Alignment exponent of C (binary64 value): as :func:`acc_align_exp`, a zero C
-    counting with ``c_zero_exp`` (SENTINEL: no part)."""
-    if c == 0.0:
-        return np.int64(c_zero_exp)
-    return np.int64(acc_align_exp(as_bits(c), c_emin))
+    """Alignment exponent of C (binary64 value): as :func:`acc_align_exp` (branch-free,
+    so that sweeps vectorise), a zero C counting with ``c_zero_exp`` (SENTINEL: no part)."""
+    be = np.int64((as_bits(c) >> _U52) & _EXP_ALL)
+    e = max(be - 1023, np.int64(c_emin))
+    e = np.int64(SENTINEL) if (be == 0 or be == 0x7FF) else e
+    return np.int64(c_zero_exp) if c == 0.0 else e
 
 
 @njit(cache=True)
 def general_fused_gemm(ops, acc, g):
-    """D = A @ B + C through chained fused steps of ``k_step`` K positions, any rule.
+    """D = A @ B + C through chained steps of ``k_step`` K positions, any rule.
 
-    ops: a :class:`GeneralOperands` (av (M, K) float64, ae (M, K) int16; bv, be (N, K),
-    B transposed; block scales); acc (M, N) float64: C on entry, D on return.  g: a
-    :class:`GeneralStep` (group_k: products summed exactly per term; c_zero_exp: a
-    zero C's exponent, SENTINEL: no part; pat: pass of each position, n_pass passes
-    merged in parallel under C_ALIGNED; the aligned-C fields; the roundings).
+    ops: a :class:`GeneralOperands` (av (M, K) float64, ae (M, K) int16; bv, be (K, N);
+    block scales); acc (M, N) float64: C on entry, D on return.  g: a
+    :class:`GeneralStep`.  Each step is :func:`general_step_cols` over blocks of columns.
     """
     # the parallel kernel takes the records' fields (a parallel kernel taking records ran
     # 4x slower, measured) and rebuilds them in each task
@@ -902,65 +1016,101 @@ def _general_fused_gemm(acc, av, ae, bv, be, sav, sae, sbv, sbe, blk, k_step, gr
                         f_ovf):
     """:func:`general_fused_gemm` on the records' fields."""
     M, K = av.shape
-    N = bv.shape[0]
+    N = bv.shape[1]
     for i in prange(M):
         ops_ = GeneralOperands(av, ae, bv, be, sav, sae, sbv, sbe, blk)
         g_ = GeneralStep(k_step, group_k, zero_set, c_zero_exp, frac, c_mode, pat, n_pass, sum_fb, c_fb, align_rd,
                          merge_rd, c_drop, prod_ovf, zero_signed, Rounding(p_man, p_emin, p_max, p_rne, p_ovf),
                          Rounding(o_man, o_emin, o_max, o_rne, o_ovf), Rounding(f_man, f_emin, f_max, f_rne, f_ovf))
-        tv = np.empty(k_step, np.float64)
-        te = np.empty(k_step, np.int64)
-        pe = np.empty(max(n_pass, 1), np.int64)
-        ps = np.empty(max(n_pass, 1), np.int64)
-        for j in range(N):
-            c = acc[i, j]
+        nt = (k_step + group_k - 1) // group_k
+        tv = np.empty((nt, _GJB), np.float64)
+        te = np.empty((nt, _GJB), np.int64)
+        pe = np.empty((max(n_pass, 1), _GJB), np.int64)
+        ps = np.empty((max(n_pass, 1), _GJB), np.int64)
+        vec = np.empty((3 + max(n_pass, 1), _GJB), np.float64)
+        ivec = np.empty((2, _GJB), np.int64)
+        for j0 in range(0, N, _GJB):
+            j1 = min(j0 + _GJB, N)
+            c = acc[i, j0:j1]
             for k0 in range(0, K, k_step):
-                c_exp = c_align_exp(c, o_emin, c_zero_exp)
-                c = general_step(ops_, i, j, k0, min(k0 + k_step, K), c, c_exp, tv, te, pe, ps, g_)
-            acc[i, j] = c
+                general_step_cols(ops_, i, j0, j1, k0, min(k0 + k_step, K), c, g_, tv, te, pe, ps, vec, ivec)
+
+
+@njit(cache=True)
+def pairwise_step_cols(a32, b32, i, k0, k_step, j0, j1, c, buf, flush_nodes, flush_acc):
+    """One pairwise-tree step (AMD CDNA1/2) of row i over K positions [k0, k0 + k_step),
+    columns [j0, j1): the numerics of every pairwise datapath, IEEE binary32 round to
+    nearest even.
+
+    a32 (M, K), b32 (K, N) float32; c (j1 - j0,) float32: C on entry, D on return; buf
+    (k_step, >= j1 - j0) float32 scratch.  Leaves fl32(a * b), an exact -0 product made
+    +0 (``fmaf(a, b, +0)``; positions past K are zero products); a balanced tree of
+    binary32 additions (neighbours first, k_step a power of two); then C + tree.
+    flush_nodes: leaves and nodes below 2**-126 become signed zeros; flush_acc: likewise
+    the result.  The fast path calls it on blocks of columns, the cycle-level unit on
+    one column.
+    """
+    K = a32.shape[1]
+    n = j1 - j0
+    zero = np.float32(0.0)
+    for t in range(k_step):
+        kk = k0 + t
+        bt = buf[t]
+        if kk >= K:
+            bt[:n] = zero
+            continue
+        x = a32[i, kk]
+        brow = b32[kk, j0:j1]
+        if x == zero:
+            for j in range(n):
+                bt[j] = x * brow[j] + zero
+        else:
+            for j in range(n):
+                y = brow[j]
+                p = x * y
+                bt[j] = p + zero if y == zero else p
+        if flush_nodes:
+            _flush_tiny(bt, n)
+    w = 1
+    while w < k_step:
+        for t in range(0, k_step, 2 * w):
+            bt = buf[t]
+            bw = buf[t + w]
+            for j in range(n):
+                bt[j] = bt[j] + bw[j]
+            if flush_nodes:
+                _flush_tiny(bt, n)
+        w *= 2
+    b0 = buf[0]
+    for j in range(n):
+        c[j] = c[j] + b0[j]
+    if flush_acc:
+        _flush_tiny(c, n)
+
+
+@njit(cache=True, inline="always")
+def _flush_tiny(x, n):
+    """x[j] below 2**-126 in magnitude -> a zero of its sign, for j < n (binary32)."""
+    zero = np.float32(0.0)
+    for j in range(n):
+        v = x[j]
+        x[j] = v * zero if abs(v) < _TINY32 else v
 
 
 @njit(cache=True, parallel=True)
 def pairwise_gemm(a32, b32, acc32, k_step, flush_nodes, flush_acc):
     """D = A @ B + C by pairwise binary32 trees (AMD CDNA1/2), IEEE round to nearest even.
 
-    a32 (M, K), b32 (N, K) (B transposed), acc32 (M, N) float32, C on entry, D on
-    return.  Each step of ``k_step`` (a power of two) positions: leaves fl32(a * b),
-    an exact -0 product made +0 (``fmaf(a, b, +0)``); a balanced tree of binary32
-    additions (neighbours first); then C + tree.  flush_nodes: leaves and nodes below
-    2**-126 become signed zeros; flush_acc: likewise the accumulator after each step.
-    A last partial step is padded with zero products.
+    a32 (M, K), b32 (K, N), acc32 (M, N) float32, C on entry, D on return.  Each step
+    of ``k_step`` (a power of two) positions is :func:`pairwise_step_cols` over blocks
+    of columns (a last partial step padded with zero products).
     """
     M, K = a32.shape
-    N = b32.shape[0]
-    zero = np.float32(0.0)
+    N = b32.shape[1]
     for i in prange(M):
-        buf = np.empty(k_step, np.float32)
-        for j in range(N):
-            c = acc32[i, j]
+        buf = np.empty((k_step, _JB), np.float32)
+        for j0 in range(0, N, _JB):
+            j1 = min(j0 + _JB, N)
+            c = acc32[i, j0:j1]
             for k0 in range(0, K, k_step):
-                for t in range(k_step):
-                    kk = k0 + t
-                    if kk < K:
-                        x = a32[i, kk]
-                        y = b32[j, kk]
-                        p = x * y
-                        if x == zero or y == zero:
-                            p = p + zero
-                    else:
-                        p = zero
-                    if flush_nodes and abs(p) < _TINY32:
-                        p = p * zero
-                    buf[t] = p
-                w = 1
-                while w < k_step:
-                    for t in range(0, k_step, 2 * w):
-                        s = buf[t] + buf[t + w]
-                        if flush_nodes and abs(s) < _TINY32:
-                            s = s * zero
-                        buf[t] = s
-                    w *= 2
-                c = c + buf[0]
-                if flush_acc and abs(c) < _TINY32:
-                    c = c * zero
-            acc32[i, j] = c
+                pairwise_step_cols(a32, b32, i, k0, k_step, j0, j1, c, buf, flush_nodes, flush_acc)

@@ -14,7 +14,8 @@ from . import _kernels as K
 from ._formats import Format, get_format
 from ._profiles import DatapathProfile, StepRule, get_profile
 
-__all__ = ["matmul", "check_gemm_args", "fused_layout", "input_format_of", "operand_arrays", "step_params", "step_layout"]
+__all__ = ["matmul", "check_gemm_args", "fused_layout", "input_format_of", "operand_arrays", "step_params", "step_layout",
+           "flush_zero_exp", "operand_table", "scale_table", "general_step", "check_scales"]
 
 # the input formats whose arrays' dtype names them (float32 arrays must say "tf32"),
 # and the accumulator formats; dtypes are the formats' own (Format.dtype)
@@ -161,7 +162,8 @@ def step_params(rule: StepRule, acc: Format) -> K.FusedStep:
     return K.FusedStep(np.int64(-1 if rule.frac_bits is None else rule.frac_bits), rule.c_mode == "fused",
                        K.rounding(mb, f32.emin, p_max, rule.rounding == "rne", ovf),
                        K.rounding(o_man, acc.emin, o_max, o_rne, ovf),
-                       K.rounding(f32.man_bits, f32.emin, _bits64(f32.max_finite), True, ovf))
+                       K.rounding(f32.man_bits, f32.emin, _bits64(f32.max_finite), True, ovf),
+                       np.int64(K.SENTINEL if rule.zero_exp is None else rule.zero_exp))
 
 
 def _check_array(name, x, ndim):
@@ -196,18 +198,18 @@ def _fused_in_fp32(fmt: Format, rule: StepRule) -> bool:
     return _products_exact_in_fp32(fmt) and rule.frac_bits - 2 * fmt.emin < 127
 
 
-def fused_layout(av, ae, bv, be, fmt: Format, rule: StepRule):
+def fused_layout(av, ae, bv, be, fmt: Format, rule: StepRule, dtype=None):
     """Operands in K order -> the layout :func:`simulator._kernels.fused_step_rows` reads.
 
     av (..., M, K), bv (..., K, N) values and ae, be int16 alignment exponents (as
     :func:`operand_arrays`; the same leading batch axes, or none).  Returns a
     :class:`~simulator._kernels.FusedOperands` ``(av, ae, bv, be, a_bad, b_bad, n_pass,
     pass_len, p_floor)``: each step laid out pass by pass (:func:`step_layout`),
-    values in binary32 where that is exact, the flags of sweeps of four positions
+    values in binary32 where that is exact (``dtype``, when given, says which), the flags of sweeps of four positions
     that hold an inf or NaN (a_bad (..., M, K' // 4), b_bad (..., K' // 4)), and the
     floor of a nonzero product's alignment exponent.
     """
-    vdt = np.float32 if _fused_in_fp32(fmt, rule) else np.float64
+    vdt = dtype if dtype is not None else (np.float32 if _fused_in_fp32(fmt, rule) else np.float64)
     av, bv = np.ascontiguousarray(av, vdt), np.ascontiguousarray(bv, vdt)
     ae, be = np.ascontiguousarray(ae, np.int16), np.ascontiguousarray(be, np.int16)
     index, n_pass, pass_len = step_layout(rule, av.shape[-1])
@@ -261,12 +263,17 @@ def _accumulate(a, b, acc, rule: StepRule, fmt: Format, acc_fmt: Format) -> np.n
     vdt = np.float32 if _fused_in_fp32(fmt, rule) else np.float64
     av, ae = operand_arrays(a, fmt, rule, vdt)
     bv, be = operand_arrays(b, fmt, rule, vdt)
-    ops = fused_layout(av, ae, bv, be, fmt, rule)
+    _fused(fused_layout(av, ae, bv, be, fmt, rule), sp, acc)
+    return acc
+
+
+def _fused(ops: K.FusedOperands, sp: K.FusedStep, acc: np.ndarray) -> None:
+    """:func:`simulator._kernels.fused_gemm` on one GEMM (2-D operands and acc) or a
+    batch (3-D), acc (float64, contiguous) updated in place."""
     if acc.ndim == 2:  # the kernel takes a batch: one GEMM is a batch of one
         ops = K.FusedOperands(*(x[None] for x in ops[:6]), *ops[6:])
     G = ops.a_val.shape[0]
     K.fused_gemm(ops, sp, acc.reshape((G,) + acc.shape[-2:]), _threads(ops.a_val.shape, ops.b_val.shape))
-    return acc
 
 
 def _threads(a_shape, b_shape) -> int:
@@ -276,23 +283,79 @@ def _threads(a_shape, b_shape) -> int:
     return numba.get_num_threads() if G * M * Kd * b_shape[-1] >= _PARALLEL_MACS else 1
 
 
-def _general_operand(x: np.ndarray, fmt: Format, rule: StepRule):
-    """Operand values (binary64) and alignment exponents for the general kernels:
-    flushed to +0 below the smallest normal when ``"inputs"`` is in ``rule.flush``; a
-    zero operand's exponent is ``rule.zero_exp`` (or SENTINEL)."""
+def _general_operand(x: np.ndarray, fmt: Format, rule: StepRule, dtype=np.float64):
+    """Operand values (``dtype``, binary64 by default) and alignment exponents for the
+    general kernels: flushed to +0 below the smallest normal when ``"inputs"`` is in
+    ``rule.flush``; a zero operand's exponent is ``rule.zero_exp`` (or SENTINEL)."""
     if fmt.name == "fp32":
         v = np.ascontiguousarray(x, np.float64)
         e = np.where(np.isfinite(v) & (v != 0), np.maximum(np.frexp(v)[1] - 1, fmt.emin), K.SENTINEL)
         e = e.astype(np.int16)
     else:
-        v, e = operand_arrays(x, fmt, rule, np.float64)
+        v, e = operand_arrays(x, fmt, rule, dtype)
+    return flush_zero_exp(v, e, fmt, rule)
+
+
+def flush_zero_exp(v, e, fmt: Format, rule: StepRule):
+    """Operand values and int16 exponents (as :func:`operand_arrays`) -> as the rule's
+    step reads them: flushed to +0 below the smallest normal when ``"inputs"`` is in
+    ``rule.flush``; a zero operand's exponent ``rule.zero_exp`` (or SENTINEL)."""
     if "inputs" in rule.flush:
         tiny = np.abs(v) < fmt.smallest_normal
-        v = np.where(tiny, 0.0, v)
+        v = np.where(tiny, 0.0, v).astype(v.dtype)
         e = np.where(tiny, K.SENTINEL, e).astype(np.int16)
     if rule.zero_exp is not None:
         e = np.where(v == 0, rule.zero_exp, e).astype(np.int16)
     return np.ascontiguousarray(v), np.ascontiguousarray(e)
+
+
+def operand_table(fmt: Format, rule: StepRule):
+    """(values float64, int16 exponents) of every code of an input format (codes at bit
+    0, ``2**fmt.width`` of them), as the rule's step reads them (:func:`flush_zero_exp`):
+    the cycle-level units decode (faulted) register bits through it."""
+    codes = np.arange(1 << fmt.width, dtype=np.uint64) << np.uint64(fmt.container_shift)
+    v, e = _operand_from_bits(codes.astype(fmt.uint_dtype), fmt)
+    return flush_zero_exp(v.astype(np.float64), e, fmt, rule)
+
+
+def scale_table(fmt: Format):
+    """(values float64, int16 exponents) of the 256 codes of a scale format."""
+    return _scale_operand(np.arange(256, dtype=np.uint8), fmt, 1, 256, "scale")
+
+
+def _scaled_operands(a, b, rule: StepRule, fa: Format, fb: Format, scales, dtype):
+    """The operands of a classic-form rule (:attr:`StepRule.classic_form`) as the classic
+    fused kernel takes them: values ``dtype`` and int16 exponents, a zero operand's
+    exponent ``rule.zero_exp``; power-of-two block scales (ue8m0) folded in, each value
+    times its scale (exact) and each exponent plus the scale's.  Returns
+    ``(av, ae, bv, be, p_floor)``, p_floor the floor of a nonzero product's exponent."""
+    av, ae = _general_operand(a, fa, rule, dtype)
+    bv, be = _general_operand(b, fb, rule, dtype)
+    p_floor = fa.emin + fb.emin
+    if scales is not None:
+        sa, sb, sfmt = scales
+        blk = av.shape[1] // sa.shape[1]
+        sav, sae = _scale_operand(sa, sfmt, sa.shape[0], sa.shape[1], "scale_a")
+        sbv, sbe = _scale_operand(sb, sfmt, sb.shape[1], sb.shape[0], "scale_b")
+        av = av * np.repeat(sav, blk, axis=1)
+        ae = (ae + np.repeat(sae, blk, axis=1)).astype(np.int16)
+        bv = bv * np.repeat(sbv, blk, axis=0)
+        be = (be + np.repeat(sbe, blk, axis=0)).astype(np.int16)
+        p_floor += int(sae.min()) + int(sbe.min())
+    return av, ae, bv, be, p_floor
+
+
+def _accumulate_classic_form(a, b, acc, rule: StepRule, fa: Format, fb: Format, acc_fmt: Format, scales=None):
+    """acc + a @ b on the classic fused kernel for a rule of :attr:`StepRule.classic_form`
+    (``zero_exp`` as data), operands of one or two formats, power-of-two block scales
+    or none; returns float64 values."""
+    exact32 = scales is None and _fused_in_fp32(fa, rule) and _fused_in_fp32(fb, rule)
+    vdt = np.float32 if exact32 else np.float64
+    av, ae, bv, be, p_floor = _scaled_operands(a, b, rule, fa, fb, scales, vdt)
+    lay = fused_layout(av, ae, bv, be, fa, rule, dtype=vdt)._replace(p_floor=np.int64(p_floor))
+    acc = np.ascontiguousarray(acc, np.float64)
+    _fused(lay, step_params(rule, acc_fmt), acc)
+    return acc
 
 
 def _scale_operand(s, fmt: Format | None, rows: int, nblk: int, name: str):
@@ -319,7 +382,7 @@ def _accumulate_general(a, b, acc, rule: StepRule, fa: Format, fb: Format, acc_f
         acc32 = np.ascontiguousarray(acc, np.float32)
         if "inputs" in rule.flush:
             acc32 = np.where(np.abs(acc32) < np.float32(acc_fmt.smallest_normal), np.float32(0), acc32)
-        K.pairwise_gemm(np.ascontiguousarray(a32), np.ascontiguousarray(b32.T), acc32, rule.k,
+        K.pairwise_gemm(np.ascontiguousarray(a32), np.ascontiguousarray(b32), acc32, rule.k,
                         "nodes" in rule.flush, "accumulator" in rule.flush)
         return acc32
     av, ae = _general_operand(a, fa, rule)
@@ -333,18 +396,18 @@ def _accumulate_general(a, b, acc, rule: StepRule, fa: Format, fb: Format, acc_f
         sa, sb, sfmt = scales
         blk = Kd // sa.shape[1]
         sav, sae = _scale_operand(sa, sfmt, M, sa.shape[1], "scale_a")
-        sbv, sbe = _scale_operand(np.ascontiguousarray(sb.T), sfmt, N, sb.shape[0], "scale_b")
+        sbv, sbe = _scale_operand(sb, sfmt, N, sb.shape[0], "scale_b")
     else:
         blk = 0
         sav, sae = _scale_operand(None, None, 1, 1, "")
         sbv, sbe = sav, sae
-    ops = K.GeneralOperands(av, ae, np.ascontiguousarray(bv.T), np.ascontiguousarray(be.T), sav, sae,
+    ops = K.GeneralOperands(av, ae, bv, be, sav, sae,
                             np.ascontiguousarray(sbv), np.ascontiguousarray(sbe), np.int64(blk))
-    K.general_fused_gemm(ops, acc, _general_step(rule, sp))
+    K.general_fused_gemm(ops, acc, general_step(rule, sp))
     return acc
 
 
-def _general_step(rule: StepRule, sp: K.FusedStep) -> K.GeneralStep:
+def general_step(rule: StepRule, sp: K.FusedStep) -> K.GeneralStep:
     """A rule with issue-13 fields -> the :class:`~simulator._kernels.GeneralStep` record."""
     c_mode = {"fused": K.C_FUSED, "after": K.C_AFTER, "aligned": K.C_ALIGNED}[rule.c_mode]
     zero = K.SENTINEL if rule.zero_exp is None else rule.zero_exp
@@ -356,16 +419,21 @@ def _general_step(rule: StepRule, sp: K.FusedStep) -> K.GeneralStep:
                          rule.zero_result == "signed", sp.pas, sp.out, sp.f32)
 
 
-def _needs_general(rule: StepRule, fa: Format, fb: Format, scales) -> bool:
-    """Whether a GEMM runs on the general kernels (issue-13 fields, mixed formats,
-    block scales) rather than the original ones."""
-    return rule.frac_bits is not None and (not rule.is_classic or fa != fb or scales is not None)
+def _kernel_of(rule: StepRule, fa: Format, fb: Format, scales) -> str:
+    """Which kernels run a GEMM, from the rule's fields: ``"classic"`` (the original
+    vocabulary, one format, no scales: :func:`_accumulate`), ``"classic_form"``
+    (:attr:`StepRule.classic_form` with two formats, ``zero_exp`` or power-of-two block
+    scales: the classic fused kernel with them as data) or ``"general"``."""
+    if rule.frac_bits is None or (rule.is_classic and fa == fb and scales is None):
+        return "classic"
+    if rule.classic_form and (scales is None or scales[2].man_bits == 0):
+        return "classic_form"
+    return "general"
 
 
 def check_gemm_args(prof: DatapathProfile, a, b, c, input_format):
     """Validate a GEMM's operands against a profile for the cycle-level arrays
-    (one dtype for A and B; rules of the original vocabulary only): :func:`matmul`'s
-    checks, then what the arrays do not model.
+    (one dtype for A and B): :func:`matmul`'s checks, then what the arrays do not model.
 
     Returns ``(input Format, StepRule, accumulator Format, c, (M, K, N))`` with ``c``
     a float32 zero matrix when None.  TypeError/ValueError name the bad argument.
@@ -375,10 +443,6 @@ def check_gemm_args(prof: DatapathProfile, a, b, c, input_format):
     if a.dtype != b.dtype:
         raise TypeError(f"a and b must have the same dtype, not {a.dtype} and {b.dtype}")
     fa, _, rule, acc_fmt, c, shape, _ = _gemm_args(prof, a, b, c, input_format, None, None)
-    if not rule.is_classic:
-        # the cycle-level arrays have no registers for the issue-13 stages yet: refuse, never guess
-        raise ValueError(f"the cycle-level arrays run rules of the original vocabulary; profile {prof.name!r} "
-                         f"{fa.name} needs the issue-13 stages (use simulator.matmul), not yet modelled")
     return fa, rule, acc_fmt, c, shape
 
 
@@ -446,7 +510,7 @@ def _gemm_args(prof: DatapathProfile, a, b, c, input_format, variant, precision)
     return fa, fb, rule, acc_fmt, c, (M, Kd, N), n_parts
 
 
-def _check_scales(scale_a, scale_b, scale_format, M, Kd, N, fa: Format):
+def check_scales(scale_a, scale_b, scale_format, M, Kd, N, fa: Format):
     """Validate block scales -> None or (scale_a, scale_b, Format)."""
     if scale_a is None and scale_b is None:
         if scale_format is not None:
@@ -473,9 +537,12 @@ def _check_scales(scale_a, scale_b, scale_format, M, Kd, N, fa: Format):
 
 def _run(a, b, acc, rule: StepRule, fa: Format, fb: Format, acc_fmt: Format, scales):
     """acc + a @ b under one rule, on the kernels the rule needs."""
-    if _needs_general(rule, fa, fb, scales) or (rule.tree == "pairwise"):
-        return _accumulate_general(a, b, acc, rule, fa, fb, acc_fmt, scales)
-    return _accumulate(a, b, acc, rule, fa, acc_fmt)
+    kind = _kernel_of(rule, fa, fb, scales)
+    if kind == "classic":
+        return _accumulate(a, b, acc, rule, fa, acc_fmt)
+    if kind == "classic_form":
+        return _accumulate_classic_form(a, b, acc, rule, fa, fb, acc_fmt, scales)
+    return _accumulate_general(a, b, acc, rule, fa, fb, acc_fmt, scales)
 
 
 def _reduce(parts, how: str):
@@ -549,7 +616,7 @@ def matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, spli
                                split_reduce=split_reduce, scale_a=scale_a, scale_b=scale_b,
                                scale_format=scale_format, precision=precision, variant=variant)
     fa, fb, rule, acc_fmt, c, (M, Kd, N), n_parts = _gemm_args(prof, a, b, c, input_format, variant, precision)
-    scales = _check_scales(scale_a, scale_b, scale_format, M, Kd, N, fa)
+    scales = check_scales(scale_a, scale_b, scale_format, M, Kd, N, fa)
     if rule.group_k > 1 and scales is None:
         raise ValueError(f"profile {prof.name!r} computes {fa.name} in scaled groups: scale_a and scale_b must be "
                          f"given, not None")
@@ -625,8 +692,7 @@ def _batched_matmul(prof: DatapathProfile, a, b, c, **kw) -> np.ndarray:
     fa, fb, rule, acc_fmt, c0, (M, Kd, N), n_parts = _gemm_args(prof, a[0], b[0], None if c is None else c[0],
                                                                 kw["input_format"], kw["variant"], kw["precision"])
     one_call = (kw["split_k"] == 1 and kw["scale_a"] is None and kw["scale_b"] is None and kw["precision"] is None
-                and not _needs_general(rule, fa, fb, None)
-                and rule.tree != "pairwise")
+                and _kernel_of(rule, fa, fb, None) == "classic")
     if not one_call:
         sa, sb = kw.pop("scale_a"), kw.pop("scale_b")
         for name, x in (("scale_a", sa), ("scale_b", sb)):

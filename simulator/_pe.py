@@ -49,7 +49,7 @@ from ._formats import Format
 
 
 #: Roles of PE registers (what a register holds), :attr:`Register.role`.
-REGISTER_ROLES = ("a", "w", "b", "prod", "emax", "aligned", "sum", "x", "psum")
+REGISTER_ROLES = ("a", "w", "b", "prod", "emax", "aligned", "sum", "x", "psum", "scale")
 
 # the kernels' register code of each role ("b", the moving second operand of an
 # output-stationary PE, is read where "w" is)
@@ -68,7 +68,9 @@ class Register:
             operand moving down, output-stationary), ``"prod"`` (exact products),
             ``"emax"`` (a step's alignment exponent), ``"aligned"`` (aligned terms),
             ``"sum"`` (their exact sum), ``"x"`` (a multi-pass step's pass result,
-            binary32), ``"psum"`` (the partial sum / accumulator: ``psum`` or ``acc``).
+            binary32), ``"psum"`` (the partial sum / accumulator: ``psum`` or ``acc``),
+            ``"scale"`` (block scales: ``sa`` moving with ``a``, ``sw`` stationary with
+            ``w``).
         stage: which of several same-role registers: the pipeline stage of a scalar
             PE's ``prod{s}``, the pass of a DPU's ``emax``/``aligned``/``sum``/``x``;
             1 for ``psum``, else 0.
@@ -126,6 +128,8 @@ class Register:
 
 def reg_code(reg: Register) -> int:
     """The kernels' register code (``REG_*`` of :mod:`simulator._array_kernels`)."""
+    if reg.role == "scale":  # A's scales move with a, B's stay with w
+        return AK.REG_SW if reg.stationary else AK.REG_SA
     return _ROLE_CODE[reg.role]
 
 
@@ -211,6 +215,25 @@ def dpu_registers(k: int, frac_bits: int, c_fused: bool, fmt: Format, acc: Forma
             regs.append(Register(f"x{q + 1}", "x", q + 1, o + 3, 32, bit_fields=_float_fields(23, 32)))
     regs.append(Register("psum", "psum", 1, PASS_CYCLES * n_pass, acc.width,
                          bit_fields=_float_fields(acc.man_bits, acc.width)))
+    return tuple(regs)
+
+
+def general_registers(k: int, fmt: Format, acc: Format, n_scales: int = 0, scale_fmt: Format | None = None) -> tuple:
+    """Registers of a k-wide unit whose step is an issue-13 stage sequence (pairwise tree,
+    re-aligned C, parallel passes, scaled groups: see :class:`simulator.StepRule`):
+    ``a``, ``w`` (k operands each), ``sa``, ``sw`` (``n_scales`` block scales each, the
+    scale format's 8-bit codes; only for block-scaled GEMMs: element e holds the scale
+    of the step's K positions [e*k/n, (e+1)*k/n)), and ``psum``, the step's result.
+    The stages between them run in one unit step (timing of a one-pass DPU: psum
+    latches at b+3); their intermediate values are not fault sites."""
+    opf = _float_fields(fmt.man_bits, fmt.width)
+    regs = [Register("a", "a", 0, -1, fmt.width, k, flow="right", bit_fields=opf),
+            Register("w", "w", 0, -1, fmt.width, k, stationary=True, bit_fields=opf)]
+    if n_scales:
+        sf = _float_fields(scale_fmt.man_bits, 8) if scale_fmt.man_bits else (("exp", 0, 8),)
+        regs += [Register("sa", "scale", 0, -1, 8, n_scales, flow="right", bit_fields=sf),
+                 Register("sw", "scale", 0, -1, 8, n_scales, stationary=True, bit_fields=sf)]
+    regs.append(Register("psum", "psum", 1, PASS_CYCLES, acc.width, bit_fields=_float_fields(acc.man_bits, acc.width)))
     return tuple(regs)
 
 

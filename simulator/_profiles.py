@@ -216,10 +216,23 @@ class StepRule:
     @property
     def is_classic(self) -> bool:
         """Whether the rule uses only the original vocabulary (every issue-13 field at
-        its default): the rules the cycle-level arrays and the original kernels run."""
-        return (self.tree == "fused" and self.zero_exp is None and self.c_mode != "aligned"
-                and self.pass_merge == "chain" and self.product_overflow == "none" and not self.flush
-                and self.group_k == 1 and self.zero_result == "+0")
+        its default)."""
+        return self.zero_exp is None and self._classic_but_zero_exp
+
+    @property
+    def _classic_but_zero_exp(self) -> bool:
+        return (self.tree == "fused" and self.c_mode != "aligned" and self.pass_merge == "chain"
+                and self.product_overflow == "none" and not self.flush and self.group_k == 1
+                and self.zero_result == "+0")
+
+    @property
+    def classic_form(self) -> bool:
+        """Whether the classic fused kernel (and the classic dot-product unit) runs the
+        rule: every issue-13 field at its default except ``zero_exp``, which they take
+        as data (a zero operand's alignment exponent in the operand exponent arrays, a
+        zero C's in the step record), with ``frac_bits`` set and at most 25 (aligned
+        terms below 2**27: the kernel's int32 sums)."""
+        return self.frac_bits is not None and self.frac_bits <= 25 and self._classic_but_zero_exp
 
 
 @dataclass(frozen=True)

@@ -295,8 +295,44 @@ def test_verify_dir_on_mmasim_vectors(capsys, tmp_path):
     assert out[-1].startswith("TOTAL ") and rc in (0, 1)
 
 
-def test_cycle_level_array_refuses_rules_it_does_not_model():
+def test_cycle_level_array_refuses_scalar_fma_rules():
     from simulator import TensorCoreArray
-    a = np.ones((4, 16), np.float16)
-    with pytest.raises(ValueError, match="cycle-level"):
-        TensorCoreArray(4, 3, profile="blackwell").run(a, a.T.copy())
+    a = np.ones((4, 16), np.float32)
+    # CDNA's fp32 rule is a scalar FMA chain, not a dot-product unit
+    with pytest.raises(ValueError, match="scalar FMA"):
+        TensorCoreArray(4, 3, profile="cdna3").run(a, a.T.copy(), input_format="fp32")
+    with pytest.raises(ValueError, match="tensor-core profile"):
+        TensorCoreArray(4, 3, profile="tpu")
+    # a scaled-group rule cannot run without its scales
+    e2m1 = FORMATS["e2m1"]
+    x = np.zeros((2, 64), e2m1.dtype)
+    with pytest.raises(ValueError, match="scale_a and scale_b must be given"):
+        TensorCoreArray(2, 2, profile="blackwell_mx").run(x, x.T.copy())
+
+
+@pytest.mark.parametrize("profile,fmt,N,scale", [("cdna3", "fp16", 131, None), ("cdna3", "e4m3fnuz", 131, None),
+                                                 ("blackwell_mx", "e2m1", 131, "ue4m3"),
+                                                 ("cdna2", "bf16", 515, None), ("ada", "bf16", 515, None)])
+def test_column_blocks_match_the_exact_reference(profile, fmt, N, scale):
+    # the kernels work on blocks of columns (128 for the general step, 512 for the others):
+    # a GEMM wider than one block, against the exact per-element reference
+    f = FORMATS[fmt]
+    rule = PROFILES[profile].rule(fmt)
+    rng = np.random.default_rng(5)
+    M, K = 2, 2 * rule.k
+    x = rng.standard_normal((M, K)) * 2.0 ** rng.integers(-8, 8, (M, K))
+    y = rng.standard_normal((K, N)) * 2.0 ** rng.integers(-8, 8, (K, N))
+    x[rng.random((M, K)) < 0.2] = 0.0
+    a, b = f.encode(x, saturate=True).view(f.dtype), f.encode(y, saturate=True).view(f.dtype)
+    c = (rng.standard_normal((M, N)) * 2.0 ** rng.integers(-30, 8, (M, N))).astype(np.float32)
+    kw, sav, sbv = {}, None, None
+    if scale:
+        sf = FORMATS[scale]
+        sa = rng.integers(0x28, 0x48, (M, K // 16)).astype(np.uint8)
+        sb = rng.integers(0x28, 0x48, (K // 16, N)).astype(np.uint8)
+        kw = dict(scale_a=sa, scale_b=sb, scale_format=scale)
+        sav, sbv = np.repeat(sf.decode(sa), 16, axis=1), np.repeat(sf.decode(sb), 16, axis=0)
+    got = matmul(a, b, c, profile=profile, **kw)
+    want = reference_general_matmul(f.decode(a.view(f.uint_dtype)), f.decode(b.view(f.uint_dtype)), c, rule, fmt,
+                                    sa_vals=sav, sb_vals=sbv, scale_fmt=scale).astype(np.float32)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))

@@ -1,4 +1,6 @@
 """Cycle-level PE arrays: bits against the fast path, cycles against the closed forms."""
+import zlib
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -187,3 +189,126 @@ def test_registers_and_fault_sites():
     assert sites.sample(20, seed=1) == sites.sample(20, seed=1)
     live = sites.live_cycles("psum", (1, 2))
     assert len(live) == 5 * 3  # one live cycle per input row in each of the 3 folds
+
+
+# ---- issue 13: every tensor-core profile on the cycle-level array ---------------------
+def _tc_cases():
+    """(profile, input format, accumulator dtype) of every dot-product rule."""
+    out = []
+    for name, prof in simulator.PROFILES.items():
+        if all(r.frac_bits is None for r in prof.rules.values()):
+            continue
+        for key, rule in prof.rules.items():
+            if rule.frac_bits is None or "/" in key:
+                continue
+            for acc in (np.float32, np.float16):
+                if ("fp16" if acc == np.float16 else "fp32") in prof.accumulators:
+                    out.append((name, key, acc))
+    return out
+
+
+def _random_codes(rng, fmt, shape):
+    """Every bit pattern equally likely: zeros, subnormals, infinities and NaNs included."""
+    if fmt.name == "tf32":
+        return (rng.integers(0, 2 ** 32, shape, dtype=np.uint64).astype(np.uint32)
+                & np.uint32(0xFFFFE000)).view(np.float32)
+    codes = rng.integers(0, 2 ** fmt.width, shape).astype(fmt.uint_dtype)
+    return codes.view(fmt.dtype)
+
+
+def _tc_operands(rng, profile, key, acc, special):
+    fmt = simulator.FORMATS[key]
+    rule = simulator.get_profile(profile).rule(key)
+    scaled = profile == "blackwell_mx"
+    M, N = 3, 5
+    K = 128 if scaled else 2 * rule.k + 5  # three K-folds on two rows (a partial last step)
+    if special:
+        a, b = _random_codes(rng, fmt, (M, K)), _random_codes(rng, fmt, (K, N))
+        cf = simulator.FORMATS["fp32" if acc == np.float32 else "fp16"]
+        c = rng.integers(0, 2 ** cf.width, (M, N)).astype(cf.uint_dtype).view(acc)
+    else:
+        x = rng.standard_normal((M, K)) * 2.0 ** rng.integers(-5, 5, (M, K))
+        y = rng.standard_normal((K, N)) * 2.0 ** rng.integers(-5, 5, (K, N))
+        x[rng.random((M, K)) < 0.15] = 0.0
+        if key == "tf32":
+            a, b = x.astype(np.float32), y.astype(np.float32)
+        else:
+            a, b = fmt.encode(x, saturate=True).view(fmt.dtype), fmt.encode(y, saturate=True).view(fmt.dtype)
+        c = rng.standard_normal((M, N)).astype(acc)
+    kw = {"input_format": "tf32"} if key == "tf32" else {}
+    if scaled:
+        blk, sf = (16, "ue4m3") if key == "e2m1" else (32, "ue8m0")
+        lo, hi = (0x30, 0x40) if sf == "ue4m3" else (120, 134)
+        sa = rng.integers(lo, hi, (M, K // blk)).astype(np.uint8)
+        sb = rng.integers(lo, hi, (K // blk, N)).astype(np.uint8)
+        if special:  # a NaN scale here and there
+            sa[0, 0] = 0xFF
+        kw.update(scale_a=sa, scale_b=sb, scale_format=sf)
+    return a, b, c, kw
+
+
+@pytest.mark.parametrize("special", [False, True], ids=["random", "special"])
+@pytest.mark.parametrize("case", _tc_cases(), ids=lambda x: x if isinstance(x, str) else getattr(x, "__name__", x))
+def test_every_tensor_core_profile_matches_fast_path(case, special):
+    profile, key, acc = case
+    rng = np.random.default_rng(zlib.crc32(f"{profile} {key} {acc.__name__} {special}".encode()))
+    a, b, c, kw = _tc_operands(rng, profile, key, acc, special)
+    res = TensorCoreArray(2, 3, profile=profile).run(a, b, c, **kw)
+    want = simulator.matmul(a, b, c, profile=profile, **kw)
+    np.testing.assert_array_equal(_bits(res.output), _bits(want))
+
+
+def test_issue13_unit_registers():
+    arr = TensorCoreArray(2, 3, profile="blackwell_mx")
+    # FP4 k64 with a scale per 16 K positions: four scale elements per operand register
+    sched = arr.schedule(4, 128, 3, input_format="e2m1", scale_block=16, scale_format="ue4m3")
+    regs = {r.name: (r.width, r.elems) for r in sched.registers}
+    assert regs == {"a": (4 * 64, 64), "w": (4 * 64, 64), "sa": (32, 4), "sw": (32, 4), "psum": (32, 1)}
+    # a pairwise tree (CDNA1 fp16): operands and psum
+    assert [n for n, _ in TensorCoreArray(2, 3, profile="cdna1").registers("fp16")] == ["a", "w", "psum"]
+    # a classic-form rule (zero_exp as data) keeps the full dot-product unit
+    assert [n for n, _ in TensorCoreArray(2, 3, profile="blackwell").registers("fp16")] == \
+        ["a", "w", "prod", "emax", "aligned", "sum", "psum"]
+
+
+@pytest.mark.parametrize("key,blk,sf,code", [("e4m3", 32, "ue8m0", 120), ("e2m1", 16, "ue4m3", 0x38)])
+@pytest.mark.parametrize("reg", ["sa", "sw"])
+def test_scale_register_fault_changes_exactly_the_expected_outputs(key, blk, sf, code, reg):
+    fmt = simulator.FORMATS[key]
+    rule = simulator.get_profile("blackwell_mx").rule(key)
+    R, C, M, N = 2, 3, 4, 3
+    K = 2 * rule.k  # one K-fold: PE row r holds step r
+    rng = np.random.default_rng(7)
+    x, y = rng.standard_normal((M, K)), rng.standard_normal((K, N))
+    a, b = fmt.encode(x, saturate=True).view(fmt.dtype), fmt.encode(y, saturate=True).view(fmt.dtype)
+    sa = np.full((M, K // blk), code, np.uint8)
+    sb = np.full((K // blk, N), code, np.uint8)
+    c = rng.standard_normal((M, N)).astype(np.float32)
+    kw = dict(scale_a=sa, scale_b=sb, scale_format=sf)
+    arr = TensorCoreArray(R, C, profile="blackwell_mx")
+    sched = arr.schedule(M, K, N, input_format=key, scale_block=blk, scale_format=sf)
+    r, col, m, elem, bit = 1, 1, 2, (rule.k // blk) - 1, 0
+    q = (r * rule.k) // blk + elem  # the K block the scale element covers
+    register = sched.register(reg)
+    if reg == "sw":
+        # a stuck-at from before the unit's first read: the stationary weight scale of one unit
+        cycle = sched.base_cycle(r, col) - 1
+        fault = simulator.Fault((r, col), reg, elem * 8 + bit, cycle, kind="stuck1", duration=None)
+    else:  # a flip as item m's scale is latched
+        fault = simulator.Fault((r, col), reg, elem * 8 + bit, sched.base_cycle(r, col) + register.latch + m)
+    got = arr.run(a, b, c, faults=[fault], **kw).output
+    golden = simulator.matmul(a, b, c, profile="blackwell_mx", **kw)
+    want = golden.copy()
+    if reg == "sa":  # A's scale moves right: item m, this unit's column and those after it
+        sa2 = sa.copy()
+        sa2[m, q] ^= np.uint8(1 << bit)
+        for j in range(col, N):
+            want[:, j:j + 1] = simulator.matmul(a, b[:, j:j + 1], c[:, j:j + 1], profile="blackwell_mx",
+                                                scale_a=sa2, scale_b=sb[:, j:j + 1], scale_format=sf)
+    else:  # B's scale is stationary: every item from the fault on, this unit's column
+        sb2 = sb.copy()
+        sb2[q, col] |= np.uint8(1 << bit)
+        want[:, col] = simulator.matmul(a, b, c, profile="blackwell_mx", scale_a=sa, scale_b=sb2,
+                                        scale_format=sf)[:, col]
+    assert not np.array_equal(_bits(want), _bits(golden))  # the flip matters
+    np.testing.assert_array_equal(_bits(got), _bits(want))
