@@ -15,6 +15,7 @@
 Importing it loads NumPy and Numba only (no JAX, nothing of the packages above it).
 """
 from ._array import DATAFLOWS, SystolicArray, TensorCoreArray
+from ._chip_run import chip_gemm
 from ._fault import FAULT_KINDS, Fault, OutputFault, apply_output_faults, flip_bits
 from ._faultmap import STUCK_KINDS, FaultMap
 from ._formats import FORMATS, ROUNDING_MODES, Format, get_format
@@ -30,4 +31,4 @@ __all__ = ["FORMATS", "ROUNDING_MODES", "Format", "get_format", "matmul",
            "DATAFLOWS", "SystolicArray", "TensorCoreArray", "ArrayResult",
            "REGISTER_ROLES", "Register", "Schedule", "FaultSites", "SiteGroup",
            "FAULT_KINDS", "Fault", "OutputFault", "apply_output_faults", "flip_bits",
-           "ArrayGoldenRun", "Injection", "FaultMap", "STUCK_KINDS"]
+           "ArrayGoldenRun", "Injection", "FaultMap", "STUCK_KINDS", "chip_gemm"]

@@ -1,0 +1,291 @@
+"""A GEMM on a faulty chip, fast: the fault-free result where no fault reaches, the
+array's kernel on the columns a fault reaches only.
+
+``chip_gemm(array, a, b, c, fault_map=fm)`` returns exactly the bits of
+``array.run(a, b, c, fault_map=fm).output`` (tests hold it to that on every register
+kind, WS, OS and the tensor-core array), at a cost that grows with the faulty PEs,
+not with the GEMM.  Weight-stationary, it works from the fault events of the run
+(:func:`simulator._schedule.fault_events`, the table the kernels themselves take):
+
+* an output column no event names is the fault-free D's column (``golden``, or the
+  fast path :func:`simulator.matmul`, bit-exact to the array);
+* on a :class:`SystolicArray` with an operand format that fills its container
+  (fp16, bf16, fp8, ...), events on the operand registers ``a`` and ``w`` that act
+  on every item of the fold the same way (a stuck bit does: it is held from cycle 0)
+  are folded into the operands: the kernel applies them to the bits of A[m, k] /
+  B[k, n] before anything else reads them, so rewriting those bits gives the same
+  PE inputs.  ``w`` rewrites B once; ``a`` (which a PE forwards right, so it reaches
+  the columns right of the faulty PE) rewrites A per group of columns that meet the
+  same ``a`` faults;
+* the other events (partial sums, product registers, tf32 operands, the
+  tensor-core array's registers) stay events, so only their PEs take the staged path;
+* each group of affected columns runs the array's own kernel on a narrower array
+  (same rows, as many columns as the group holds per N-tile), with the events moved
+  to the new column positions: a weight-stationary column depends on A, its B
+  column, its C column and the events on its own PEs only (an ``a`` fault's reach
+  to the right is spelled out in the events, one column range per fault).
+
+Output-stationary runs are handed to ``array.run`` unchanged.
+"""
+from __future__ import annotations
+
+import dataclasses
+from contextlib import contextmanager
+
+import numba
+import numpy as np
+
+from . import _array_kernels as AK
+from ._array import SystolicArray, TensorCoreArray
+from ._faultmap import FaultMap
+from ._golden import _Operands, to_output
+from ._matmul import matmul
+from ._schedule import fault_events
+
+__all__ = ["chip_gemm"]
+
+_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+_QNAN32 = 0x7FC00000  # the binary32 quiet NaN an accumulator register holds for any NaN (encode_ieee)
+
+
+@contextmanager
+def _one_thread():
+    """Numba kernels called in this block run on the calling thread only (this thread's
+    setting; restored after).  A chip run makes many small calls (one per fast-path
+    segment and per group of columns): measured on a loaded 2-core machine, each
+    parallel region cost ~10-20 ms of thread wake-up, far more than its work."""
+    n = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(n)
+
+
+def _compose(ops) -> tuple:
+    """The effect of bit operations ((v & and) | or) ^ xor applied in order, as the
+    images (of all-zeros, of all-ones): bit i of the result is bit i of the first
+    where v's bit i is 0, of the second where it is 1."""
+    z, o = np.uint64(0), _ONES
+    for am, om, xm in ops:
+        z = ((z & am) | om) ^ xm
+        o = ((o & am) | om) ^ xm
+    return int(z), int(o)
+
+
+def _apply(bits: np.ndarray, z: int, o: int) -> np.ndarray:
+    """Apply a composed operation (:func:`_compose`) to unsigned bits (any uint dtype)."""
+    t = bits.dtype.type
+    return (~bits & t(z & np.iinfo(bits.dtype).max)) | (bits & t(o & np.iinfo(bits.dtype).max))
+
+
+def _uniform_op(ev, em, idx, items):
+    """The composed operation of events ``idx`` (table order) if it is the same on
+    every item in [0, items), else None."""
+    cuts = sorted({0, items} | {min(max(int(ev[e, AK.EV_I0]), 0), items) for e in idx}
+                  | {min(max(int(ev[e, AK.EV_I1]), 0), items) for e in idx})
+    op = None
+    for s, t in zip(cuts[:-1], cuts[1:]):
+        if s >= t:
+            continue
+        cur = _compose([tuple(em[e]) for e in idx if ev[e, AK.EV_I0] <= s < ev[e, AK.EV_I1]])
+        if op is None:
+            op = cur
+        elif cur != op:
+            return None
+    return op
+
+
+def _check_golden(golden, shape, dtype):
+    g = np.asarray(golden)
+    if g.shape != shape or g.dtype != dtype:
+        raise ValueError(f"golden must be the fault-free D, {shape} {np.dtype(dtype)}, not {g.shape} {g.dtype}")
+    return g
+
+
+def chip_gemm(array, a, b, c=None, *, fault_map: FaultMap, input_format: str | None = None,
+              golden=None) -> np.ndarray:
+    """D = A @ B + C on ``array`` with the permanent faults ``fault_map``: the bits of
+    ``array.run(a, b, c, fault_map=fault_map, input_format=input_format).output``,
+    with cycle-level work only on the output columns a fault reaches (see the module).
+
+    Args:
+        array: a :class:`SystolicArray` or :class:`TensorCoreArray`.
+        a (M, K), b (K, N), c (M, N) or None, input_format: as :meth:`SystolicArray.run`.
+        fault_map: the chip's :class:`FaultMap` (checked against the array).
+        golden: the fault-free D (M, N) in C's dtype, if the caller has it (e.g.
+            ``matmul(a, b, c, profile=array.profile)``); computed when None.
+
+    Returns:
+        D, (M, N), C's dtype (float32 when c is None).
+    """
+    if not isinstance(array, (SystolicArray, TensorCoreArray)):
+        raise TypeError(f"array must be a SystolicArray or TensorCoreArray, not {type(array).__name__}")
+    if not isinstance(fault_map, FaultMap):
+        raise TypeError(f"fault_map must be a FaultMap, not {type(fault_map).__name__}")
+    fmt, rule, acc_fmt, cc, (M, Kd, N) = array._prepare(a, b, c, input_format)
+    sched = array._schedule(M, Kd, N, fmt, rule, acc_fmt)
+    reg_faults, _ = array._check_faults(sched, fault_map.faults)
+    if sched.dataflow != "ws" or not sched.folds:
+        return array.run(a, b, c, fault_map=fault_map, input_format=input_format).output
+    gold = (matmul(a, b, cc, profile=array.profile, input_format=input_format) if golden is None
+            else _check_golden(golden, (M, N), cc.dtype))
+    ev, em, _ = fault_events(sched, reg_faults)
+    if not len(ev):
+        return np.array(gold, copy=True)
+    R, C = array.rows, array.cols
+    nnt = -(-N // C)
+    nkf = sched.folds // nnt
+    kstep = R * sched.step  # K positions per fold
+    fold_ops = (isinstance(array, SystolicArray) and fmt.name != "tf32" and not fmt.container_shift
+                and fmt.width == 8 * fmt.uint_dtype.itemsize)
+
+    # per (fold, register, PE row, PE column): the events that act there, table order
+    per_pe = {}
+    for e in range(len(ev)):
+        f, reg, r = int(ev[e, AK.EV_FOLD]), int(ev[e, AK.EV_REG]), int(ev[e, AK.EV_R])
+        for col in range(int(ev[e, AK.EV_C0]), min(int(ev[e, AK.EV_C1]), C)):
+            per_pe.setdefault((f, reg, r, col), []).append(e)
+    a_ops = {}     # (nt, col) -> [(kf, r, z, o)]: folded ``a`` operations of that column
+    w_ops = []     # (k, n, z, o): folded ``w`` operations
+    p_ops = {}     # (nt, col) -> [(kf, r, z, o)]: stuck partial sums, applied between fast-path segments
+    p_events = {}  # (nt, col) -> [e]: their events (for the kernel, should the fast path decline)
+    kept = {}      # (nt, col) -> [e]: events left to the kernel
+    touched = set()
+    for (f, reg, r, col), idx in per_pe.items():
+        nt, kf = divmod(f, nkf)
+        if nt * C + col >= N:
+            continue  # a PE column this N-tile does not use
+        touched.add((nt, col))
+        stage = 1 if reg == AK.REG_PSUM else 0
+        plain = all(ev[e, AK.EV_ELEM] == 0 and ev[e, AK.EV_STAGE] == stage for e in idx)
+        op = None
+        if fold_ops and plain and (reg in (AK.REG_A, AK.REG_W) or (reg == AK.REG_PSUM and acc_fmt.name == "fp32")):
+            op = _uniform_op(ev, em, idx, M)
+        if op is None:
+            kept.setdefault((nt, col), []).extend(idx)
+            continue
+        k = kf * kstep + r
+        if reg == AK.REG_PSUM:
+            p_ops.setdefault((nt, col), []).append((kf, r, *op))
+            p_events.setdefault((nt, col), []).extend(idx)
+        elif k >= Kd:
+            continue  # an idle PE row: the kernel reads no operand there
+        elif reg == AK.REG_A:
+            a_ops.setdefault((nt, col), []).append((kf, r, *op))
+        else:
+            w_ops.append((k, nt * C + col, *op))
+
+    bb = np.array(b, copy=True)
+    if w_ops:
+        u = bb.view(fmt.uint_dtype)
+        for k, n, z, o in w_ops:
+            u[k, n] = _apply(u[k:k + 1, n], z, o)[0]
+
+    groups = {}    # signature of folded ``a`` operations -> [(nt, col)]
+    for key in sorted(touched):
+        groups.setdefault(tuple(sorted(a_ops.get(key, ()))), []).append(key)
+
+    out = np.array(gold, copy=True)
+    with _one_thread():
+        for sig, keys in groups.items():
+            _group(out, a, bb, cc, sig, keys, fmt, rule, acc_fmt, kept, p_ops, p_events, ev, em, array, input_format,
+                   C, nkf, kstep, Kd)
+    return out
+
+
+def _group(out, a, bb, cc, sig, keys, fmt, rule, acc_fmt, kept, p_ops, p_events, ev, em, array, input_format, C, nkf,
+           kstep, Kd):
+    """The columns ``keys`` that meet the folded ``a`` operations ``sig``."""
+    ag = a
+    if sig:
+        ag = np.array(a, copy=True)
+        u = ag.view(fmt.uint_dtype)
+        for kf, r, z, o in sig:  # one op per (kf, r): the fold's K position
+            k = kf * kstep + r
+            u[:, k] = _apply(u[:, k], z, o)
+    slow = [key for key in keys if key in kept]
+    quick = [key for key in keys if key not in kept]
+    if quick:
+        slow += _segmented(out, ag, bb, cc, quick, p_ops, array, input_format, C, kstep, Kd)
+    if slow:
+        events = {key: sorted(kept.get(key, []) + p_events.get(key, [])) for key in slow}
+        _kernel_columns(out, array, _Operands.of(ag, bb, fmt, rule, acc_fmt), cc, acc_fmt, sorted(slow), events,
+                        ev, em, C, nkf)
+
+
+def _segmented(out, a, b, c, keys, p_ops, array, input_format, C, kstep, Kd) -> list:
+    """Columns ``keys`` ((N-tile, PE column), ...) of D on the fast path: the array's
+    FMA chain down K cut where a partial sum is stuck, the stuck bits applied to the
+    float32 partial sums there (top PE row first).  Writes ``out``'s columns and
+    returns the keys it could not do: a column where a stuck partial sum meets a NaN
+    and could turn it into a number (the result would hang on the NaN's sign, which
+    the fast path does not promise; the kernel decides those)."""
+    ns = np.array([nt * C + col for nt, col in keys], np.int64)
+    cuts = {}
+    for j, key in enumerate(keys):
+        for kf, r, z, o in p_ops.get(key, ()):
+            k = kf * kstep + r
+            cuts.setdefault(min(k + 1, Kd), []).append((kf, r, j, z, o))  # idle rows: after the fold's last MAC
+    acc = np.ascontiguousarray(c[:, ns])
+    bad = np.zeros(len(keys), np.bool_)
+    prev = 0
+    for p in sorted(cuts) + [Kd]:
+        if p > prev:
+            acc = matmul(a[:, prev:p], b[prev:p][:, ns], acc, profile=array.profile, input_format=input_format)
+            prev = p
+        for kf, r, j, z, o in sorted(cuts.get(p, ()), key=lambda q: (q[0], q[1])):
+            if bad[j]:
+                continue
+            col = acc[:, j]
+            nan = np.isnan(col)
+            if nan.any():
+                # what the register holds for a NaN: the quiet NaN of either sign
+                qn = _apply(np.array([_QNAN32, _QNAN32 | 0x80000000], np.uint32), z, o).view(np.float32)
+                if not np.isnan(qn).all():
+                    bad[j] = True
+                    continue
+            acc[:, j] = _apply(col.view(np.uint32), z, o).view(np.float32)
+            acc[nan, j] = np.nan
+    out[:, ns[~bad]] = acc[:, ~bad]
+    return [key for key, x in zip(keys, bad) if x]
+
+
+def _kernel_columns(out, array, ops, cc, acc_fmt, keys, kept, ev, em, C, nkf):
+    """Columns ``keys`` of D by the array's kernel on a narrower array (as many PE
+    columns as the widest N-tile's share of ``keys``), with the events ``kept`` moved
+    to the new column positions."""
+    tiles = {}
+    for nt, col in keys:
+        tiles.setdefault(nt, []).append(col)
+    nts = sorted(tiles)
+    width = max(len(v) for v in tiles.values())
+    cols_idx, real = [], []
+    for t in nts:
+        cs = tiles[t]
+        cols_idx += [t * C + x for x in cs] + [t * C + cs[0]] * (width - len(cs))
+        real += [True] * len(cs) + [False] * (width - len(cs))
+    cols_idx = np.array(cols_idx, np.int64)
+    real = np.array(real, np.bool_)
+    rows = []
+    for ti, t in enumerate(nts):
+        for j, x in enumerate(tiles[t]):
+            for e in kept.get((t, x), ()):
+                rows.append((e, ti * nkf + int(ev[e, AK.EV_FOLD]) % nkf, j))
+    rows.sort(key=lambda q: (q[1], q[0]))  # by new fold, table order within it
+    nfold = len(nts) * nkf
+    sev = np.empty((len(rows), AK.EV_COLS), np.int64)
+    sem = np.empty((len(rows), 3), np.uint64)
+    for q, (e, f2, j) in enumerate(rows):
+        sev[q] = ev[e]
+        sev[q, AK.EV_FOLD], sev[q, AK.EV_C0], sev[q, AK.EV_C1] = f2, j, j + 1
+        sem[q] = em[e]
+    sptr = np.searchsorted(sev[:, AK.EV_FOLD], np.arange(nfold + 1)).astype(np.int64)
+    sub = dataclasses.replace(array, cols=width)
+    sops = dataclasses.replace(ops, bbits=np.ascontiguousarray(ops.bbits[:, cols_idx]),
+                               bv=np.ascontiguousarray(ops.bv[:, cols_idx]),
+                               be=np.ascontiguousarray(ops.be[:, cols_idx]))
+    acc = cc[:, cols_idx].astype(np.float64)
+    sub._kernel_run(sops, acc, sev, sem, sptr)
+    res = to_output(acc, cc.dtype, acc_fmt, array._profile)
+    out[:, cols_idx[real]] = res[:, real]
