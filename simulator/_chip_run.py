@@ -128,6 +128,10 @@ def chip_gemm(array, a, b, c=None, *, fault_map: FaultMap, input_format: str | N
     reg_faults, _ = array._check_faults(sched, fault_map.faults)
     if sched.dataflow != "ws" or not sched.folds:
         return array.run(a, b, c, fault_map=fault_map, input_format=input_format).output
+    fold_ops = isinstance(array, SystolicArray) and fmt.name != "tf32" and not fmt.container_shift and \
+        fmt.width == 8 * fmt.uint_dtype.itemsize
+    if isinstance(array, SystolicArray) and not fold_ops:
+        return array.run(a, b, c, fault_map=fault_map, input_format=input_format).output
     gold = (matmul(a, b, cc, profile=array.profile, input_format=input_format) if golden is None
             else _check_golden(golden, (M, N), cc.dtype))
     ev, em, _ = fault_events(sched, reg_faults)
@@ -137,8 +141,6 @@ def chip_gemm(array, a, b, c=None, *, fault_map: FaultMap, input_format: str | N
     nnt = -(-N // C)
     nkf = sched.folds // nnt
     kstep = R * sched.step  # K positions per fold
-    fold_ops = (isinstance(array, SystolicArray) and fmt.name != "tf32" and not fmt.container_shift
-                and fmt.width == 8 * fmt.uint_dtype.itemsize)
 
     # per (fold, register, PE row, PE column): the events that act there, table order
     per_pe = {}
@@ -149,7 +151,6 @@ def chip_gemm(array, a, b, c=None, *, fault_map: FaultMap, input_format: str | N
     a_ops = {}     # (nt, col) -> [(kf, r, z, o)]: folded ``a`` operations of that column
     w_ops = []     # (k, n, z, o): folded ``w`` operations
     p_ops = {}     # (nt, col) -> [(kf, r, z, o)]: stuck partial sums, applied between fast-path segments
-    p_events = {}  # (nt, col) -> [e]: their events (for the kernel, should the fast path decline)
     kept = {}      # (nt, col) -> [e]: events left to the kernel
     touched = set()
     for (f, reg, r, col), idx in per_pe.items():
@@ -168,7 +169,6 @@ def chip_gemm(array, a, b, c=None, *, fault_map: FaultMap, input_format: str | N
         k = kf * kstep + r
         if reg == AK.REG_PSUM:
             p_ops.setdefault((nt, col), []).append((kf, r, *op))
-            p_events.setdefault((nt, col), []).extend(idx)
         elif k >= Kd:
             continue  # an idle PE row: the kernel reads no operand there
         elif reg == AK.REG_A:
@@ -182,21 +182,38 @@ def chip_gemm(array, a, b, c=None, *, fault_map: FaultMap, input_format: str | N
         for k, n, z, o in w_ops:
             u[k, n] = _apply(u[k:k + 1, n], z, o)[0]
 
+    out = np.array(gold, copy=True)
+    slow = [key for key in sorted(touched) if key in kept]
+    if isinstance(array, TensorCoreArray):
+        # nothing folds: every touched column runs the kernel with all of its events
+        allev = {}
+        for (f, reg, r, col), idx in per_pe.items():
+            allev.setdefault((f // nkf, col), []).extend(idx)
+        if slow:
+            with _one_thread():
+                _kernel_columns(out, array, _Operands.of(a, b, fmt, rule, acc_fmt), cc, acc_fmt, slow,
+                                {key: sorted(allev[key]) for key in slow}, ev, em, C, nkf)
+        return out
     groups = {}    # signature of folded ``a`` operations -> [(nt, col)]
     for key in sorted(touched):
-        groups.setdefault(tuple(sorted(a_ops.get(key, ()))), []).append(key)
-
-    out = np.array(gold, copy=True)
+        if key not in kept:
+            groups.setdefault(tuple(sorted(a_ops.get(key, ()))), []).append(key)
     with _one_thread():
         for sig, keys in groups.items():
-            _group(out, a, bb, cc, sig, keys, fmt, rule, acc_fmt, kept, p_ops, p_events, ev, em, array, input_format,
-                   C, nkf, kstep, Kd)
+            slow += _group(out, a, bb, cc, sig, keys, fmt, p_ops, array, input_format, C, kstep, Kd)
+    if slow:
+        # the scalar-FMA kernel's fault-free shortcut (binary32 arithmetic) is chosen
+        # over the whole GEMM and may carry a NaN's sign differently, which a stuck
+        # bit can then expose: these columns come from the whole cycle-level run
+        full = array.run(a, b, c, fault_map=fault_map, input_format=input_format).output
+        ns = [nt * C + col for nt, col in slow]
+        out[:, ns] = full[:, ns]
     return out
 
 
-def _group(out, a, bb, cc, sig, keys, fmt, rule, acc_fmt, kept, p_ops, p_events, ev, em, array, input_format, C, nkf,
-           kstep, Kd):
-    """The columns ``keys`` that meet the folded ``a`` operations ``sig``."""
+def _group(out, a, bb, cc, sig, keys, fmt, p_ops, array, input_format, C, kstep, Kd) -> list:
+    """The columns ``keys`` that meet the folded ``a`` operations ``sig`` (B's folded
+    ``w`` operations already in ``bb``); returns those the fast path left undone."""
     ag = a
     if sig:
         ag = np.array(a, copy=True)
@@ -204,14 +221,7 @@ def _group(out, a, bb, cc, sig, keys, fmt, rule, acc_fmt, kept, p_ops, p_events,
         for kf, r, z, o in sig:  # one op per (kf, r): the fold's K position
             k = kf * kstep + r
             u[:, k] = _apply(u[:, k], z, o)
-    slow = [key for key in keys if key in kept]
-    quick = [key for key in keys if key not in kept]
-    if quick:
-        slow += _segmented(out, ag, bb, cc, quick, p_ops, array, input_format, C, kstep, Kd)
-    if slow:
-        events = {key: sorted(kept.get(key, []) + p_events.get(key, [])) for key in slow}
-        _kernel_columns(out, array, _Operands.of(ag, bb, fmt, rule, acc_fmt), cc, acc_fmt, sorted(slow), events,
-                        ev, em, C, nkf)
+    return _segmented(out, ag, bb, cc, keys, p_ops, array, input_format, C, kstep, Kd)
 
 
 def _segmented(out, a, b, c, keys, p_ops, array, input_format, C, kstep, Kd) -> list:
@@ -232,7 +242,8 @@ def _segmented(out, a, b, c, keys, p_ops, array, input_format, C, kstep, Kd) -> 
     prev = 0
     for p in sorted(cuts) + [Kd]:
         if p > prev:
-            acc = matmul(a[:, prev:p], b[prev:p][:, ns], acc, profile=array.profile, input_format=input_format)
+            with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf partial sums are expected here
+                acc = matmul(a[:, prev:p], b[prev:p][:, ns], acc, profile=array.profile, input_format=input_format)
             prev = p
         for kf, r, j, z, o in sorted(cuts.get(p, ()), key=lambda q: (q[0], q[1])):
             if bad[j]:
