@@ -39,7 +39,8 @@ from . import _array_kernels as AK
 from ._array import SystolicArray, TensorCoreArray
 from ._faultmap import FaultMap
 from ._golden import _Operands, to_output
-from ._matmul import matmul
+from ._kernels import SENTINEL
+from ._matmul import matmul, operand_arrays
 from ._schedule import fault_events
 
 __all__ = ["chip_gemm"]
@@ -184,11 +185,11 @@ def chip_gemm(array, a, b, c=None, *, fault_map: FaultMap, input_format: str | N
 
     out = np.array(gold, copy=True)
     slow = [key for key in sorted(touched) if key in kept]
+    allev = {}
+    for (f, reg, r, col), idx in per_pe.items():
+        allev.setdefault((f // nkf, col), []).extend(idx)
     if isinstance(array, TensorCoreArray):
         # nothing folds: every touched column runs the kernel with all of its events
-        allev = {}
-        for (f, reg, r, col), idx in per_pe.items():
-            allev.setdefault((f // nkf, col), []).extend(idx)
         if slow:
             with _one_thread():
                 _kernel_columns(out, array, _Operands.of(a, b, fmt, rule, acc_fmt), cc, acc_fmt, slow,
@@ -202,13 +203,35 @@ def chip_gemm(array, a, b, c=None, *, fault_map: FaultMap, input_format: str | N
         for sig, keys in groups.items():
             slow += _group(out, a, bb, cc, sig, keys, fmt, p_ops, array, input_format, C, kstep, Kd)
     if slow:
-        # the scalar-FMA kernel's fault-free shortcut (binary32 arithmetic) is chosen
-        # over the whole GEMM and may carry a NaN's sign differently, which a stuck
-        # bit can then expose: these columns come from the whole cycle-level run
-        full = array.run(a, b, c, fault_map=fault_map, input_format=input_format).output
-        ns = [nt * C + col for nt, col in slow]
-        out[:, ns] = full[:, ns]
+        # the kernel on these columns with all of their events and the operands as
+        # they are (a folded operand or a fast-path segment may carry a NaN's sign
+        # differently, which a stuck bit can then expose), plus witness columns so
+        # that the kernel takes the same arithmetic as on the whole GEMM
+        with _one_thread():
+            _kernel_columns(out, array, _Operands.of(a, b, fmt, rule, acc_fmt), cc, acc_fmt, sorted(set(slow)),
+                            {key: sorted(allev[key]) for key in set(slow)}, ev, em, C, nkf,
+                            _witnesses(b, cc, fmt, rule, C))
     return out
+
+
+def _witnesses(b, cc, fmt, rule, C) -> list:
+    """(N-tile, column) keys of the columns of B and C that decide the scalar-FMA
+    kernel's binary32 shortcut for the whole GEMM (simulator._array._f32_exact: all
+    values finite, the smallest and largest nonzero |b| against A's): a run on a
+    subset of columns that includes them takes the same arithmetic."""
+    bv, be = operand_arrays(b, fmt, rule)
+    cols = set()
+    bad = ~np.isfinite(bv).all(axis=0)
+    if bad.any():
+        cols.add(int(np.argmax(bad)))
+    badc = ~np.isfinite(cc).all(axis=0)
+    if badc.any():
+        cols.add(int(np.argmax(badc)))
+    nz = np.where(be != SENTINEL, np.abs(bv), np.nan)
+    if not np.isnan(nz).all():
+        cols.add(int(np.unravel_index(np.nanargmin(nz), nz.shape)[1]))
+        cols.add(int(np.unravel_index(np.nanargmax(nz), nz.shape)[1]))
+    return [divmod(n, C) for n in sorted(cols)]
 
 
 def _group(out, a, bb, cc, sig, keys, fmt, p_ops, array, input_format, C, kstep, Kd) -> list:
@@ -262,20 +285,22 @@ def _segmented(out, a, b, c, keys, p_ops, array, input_format, C, kstep, Kd) -> 
     return [key for key, x in zip(keys, bad) if x]
 
 
-def _kernel_columns(out, array, ops, cc, acc_fmt, keys, kept, ev, em, C, nkf):
+def _kernel_columns(out, array, ops, cc, acc_fmt, keys, kept, ev, em, C, nkf, extra=()):
     """Columns ``keys`` of D by the array's kernel on a narrower array (as many PE
     columns as the widest N-tile's share of ``keys``), with the events ``kept`` moved
-    to the new column positions."""
+    to the new column positions; ``extra`` columns run along (without events) and are
+    not written."""
     tiles = {}
-    for nt, col in keys:
+    for nt, col in sorted(set(keys) | set(extra)):
         tiles.setdefault(nt, []).append(col)
     nts = sorted(tiles)
     width = max(len(v) for v in tiles.values())
     cols_idx, real = [], []
+    write = set(keys)
     for t in nts:
         cs = tiles[t]
         cols_idx += [t * C + x for x in cs] + [t * C + cs[0]] * (width - len(cs))
-        real += [True] * len(cs) + [False] * (width - len(cs))
+        real += [(t, x) in write for x in cs] + [False] * (width - len(cs))
     cols_idx = np.array(cols_idx, np.int64)
     real = np.array(real, np.bool_)
     rows = []
