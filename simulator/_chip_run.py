@@ -1,5 +1,5 @@
 """A GEMM on a faulty chip, fast: the fault-free result where no fault reaches, the
-array's kernel on the columns a fault reaches only.
+fast path wherever a stuck bit can be expressed on it, the array's kernel elsewhere.
 
 ``chip_gemm(array, a, b, c, fault_map=fm)`` returns exactly the bits of
 ``array.run(a, b, c, fault_map=fm).output`` (tests hold it to that on every register
@@ -9,23 +9,26 @@ not with the GEMM.  Weight-stationary, it works from the fault events of the run
 
 * an output column no event names is the fault-free D's column (``golden``, or the
   fast path :func:`simulator.matmul`, bit-exact to the array);
-* on a :class:`SystolicArray` with an operand format that fills its container
-  (fp16, bf16, fp8, ...), events on the operand registers ``a`` and ``w`` that act
-  on every item of the fold the same way (a stuck bit does: it is held from cycle 0)
-  are folded into the operands: the kernel applies them to the bits of A[m, k] /
-  B[k, n] before anything else reads them, so rewriting those bits gives the same
-  PE inputs.  ``w`` rewrites B once; ``a`` (which a PE forwards right, so it reaches
-  the columns right of the faulty PE) rewrites A per group of columns that meet the
-  same ``a`` faults;
-* the other events (partial sums, product registers, tf32 operands, the
-  tensor-core array's registers) stay events, so only their PEs take the staged path;
-* each group of affected columns runs the array's own kernel on a narrower array
-  (same rows, as many columns as the group holds per N-tile), with the events moved
-  to the new column positions: a weight-stationary column depends on A, its B
-  column, its C column and the events on its own PEs only (an ``a`` fault's reach
-  to the right is spelled out in the events, one column range per fault).
+* on a :class:`SystolicArray` whose operand format fills its container (fp16, bf16,
+  fp8), events that act on every item of a fold the same way (a stuck bit does: it
+  is held from cycle 0) are expressed on the fast path, which is the array's FMA
+  chain down K: ``a`` and ``w`` events are folded into the operands (the kernel
+  applies them to the bits of A[m, k] / B[k, n] before anything reads them): ``w``
+  rewrites B once, ``a`` (forwarded right, so it reaches the columns right of the
+  faulty PE: the events spell that out) rewrites A per group of columns that meet
+  the same ``a`` faults; a stuck ``psum`` bit cuts the chain after its PE's MAC, the
+  bit is applied to the binary32 partial sums there and the chain goes on;
+* what the fast path cannot promise goes to the kernel: product registers, tf32
+  operands, the tensor-core array's registers, and a column where a stuck partial-sum
+  bit meets a NaN and could turn it into a number (the result then hangs on the
+  NaN's sign, which depends on the kernel's own arithmetic).  Those columns run the
+  array's kernel on a narrower array (same rows, as many columns as they hold per
+  N-tile) with all of their events moved to the new column positions (a
+  weight-stationary column depends on A, its B and C columns and the events on its
+  own PEs only), plus witness columns that make the kernel pick the arithmetic it
+  picks for the whole GEMM.
 
-Output-stationary runs are handed to ``array.run`` unchanged.
+Output-stationary runs (and tf32 on a SystolicArray) are handed to ``array.run``.
 """
 from __future__ import annotations
 
@@ -52,9 +55,10 @@ _QNAN32 = 0x7FC00000  # the binary32 quiet NaN an accumulator register holds for
 @contextmanager
 def _one_thread():
     """Numba kernels called in this block run on the calling thread only (this thread's
-    setting; restored after).  A chip run makes many small calls (one per fast-path
-    segment and per group of columns): measured on a loaded 2-core machine, each
-    parallel region cost ~10-20 ms of thread wake-up, far more than its work."""
+    setting; restored after).  The fast path of a chip run makes many small calls (one
+    per segment and group of columns): measured on a loaded 2-core machine, each
+    parallel region cost ~10-20 ms of thread wake-up, far more than its work.  The
+    kernel runs (large) keep the threads."""
     n = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
@@ -191,9 +195,8 @@ def chip_gemm(array, a, b, c=None, *, fault_map: FaultMap, input_format: str | N
     if isinstance(array, TensorCoreArray):
         # nothing folds: every touched column runs the kernel with all of its events
         if slow:
-            with _one_thread():
-                _kernel_columns(out, array, _Operands.of(a, b, fmt, rule, acc_fmt), cc, acc_fmt, slow,
-                                {key: sorted(allev[key]) for key in slow}, ev, em, C, nkf)
+            _kernel_columns(out, array, _Operands.of(a, b, fmt, rule, acc_fmt), cc, acc_fmt, slow,
+                            {key: sorted(allev[key]) for key in slow}, ev, em, C, nkf)
         return out
     groups = {}    # signature of folded ``a`` operations -> [(nt, col)]
     for key in sorted(touched):
@@ -207,10 +210,8 @@ def chip_gemm(array, a, b, c=None, *, fault_map: FaultMap, input_format: str | N
         # they are (a folded operand or a fast-path segment may carry a NaN's sign
         # differently, which a stuck bit can then expose), plus witness columns so
         # that the kernel takes the same arithmetic as on the whole GEMM
-        with _one_thread():
-            _kernel_columns(out, array, _Operands.of(a, b, fmt, rule, acc_fmt), cc, acc_fmt, sorted(set(slow)),
-                            {key: sorted(allev[key]) for key in set(slow)}, ev, em, C, nkf,
-                            _witnesses(b, cc, fmt, rule, C))
+        _kernel_columns(out, array, _Operands.of(a, b, fmt, rule, acc_fmt), cc, acc_fmt, sorted(set(slow)),
+                        {key: sorted(allev[key]) for key in set(slow)}, ev, em, C, nkf, _witnesses(b, cc, fmt, rule, C))
     return out
 
 
