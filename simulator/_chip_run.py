@@ -41,6 +41,7 @@ import numpy as np
 from . import _array_kernels as AK
 from ._array import SystolicArray, TensorCoreArray
 from ._faultmap import FaultMap
+from ._formats import get_format
 from ._golden import _Operands, to_output
 from ._kernels import SENTINEL
 from ._matmul import matmul, operand_arrays
@@ -264,7 +265,7 @@ def _segmented(out, a, b, c, keys, p_ops, array, input_format, C, kstep, Kd) -> 
     acc = np.ascontiguousarray(c[:, ns])
     bad = np.zeros(len(keys), np.bool_)
     prev = 0
-    for p in sorted(cuts) + [Kd]:
+    for p in sorted(set(cuts) | {Kd}):
         if p > prev:
             with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf partial sums are expected here
                 acc = matmul(a[:, prev:p], b[prev:p][:, ns], acc, profile=array.profile, input_format=input_format)
@@ -282,6 +283,8 @@ def _segmented(out, a, b, c, keys, p_ops, array, input_format, C, kstep, Kd) -> 
                     continue
             acc[:, j] = _apply(col.view(np.uint32), z, o).view(np.float32)
             acc[nan, j] = np.nan
+    # a stuck bit after the last segment can leave a NaN of any payload: D holds the profile's NaN
+    acc = to_output(acc, acc.dtype, get_format("fp32" if acc.dtype == np.float32 else "fp16"), array._profile)
     out[:, ns[~bad]] = acc[:, ~bad]
     return [key for key, x in zip(keys, bad) if x]
 
