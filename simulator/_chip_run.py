@@ -33,6 +33,7 @@ Output-stationary runs (and tf32 on a SystolicArray) are handed to ``array.run``
 from __future__ import annotations
 
 import dataclasses
+import functools
 from contextlib import contextmanager
 
 import numba
@@ -86,20 +87,87 @@ def _apply(bits: np.ndarray, z: int, o: int) -> np.ndarray:
 
 
 def _uniform_op(ev, em, idx, items):
-    """The composed operation of events ``idx`` (table order) if it is the same on
-    every item in [0, items), else None."""
-    cuts = sorted({0, items} | {min(max(int(ev[e, AK.EV_I0]), 0), items) for e in idx}
-                  | {min(max(int(ev[e, AK.EV_I1]), 0), items) for e in idx})
+    """The composed operation of events ``idx`` (rows of the event table ``ev`` and
+    masks ``em`` as lists, table order) if it is the same on every item in
+    [0, items), else None."""
+    cuts = sorted({0, items} | {min(max(ev[e][AK.EV_I0], 0), items) for e in idx}
+                  | {min(max(ev[e][AK.EV_I1], 0), items) for e in idx})
     op = None
     for s, t in zip(cuts[:-1], cuts[1:]):
         if s >= t:
             continue
-        cur = _compose([tuple(em[e]) for e in idx if ev[e, AK.EV_I0] <= s < ev[e, AK.EV_I1]])
+        cur = _compose([em[e] for e in idx if ev[e][AK.EV_I0] <= s < ev[e][AK.EV_I1]])
         if op is None:
             op = cur
         elif cur != op:
             return None
     return op
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What a fault map does to one GEMM shape on one array (data-independent, so
+    computed once per (array, map, shape, formats) and reused by every call)."""
+
+    ev: np.ndarray       # the run's fault events (simulator._schedule.fault_events)
+    em: np.ndarray
+    nkf: int             # K-folds per N-tile
+    kstep: int           # K positions per fold
+    touched: tuple       # (N-tile, PE column) keys some event reaches, sorted
+    kept: dict           # key -> [event]: events only the kernel can apply
+    allev: dict          # key -> [event]: every event of the column
+    a_ops: dict          # key -> [(kf, r, z, o)]: folded ``a`` operations
+    p_ops: dict          # key -> [(kf, r, z, o)]: stuck partial sums
+    w_k: np.ndarray      # folded ``w`` operations: B[k, n] rewritten by (z, o)
+    w_n: np.ndarray
+    w_z: np.ndarray
+    w_o: np.ndarray
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(array, fault_map, M, Kd, N, fmt_name, acc_name, fold_ops) -> _Plan:
+    sched = array.schedule(M, Kd, N, input_format=fmt_name, accumulator=acc_name)
+    reg_faults, _ = array._check_faults(sched, fault_map.faults)
+    ev, em, _ = fault_events(sched, reg_faults)
+    C = array.cols
+    nnt = -(-N // C)
+    nkf = sched.folds // nnt
+    kstep = array.rows * sched.step
+    evl, eml = ev.tolist(), [tuple(np.uint64(x) for x in row) for row in em]
+    # per (fold, register, PE row, PE column): the events that act there, table order
+    per_pe = {}
+    for e, row in enumerate(evl):
+        f, reg, r = row[AK.EV_FOLD], row[AK.EV_REG], row[AK.EV_R]
+        for col in range(row[AK.EV_C0], min(row[AK.EV_C1], C)):
+            per_pe.setdefault((f, reg, r, col), []).append(e)
+    a_ops, p_ops, kept, allev, w_ops = {}, {}, {}, {}, []
+    touched = set()
+    for (f, reg, r, col), idx in per_pe.items():
+        nt, kf = divmod(f, nkf)
+        if nt * C + col >= N:
+            continue  # a PE column this N-tile does not use
+        touched.add((nt, col))
+        allev.setdefault((nt, col), []).extend(idx)
+        stage = 1 if reg == AK.REG_PSUM else 0
+        plain = all(evl[e][AK.EV_ELEM] == 0 and evl[e][AK.EV_STAGE] == stage for e in idx)
+        op = None
+        if fold_ops and plain and (reg in (AK.REG_A, AK.REG_W) or (reg == AK.REG_PSUM and acc_name == "fp32")):
+            op = _uniform_op(evl, eml, idx, M)
+        if op is None:
+            kept.setdefault((nt, col), []).extend(idx)
+            continue
+        k = kf * kstep + r
+        if reg == AK.REG_PSUM:
+            p_ops.setdefault((nt, col), []).append((kf, r, *op))
+        elif k >= Kd:
+            continue  # an idle PE row: the kernel reads no operand there
+        elif reg == AK.REG_A:
+            a_ops.setdefault((nt, col), []).append((kf, r, *op))
+        else:
+            w_ops.append((k, nt * C + col, *op))
+    w = np.array(w_ops, dtype=np.uint64).reshape(-1, 4)
+    return _Plan(ev, em, nkf, kstep, tuple(sorted(touched)), kept, {k: sorted(v) for k, v in allev.items()},
+                 a_ops, p_ops, w[:, 0].astype(np.int64), w[:, 1].astype(np.int64), w[:, 2], w[:, 3])
 
 
 def _check_golden(golden, shape, dtype):
@@ -131,7 +199,7 @@ def chip_gemm(array, a, b, c=None, *, fault_map: FaultMap, input_format: str | N
         raise TypeError(f"fault_map must be a FaultMap, not {type(fault_map).__name__}")
     fmt, rule, acc_fmt, cc, (M, Kd, N) = array._prepare(a, b, c, input_format)
     sched = array._schedule(M, Kd, N, fmt, rule, acc_fmt)
-    reg_faults, _ = array._check_faults(sched, fault_map.faults)
+    array._check_faults(sched, fault_map.faults)
     if sched.dataflow != "ws" or not sched.folds:
         return array.run(a, b, c, fault_map=fault_map, input_format=input_format).output
     fold_ops = isinstance(array, SystolicArray) and fmt.name != "tf32" and not fmt.container_shift and \
@@ -140,67 +208,28 @@ def chip_gemm(array, a, b, c=None, *, fault_map: FaultMap, input_format: str | N
         return array.run(a, b, c, fault_map=fault_map, input_format=input_format).output
     gold = (matmul(a, b, cc, profile=array.profile, input_format=input_format) if golden is None
             else _check_golden(golden, (M, N), cc.dtype))
-    ev, em, _ = fault_events(sched, reg_faults)
-    if not len(ev):
+    plan = _plan(array, fault_map, M, Kd, N, fmt.name, acc_fmt.name, fold_ops)
+    if not plan.touched:
         return np.array(gold, copy=True)
-    R, C = array.rows, array.cols
-    nnt = -(-N // C)
-    nkf = sched.folds // nnt
-    kstep = R * sched.step  # K positions per fold
-
-    # per (fold, register, PE row, PE column): the events that act there, table order
-    per_pe = {}
-    for e in range(len(ev)):
-        f, reg, r = int(ev[e, AK.EV_FOLD]), int(ev[e, AK.EV_REG]), int(ev[e, AK.EV_R])
-        for col in range(int(ev[e, AK.EV_C0]), min(int(ev[e, AK.EV_C1]), C)):
-            per_pe.setdefault((f, reg, r, col), []).append(e)
-    a_ops = {}     # (nt, col) -> [(kf, r, z, o)]: folded ``a`` operations of that column
-    w_ops = []     # (k, n, z, o): folded ``w`` operations
-    p_ops = {}     # (nt, col) -> [(kf, r, z, o)]: stuck partial sums, applied between fast-path segments
-    kept = {}      # (nt, col) -> [e]: events left to the kernel
-    touched = set()
-    for (f, reg, r, col), idx in per_pe.items():
-        nt, kf = divmod(f, nkf)
-        if nt * C + col >= N:
-            continue  # a PE column this N-tile does not use
-        touched.add((nt, col))
-        stage = 1 if reg == AK.REG_PSUM else 0
-        plain = all(ev[e, AK.EV_ELEM] == 0 and ev[e, AK.EV_STAGE] == stage for e in idx)
-        op = None
-        if fold_ops and plain and (reg in (AK.REG_A, AK.REG_W) or (reg == AK.REG_PSUM and acc_fmt.name == "fp32")):
-            op = _uniform_op(ev, em, idx, M)
-        if op is None:
-            kept.setdefault((nt, col), []).extend(idx)
-            continue
-        k = kf * kstep + r
-        if reg == AK.REG_PSUM:
-            p_ops.setdefault((nt, col), []).append((kf, r, *op))
-        elif k >= Kd:
-            continue  # an idle PE row: the kernel reads no operand there
-        elif reg == AK.REG_A:
-            a_ops.setdefault((nt, col), []).append((kf, r, *op))
-        else:
-            w_ops.append((k, nt * C + col, *op))
-
+    ev, em, C, nkf, kstep, kept, allev = plan.ev, plan.em, array.cols, plan.nkf, plan.kstep, plan.kept, plan.allev
     bb = np.array(b, copy=True)
-    if w_ops:
+    if len(plan.w_k):
         u = bb.view(fmt.uint_dtype)
-        for k, n, z, o in w_ops:
-            u[k, n] = _apply(u[k:k + 1, n], z, o)[0]
+        mask = np.iinfo(u.dtype).max
+        v = u[plan.w_k, plan.w_n]
+        u[plan.w_k, plan.w_n] = (~v & (plan.w_z & mask).astype(u.dtype)) | (v & (plan.w_o & mask).astype(u.dtype))
+    touched, a_ops, p_ops = plan.touched, plan.a_ops, plan.p_ops
 
     out = np.array(gold, copy=True)
-    slow = [key for key in sorted(touched) if key in kept]
-    allev = {}
-    for (f, reg, r, col), idx in per_pe.items():
-        allev.setdefault((f // nkf, col), []).extend(idx)
+    slow = [key for key in touched if key in kept]
     if isinstance(array, TensorCoreArray):
         # nothing folds: every touched column runs the kernel with all of its events
         if slow:
             _kernel_columns(out, array, _Operands.of(a, b, fmt, rule, acc_fmt), cc, acc_fmt, slow,
-                            {key: sorted(allev[key]) for key in slow}, ev, em, C, nkf)
+                            {key: allev[key] for key in slow}, ev, em, C, nkf)
         return out
     groups = {}    # signature of folded ``a`` operations -> [(nt, col)]
-    for key in sorted(touched):
+    for key in touched:
         if key not in kept:
             groups.setdefault(tuple(sorted(a_ops.get(key, ()))), []).append(key)
     with _one_thread():
@@ -212,7 +241,7 @@ def chip_gemm(array, a, b, c=None, *, fault_map: FaultMap, input_format: str | N
         # differently, which a stuck bit can then expose), plus witness columns so
         # that the kernel takes the same arithmetic as on the whole GEMM
         _kernel_columns(out, array, _Operands.of(a, b, fmt, rule, acc_fmt), cc, acc_fmt, sorted(set(slow)),
-                        {key: sorted(allev[key]) for key in set(slow)}, ev, em, C, nkf, _witnesses(b, cc, fmt, rule, C))
+                        {key: allev[key] for key in set(slow)}, ev, em, C, nkf, _witnesses(b, cc, fmt, rule, C))
     return out
 
 
@@ -240,12 +269,16 @@ def _group(out, a, bb, cc, sig, keys, fmt, p_ops, array, input_format, C, kstep,
     """The columns ``keys`` that meet the folded ``a`` operations ``sig`` (B's folded
     ``w`` operations already in ``bb``); returns those the fast path left undone."""
     ag = a
-    if sig:
+    if sig:  # one op per (kf, r): the fold's K position; all of them in one vector operation
         ag = np.array(a, copy=True)
         u = ag.view(fmt.uint_dtype)
-        for kf, r, z, o in sig:  # one op per (kf, r): the fold's K position
-            k = kf * kstep + r
-            u[:, k] = _apply(u[:, k], z, o)
+        t = u.dtype.type
+        mask = np.iinfo(u.dtype).max
+        ks = np.array([kf * kstep + r for kf, r, _, _ in sig], np.int64)
+        z = np.array([t(z & mask) for _, _, z, _ in sig], u.dtype)
+        o = np.array([t(o & mask) for _, _, _, o in sig], u.dtype)
+        v = u[:, ks]
+        u[:, ks] = (~v & z) | (v & o)
     return _segmented(out, ag, bb, cc, keys, p_ops, array, input_format, C, kstep, Kd)
 
 
