@@ -197,8 +197,10 @@ print(f"total {time.perf_counter() - T0:.0f} s ({'full' if FULL else 'small'} mo
 #   high exponent bit, or the sign of a partial sum): a weight-stationary array reuses every
 #   PE for every fold and every image, so one PE with a bad exponent bit in its `psum` or
 #   `a` register corrupts a whole output column (`a`: every column to its right) of every
-#   GEMM. Accuracy falls off a cliff at the first few faulty PEs for `a` and `psum`;
-#   a stuck weight bit hurts only the weights that pass through or sit in that PE.
+#   GEMM. One faulty PE is mostly harmless (a random bit is often a low mantissa bit, and
+#   the small CNN leaves many PEs idle: conv1 uses 9 x 16 of them), but by 1 % (ten PEs)
+#   the accuracy has collapsed for `a` and `psum`; a stuck weight bit hurts only the
+#   weights that pass through or sit in that PE, so `w` degrades more slowly.
 # * **Bypass** removes the catastrophic outcomes: a faulty PE only loses its weights, so
 #   the network degrades gracefully, until a large share of the weights is gone.
 # * **Bypass + retraining** keeps the accuracy close to fault-free far longer: the network
