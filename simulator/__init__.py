@@ -7,7 +7,8 @@
   whose named pipeline registers (:class:`Register`) are fault sites; the
   :class:`Schedule` of a GEMM on an array (folds, cycles, live cycles);
 * fault specifications (:class:`Fault`, :class:`OutputFault`), a chip's permanent
-  faults (:class:`FaultMap`: stuck-at bits held in every fold), and the fault-site
+  faults (:class:`FaultMap`: stuck-at bits held in every fold; :func:`chip_gemm`: a
+  GEMM on such a chip, cycle-level only where its faults reach), and the fault-site
   population an array offers (:class:`FaultSites`, :class:`SiteGroup`);
 * golden runs (:class:`ArrayGoldenRun`): a fault-free run kept for fast re-runs
   under faults (:class:`Injection`), what campaigns and protection judge against.
