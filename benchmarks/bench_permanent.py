@@ -13,12 +13,15 @@ over its width, stuck0/stuck1 uniform).
   with the weights on faulty PEs held at zero, then run with bypass.
 
 Accuracies are medians over ``--chips`` chips (default 20) at ``--rate`` (0.5), the
-unmitigated one over the first ``--none-chips`` (default 3: at 50 % faulty PEs every
-GEMM runs the staged path on half the PEs, minutes per chip); the retraining time per
-chip is printed.  The speed line: one forward pass of the 360
+unmitigated one over the first ``--none-chips`` (default 3; ``--none-chips 20`` for
+the median over every chip: at 50 % faulty PEs nearly every output column meets a
+stuck partial-sum bit on a NaN and runs cycle-level, 40-170 s per chip on two loaded
+cores, so 20 chips add 15-50 minutes; every chip measured so far is at 0.1083, all
+logits NaN); the retraining time per chip is printed.  The speed line: one forward pass of the 360
 images on a chip with 1 % faulty PEs (``accelerated(..., faults=chip_faults(...))``,
-every GEMM through the array with the map), over the fault-free accelerated forward,
-both in this process, best of ``--repeat``.
+every GEMM through the array with the map, ``models.array_gemm`` =
+``simulator.chip_gemm``: cycle-level work only where the faults reach), over the
+fault-free accelerated forward, both in this process, best of ``--repeat``.
 
 Ends with ``RESULT fault_free_acc=A none_acc_50pct=B bypass_acc_50pct=C
 retrain_acc_50pct=D chip_forward_vs_fault_free=R``.
@@ -54,7 +57,7 @@ def main():
     ap.add_argument("--chips", type=int, default=20)
     ap.add_argument("--rate", type=float, default=0.5)
     ap.add_argument("--none-chips", type=int, default=3,
-                    help="chips run unmitigated (cycle-level on every faulty PE: slow at 50 %%)")
+                    help="chips run unmitigated (40-170 s each at 50 %%; 20 for the median over every chip)")
     ap.add_argument("--epochs", type=int, default=40, help="retraining epochs per chip")
     ap.add_argument("--lr", type=float, default=3e-3, help="retraining peak learning rate")
     ap.add_argument("--repeat", type=int, default=3)

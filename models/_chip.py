@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simulator import FaultMap, SystolicArray, TensorCoreArray, get_profile
+from simulator import FaultMap, SystolicArray, TensorCoreArray, chip_gemm, get_profile
 
 from ._accelerator import Accelerator
 from ._faults import ReplaceGemmOutput
@@ -51,7 +51,11 @@ def chip_faults(sites, gemm) -> tuple:
 
 
 def array_gemm(array, fault_map: FaultMap, accelerator: Accelerator):
-    """The GEMM function of a faulty chip: ``array.run(a, b, 0, fault_map=fault_map)``.
+    """The GEMM function of a faulty chip: D of ``array.run(a, b, 0, fault_map=fault_map)``,
+    bit for bit, computed by :func:`simulator.chip_gemm` (cycle-level work only on the
+    output columns a faulty PE reaches; the rest is the fault-free ``d`` the bridge
+    hands over, which is the array's fault-free D when the accelerator neither splits
+    K nor applies block scales, and is recomputed otherwise).
 
     The array's profile must be the accelerator's (so the fault-free chip gives the
     accelerator's bits: ``Accelerator("systolic_fma", "fp16")`` for a SystolicArray).
@@ -68,8 +72,12 @@ def array_gemm(array, fault_map: FaultMap, accelerator: Accelerator):
     fault_map.check(array, accelerator.input_format, accelerator.accumulator)
     fmt = "tf32" if accelerator.input_format == "tf32" else None
 
+    d_is_golden = accelerator.split_k == 1 and accelerator.scaling_kind[0] != "block"
+
     def gemm(a, b, d):
-        return array.run(a, b, np.zeros(d.shape, d.dtype), fault_map=fault_map, input_format=fmt).output
+        d = np.asarray(d)
+        return chip_gemm(array, a, b, np.zeros(d.shape, d.dtype), fault_map=fault_map, input_format=fmt,
+                         golden=d if d_is_golden else None)
 
     return gemm
 

@@ -7,7 +7,8 @@
   whose named pipeline registers (:class:`Register`) are fault sites; the
   :class:`Schedule` of a GEMM on an array (folds, cycles, live cycles);
 * fault specifications (:class:`Fault`, :class:`OutputFault`), a chip's permanent
-  faults (:class:`FaultMap`: stuck-at bits held in every fold), and the fault-site
+  faults (:class:`FaultMap`: stuck-at bits held in every fold; :func:`chip_gemm`: a
+  GEMM on such a chip, cycle-level only where its faults reach), and the fault-site
   population an array offers (:class:`FaultSites`, :class:`SiteGroup`);
 * golden runs (:class:`ArrayGoldenRun`): a fault-free run kept for fast re-runs
   under faults (:class:`Injection`), what campaigns and protection judge against.
@@ -15,6 +16,7 @@
 Importing it loads NumPy and Numba only (no JAX, nothing of the packages above it).
 """
 from ._array import DATAFLOWS, SystolicArray, TensorCoreArray
+from ._chip_run import chip_gemm
 from ._fault import FAULT_KINDS, Fault, OutputFault, apply_output_faults, flip_bits
 from ._faultmap import STUCK_KINDS, FaultMap
 from ._formats import FORMATS, ROUNDING_MODES, Format, get_format
@@ -30,4 +32,4 @@ __all__ = ["FORMATS", "ROUNDING_MODES", "Format", "get_format", "matmul",
            "DATAFLOWS", "SystolicArray", "TensorCoreArray", "ArrayResult",
            "REGISTER_ROLES", "Register", "Schedule", "FaultSites", "SiteGroup",
            "FAULT_KINDS", "Fault", "OutputFault", "apply_output_faults", "flip_bits",
-           "ArrayGoldenRun", "Injection", "FaultMap", "STUCK_KINDS"]
+           "ArrayGoldenRun", "Injection", "FaultMap", "STUCK_KINDS", "chip_gemm"]

@@ -33,6 +33,24 @@ def test_fault_free_chip_is_the_accelerator(cnn):
     assert np.array_equal(np.asarray(again).view(np.uint32), np.asarray(bad).view(np.uint32))
 
 
+def test_array_gemm_is_the_cycle_level_array_run(cnn):
+    """array_gemm (simulator.chip_gemm with the bridge's fault-free d) gives, for every
+    GEMM of the model, the bits of array.run with the fault map: a chip with faults in
+    every register kind."""
+    m, p, x, tr = cnn
+    arr = SystolicArray(8, 8, dataflow="ws")
+    for seed in (1,):
+        fm = FaultMap.sample(arr, rate=0.08, seed=seed)
+        assert {f.register for f in fm} == {"a", "w", "psum"}
+
+        def slow(a, b, d, fm=fm):
+            return arr.run(a, b, np.zeros(d.shape, d.dtype), fault_map=fm).output
+
+        fast = models.run_on_chip(tr, models.array_gemm(arr, fm, ACC))
+        ref = models.run_on_chip(tr, slow)
+        assert np.array_equal(np.asarray(fast).view(np.uint32), np.asarray(ref).view(np.uint32))
+
+
 def test_array_gemm_refuses_a_mismatched_chip():
     with pytest.raises(ValueError, match="array profile must be the accelerator's"):
         models.array_gemm(SystolicArray(4, 4), FaultMap(()), models.Accelerator("hopper", "fp16"))

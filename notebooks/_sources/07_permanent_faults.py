@@ -1,0 +1,213 @@
+# %% [markdown]
+# # Permanent faults: a faulty chip, and what keeps it working
+#
+# The shipped CNN (digits) on a 32x32 weight-stationary systolic array of scalar binary32
+# FMA PEs (`systolic_fma`), with a fraction of its PEs permanently faulty: each faulty PE
+# has one register bit stuck at 0 or 1 for the life of the chip
+# (`simulator.FaultMap.sample`: the faulty PEs are drawn uniformly without replacement,
+# the bit uniformly over the register's width, stuck0/stuck1 with equal odds). Every GEMM
+# of the model, every tile and every fold meets the chip's faults
+# (`models.run_on_chip` with `models.array_gemm`, bit-exact to the cycle-level array run).
+#
+# Curves: accuracy against the fraction of faulty PEs (a single PE, 0.1 %, 1 %, 10 %,
+# 25 %, 50 %), for
+#
+# * **none**: the chip as it is;
+# * **bypass** (FAP, Zhang et al. VTS 2018; `protection.Bypass`): faulty PEs are switched
+#   out, the weights mapped on them count as zero;
+# * **bypass + retraining** (FAP+T; `models.retrain_masked`): the model fine-tuned in
+#   float32 with those weights held at zero, then run with bypass;
+# * **spares** (`protection.Spares(4)`): four spare PE columns take the work of the first
+#   four faulty columns (12.5 % more PEs); faulty columns beyond the spares keep their faults;
+#
+# with the stuck bits in the weight (`w`), operand (`a`, the link to the right neighbour)
+# or partial-sum (`psum`, the link down) registers, and fp16, bf16 and e4m3 operands
+# (fp32 accumulation). Bypass and retraining do not depend on which register is faulty
+# (a bypassed PE is out whatever its fault), so their curves are the same in every row.
+# On a 32x32 array 0.1 % of the PEs rounds to one PE, the same count as the single-PE
+# point (drawn independently).
+#
+# Each point is the mean accuracy over chips with a 95 % bootstrap interval of the mean.
+# Small mode (the default, for CI) runs few chips, few rates and few images; set
+# `GEMMFI_FULL=1` for the full study (20 chips per point, all 360 test images).
+
+# %%
+import os
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+
+import models
+from protection import Bypass, Spares
+from simulator import FaultMap, SystolicArray
+
+FULL = os.environ.get("GEMMFI_FULL") == "1"
+FIG = Path("figures")
+FIG.mkdir(exist_ok=True)
+T0 = time.perf_counter()
+
+RATES = ((1 / 1024, 0.001, 0.01, 0.1, 0.25, 0.5) if FULL else (1 / 1024, 0.1))
+CHIPS = 20 if FULL else 2          # chips per point
+IMAGES = 360 if FULL else 48       # first images of the digits test split
+FORMATS = ("fp16", "bf16", "e4m3")
+REGISTERS = ("w", "a", "psum")
+EPOCHS = 40 if FULL else 1         # retraining epochs per chip
+SPARES = Spares(4)
+
+array = SystolicArray(32, 32, dataflow="ws", profile="systolic_fma")
+cnn, params = models.get_model("cnn"), models.load_params("cnn")
+x_all, y_all = models.load_digits("test")
+x, y = jnp.asarray(x_all[:IMAGES]), y_all[:IMAGES]
+ACC = {f: models.Accelerator("systolic_fma", f) for f in FORMATS}
+TRACE = {f: models.accelerated(cnn.apply, ACC[f]).trace(params, x) for f in FORMATS}
+
+
+def accuracy(logits) -> float:
+    return float((np.asarray(logits).argmax(-1) == y).mean())
+
+
+FAULT_FREE = {f: accuracy(TRACE[f].outputs) for f in FORMATS}
+print("GEMMs (M, K, N):", [(s.M, s.K, s.N) for s in TRACE["fp16"].gemms])
+print("fault-free accuracy on", IMAGES, "images:", {f: round(a, 4) for f, a in FAULT_FREE.items()})
+
+
+def mitigated(mitigation, fm):
+    """A GEMM function for models.run_on_chip: one GEMM through the mitigated chip."""
+    return lambda a, b, d: mitigation.run(array, a, b, np.zeros(d.shape, d.dtype), fault_map=fm).output
+
+
+# %% [markdown]
+# ## The chips
+# For each rate and chip seed the set of faulty PEs is the same whatever the register
+# (`FaultMap.sample` draws the PEs first), so a chip's bypass and retraining results serve
+# all three register rows. The unmitigated and spare-column runs are per register.
+
+# %%
+rows = []  # dicts: rate, chip, fmt, register (None: register-independent), scheme, acc
+retrain_s = []
+t_none = 0.0
+for rate in RATES:
+    for chip in range(CHIPS):
+        seed = 1000 * chip + int(round(rate * 1024))
+        pes = FaultMap.sample(array, rate=rate, seed=seed)  # the PE set (every register)
+        for fmt in FORMATS:
+            rows.append(dict(rate=rate, chip=chip, fmt=fmt, register=None, scheme="bypass",
+                             acc=accuracy(models.run_on_chip(TRACE[fmt], mitigated(Bypass(), pes)))))
+        q, secs = models.retrain_masked("cnn", params, models.param_masks(params, array, pes), epochs=EPOCHS,
+                                        seed=chip)
+        retrain_s.append(secs)
+        for fmt in FORMATS:
+            chip_fn = models.accelerated(cnn.apply, ACC[fmt],
+                                         faults=models.chip_faults(TRACE[fmt].gemms, mitigated(Bypass(), pes)))
+            rows.append(dict(rate=rate, chip=chip, fmt=fmt, register=None, scheme="bypass+retrain",
+                             acc=accuracy(chip_fn(q, x))))
+        for reg in REGISTERS:
+            for fmt in FORMATS:
+                fm = FaultMap.sample(array, rate=rate, seed=seed, registers=reg, input_format=fmt)
+                assert fm.pes == pes.pes
+                t = time.perf_counter()
+                rows.append(dict(rate=rate, chip=chip, fmt=fmt, register=reg, scheme="none",
+                                 acc=accuracy(models.run_on_chip(TRACE[fmt], models.array_gemm(array, fm, ACC[fmt])))))
+                t_none += time.perf_counter() - t
+                rows.append(dict(rate=rate, chip=chip, fmt=fmt, register=reg, scheme="spares",
+                                 acc=accuracy(models.run_on_chip(TRACE[fmt], mitigated(SPARES, fm)))))
+    print(f"rate {rate:.4f} ({int(round(rate * 1024))} faulty PEs): done at {time.perf_counter() - T0:.0f} s", flush=True)
+print(f"retraining: median {np.median(retrain_s):.1f} s per chip ({EPOCHS} epochs); "
+      f"unmitigated chips: {t_none:.1f} s in all")
+cost = SPARES.cost(array, 5760, 144, 32, FaultMap.sample(array, rate=0.01, seed=0))
+print(f"spares cost on conv2 at 1 %: +{cost.added_bits} register bits ({cost.bits_ratio - 1:.1%}), "
+      f"+{cost.added_cycles} cycles ({cost.cycles_ratio - 1:.1%})")
+
+
+# %% [markdown]
+# ## Accuracy against the fraction of faulty PEs
+
+# %%
+SCHEMES = ("none", "bypass", "bypass+retrain", "spares")
+STYLE = {"none": ("tab:red", "o"), "bypass": ("tab:blue", "s"), "bypass+retrain": ("tab:green", "^"),
+         "spares": ("tab:purple", "D")}
+BOOT = np.random.default_rng(0)
+
+
+def mean_ci(v):
+    v = np.asarray(v, float)
+    if len(v) < 2:
+        return v.mean(), v.mean(), v.mean()
+    means = v[BOOT.integers(len(v), size=(2000, len(v)))].mean(axis=1)
+    return v.mean(), np.quantile(means, 0.025), np.quantile(means, 0.975)
+
+
+def curve(scheme, fmt, reg):
+    out = []
+    for rate in RATES:
+        v = [r["acc"] for r in rows if r["scheme"] == scheme and r["fmt"] == fmt and r["rate"] == rate
+             and r["register"] in (None, reg)]
+        out.append(mean_ci(v))
+    return np.array(out)
+
+
+fig, axes = plt.subplots(len(REGISTERS), len(FORMATS), figsize=(4.2 * len(FORMATS), 3.2 * len(REGISTERS)),
+                         sharex=True, sharey=True, squeeze=False)
+xs = np.array(RATES) * 100
+for i, reg in enumerate(REGISTERS):
+    for j, fmt in enumerate(FORMATS):
+        ax = axes[i, j]
+        for s in SCHEMES:
+            c = curve(s, fmt, reg)
+            color, marker = STYLE[s]
+            ax.plot(xs, c[:, 0], marker=marker, color=color, label=s)
+            ax.fill_between(xs, c[:, 1], c[:, 2], color=color, alpha=0.15)
+        ax.axhline(FAULT_FREE[fmt], color="gray", ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"{fmt}, stuck bits in '{reg}'", fontsize=10)
+        if i == len(REGISTERS) - 1:
+            ax.set_xlabel("faulty PEs (%)")
+        if j == 0:
+            ax.set_ylabel("accuracy")
+axes[0, 0].legend(fontsize=8, loc="lower left")
+fig.suptitle(f"CNN on a 32x32 WS array with permanent faults ({CHIPS} chips per point, {IMAGES} images; "
+             f"dotted: fault-free)", fontsize=11)
+fig.tight_layout()
+fig.savefig(FIG / "permanent_faults_accuracy.png", dpi=110)
+plt.show()
+
+# %% [markdown]
+# ## The numbers
+
+# %%
+print(f"{'register':8s} {'format':6s} {'scheme':15s} " + " ".join(f"{100 * r:>8.3g}%" for r in RATES))
+for reg in REGISTERS:
+    for fmt in FORMATS:
+        for s in SCHEMES:
+            c = curve(s, fmt, reg)
+            print(f"{reg:8s} {fmt:6s} {s:15s} " + " ".join(f"{m:9.3f}" for m in c[:, 0]))
+print(f"total {time.perf_counter() - T0:.0f} s ({'full' if FULL else 'small'} mode)")
+
+# %% [markdown]
+# ## Reading the curves
+#
+# * **Unmitigated**, a stuck bit is either harmless (a low mantissa bit) or catastrophic (a
+#   high exponent bit, or the sign of a partial sum): a weight-stationary array reuses every
+#   PE for every fold and every image, so one PE with a bad exponent bit in its `psum` or
+#   `a` register corrupts a whole output column (`a`: every column to its right) of every
+#   GEMM. One faulty PE is mostly harmless (a random bit is often a low mantissa bit, and
+#   the small CNN leaves many PEs idle: conv1 uses 9 x 16 of them), but by 1 % (ten PEs)
+#   the accuracy has collapsed for `a` and `psum`; a stuck weight bit hurts only the
+#   weights that pass through or sit in that PE, so `w` degrades more slowly.
+# * **Bypass** removes the catastrophic outcomes: a faulty PE only loses its weights, so
+#   the network degrades gracefully, until a large share of the weights is gone.
+# * **Bypass + retraining** keeps the accuracy close to fault-free far longer: the network
+#   relearns around the pruned weights (the FAP+T result).
+# * **Spares** restore the result exactly while the faulty columns fit in the spares, and
+#   give no help once there are more faulty columns than spares (at 1 % of 1024 PEs, about
+#   ten faulty columns already).
+# * **Formats**: the weight and operand registers are as wide as the format; in e4m3 a
+#   stuck exponent bit moves a value by a larger factor per bit but there are fewer bits to
+#   hit, and the fp32 partial-sum register is the same in every format.
