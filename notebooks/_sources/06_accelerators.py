@@ -112,8 +112,14 @@ UNITS = [  # (label, array, format, MX block)
     ("Blackwell MXFP4", simulator.TensorCoreArray(TILE, TILE, profile="blackwell_mx"), "e2m1", 32),
     ("TPU bf16", simulator.SystolicArray(TILE, TILE, profile="tpu", dataflow="ws"), "bf16", 0),
 ]
+def schedule(arr, fmt, blk, k):
+    """The unit's schedule of a TILE x k @ k x TILE GEMM (block-scaled: with its scale registers)."""
+    kw = dict(scale_block=blk, scale_format="ue8m0") if blk else {}
+    return arr.schedule(TILE, k, TILE, input_format=fmt, accumulator="fp32", **kw)
+
+
 for label, arr, fmt, blk in UNITS:
-    regs = ", ".join(f"{r} {w}" for r, w in arr.registers(fmt))
+    regs = ", ".join(f"{r.name} {r.width}" for r in schedule(arr, fmt, blk, 64).registers)
     print(f"{label:<16} {arr.profile}: registers (name bits) {regs}")
 
 # %% [markdown]
@@ -121,13 +127,17 @@ for label, arr, fmt, blk in UNITS:
 
 # %%
 def run_unit(arr, fmt, blk, a32, b32, seed):
+    if blk and a32.shape[1] % blk:  # MX scales cover whole blocks of K: zero-pad K (zero products add nothing)
+        pad = blk - a32.shape[1] % blk
+        a32, b32 = np.pad(a32, ((0, 0), (0, pad))), np.pad(b32, ((0, pad), (0, 0)))
     a, sa = to_format(a32[:TILE], fmt, blk, axis=1)
     b, sb = to_format(b32[:, :TILE], fmt, blk, axis=0)
     kw = dict(scale_a=sa, scale_b=sb, scale_format="ue8m0") if blk else {}
     gold = arr.run(a, b, **kw).output
     want = simulator.matmul(a, b, profile=arr.profile, **kw)
     assert np.array_equal(gold.view(np.uint32), want.view(np.uint32)), "cycle level != fast path"
-    sites = arr.fault_sites(TILE, a.shape[1], TILE, fmt, "fp32")
+    sites = simulator.FaultSites(schedule(arr, fmt, blk, a.shape[1]))
+    regs = [(r, w) for r, w, _ in sites.registers]
     rows = []
     for i in range(N_FAULTS):
         f = sites.draw(seed, i)
@@ -140,8 +150,8 @@ def run_unit(arr, fmt, blk, a32, b32, seed):
     live = {}
     for g in sites.groups:
         live[g.register] = live.get(g.register, 0) + g.size
-    share = {r: live.get(r, 0) / (w * TILE * TILE * sites.cycles) for r, w in arr.registers(fmt)}
-    return rows, share
+    share = {r: live.get(r, 0) / (w * TILE * TILE * sites.cycles) for r, w in regs}
+    return rows, share, regs
 
 
 RESULTS = {}
@@ -170,8 +180,8 @@ for ax, tname in zip(axes[:, 0], TILES):
     x0 = 0
     ticks, labels = [], []
     for k, (label, arr, fmt, blk) in enumerate(UNITS):
-        rows, share = RESULTS[tname, label]
-        for r, _ in arr.registers(fmt):
+        rows, share, regs = RESULTS[tname, label]
+        for r, _ in regs:
             sel = [x for x in rows if x[0] == r]
             if not sel:
                 continue
@@ -183,7 +193,7 @@ for ax, tname in zip(axes[:, 0], TILES):
             ticks.append(x0)
             labels.append(r)
             x0 += 1
-        ax.text(x0 - 0.5 * len(arr.registers(fmt)) - 0.5, -0.32, label, ha="center", fontsize=8, color=f"C{k}",
+        ax.text(x0 - 0.5 * len(regs) - 0.5, -0.32, label, ha="center", fontsize=8, color=f"C{k}",
                 transform=ax.get_xaxis_transform())
         x0 += 1
     ax.set_xticks(ticks)
@@ -201,8 +211,8 @@ fig.savefig(FIG / "06_absorbed_per_register.png", dpi=110)
 fig, axes = plt.subplots(2, len(UNITS), figsize=(3.0 * len(UNITS), 5.5), squeeze=False)
 tname = next(iter(TILES))
 for k, (label, arr, fmt, blk) in enumerate(UNITS):
-    rows, _ = RESULTS[tname, label]
-    regs = dict(arr.registers(fmt))
+    rows, _, reg_list = RESULTS[tname, label]
+    regs = dict(reg_list)
     for row, pick in enumerate(("psum", "a")):
         ax = axes[row, k]
         if pick not in regs:
@@ -211,6 +221,7 @@ for k, (label, arr, fmt, blk) in enumerate(UNITS):
         w = regs[pick]
         if pick == "a" and isinstance(arr, simulator.TensorCoreArray):
             w = w // simulator.get_profile(arr.profile).rule(fmt).k  # bits of one of the unit's A elements
+            w = w if w * simulator.get_profile(arr.profile).rule(fmt).k == regs[pick] else regs[pick]
         n = np.zeros(w)
         s = np.zeros(w)
         for r, bit, sdc, _, _ in rows:
@@ -233,7 +244,7 @@ fig.savefig(FIG / "06_sdc_per_bit.png", dpi=110)
 
 # %%
 print(f"{'tile':<30} {'unit':<16} {'live faults':>11} {'SDC %':>7} {'95 % CI':>15} {'rel. err > 1e-2':>16} {'NaN/inf':>8}")
-for (tname, label), (rows, _) in RESULTS.items():
+for (tname, label), (rows, _, _) in RESULTS.items():
     n = len(rows)
     sdc = sum(r[2] for r in rows)
     big = sum(r[3] > 1e-2 for r in rows)
