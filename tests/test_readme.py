@@ -99,7 +99,10 @@ def test_readme_command_runs(cmd, shell):
              "--executor serial --no-report --no-progress", work, env)
     p = _run(cmd, cwd, env)
     if cmd.startswith("gemmfi campaign resume") or cmd.startswith("gemmfi campaign report"):
-        assert "outcomes" in p.stdout and "trials" in p.stdout
+        if "chips" in cmd:  # a permanent-fault campaign: the distribution over chips
+            assert "20/20 chips" in p.stdout and "median [5%, 95%]" in p.stdout, p.stdout[-500:]
+        else:
+            assert "outcomes" in p.stdout and "trials" in p.stdout
     if "simulator.verify" in cmd:
         total = re.findall(r"^TOTAL (\d+)/(\d+)$", p.stdout, re.M)
         assert total and total[-1][0] == total[-1][1], p.stdout[-500:]
