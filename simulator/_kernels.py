@@ -375,13 +375,14 @@ def carry_emin(p, c_fused, o_emin, p_emin):
 
 
 @njit(cache=True, inline="always")
-def carry_exp(c, p, c_fused, c_emin, c_zero):
-    """Alignment exponent (int64) of the term carried into pass ``p`` (:func:`acc_align_exp`
-    with floor ``c_emin``); a zero C (pass 0, c_mode "fused") counts with ``c_zero``
-    (:data:`SENTINEL`: no part; a rule's ``zero_exp``)."""
-    if c == 0.0 and p == 0 and c_fused:
-        return np.int64(c_zero)
-    return np.int64(acc_align_exp(as_bits(c), c_emin))
+def carry_exp(c, c_emin, zero_exp):
+    """Alignment exponent (int64) of the term carried into a pass (:func:`acc_align_exp`
+    with floor ``c_emin``); a zero carried term counts with ``zero_exp`` (int64: the
+    rule's zero C exponent on a fused C's pass 0, else :data:`SENTINEL`, which is what
+    acc_align_exp gives a zero).  A select, not a branch, so the sweep over columns
+    vectorises."""
+    e = np.int64(acc_align_exp(as_bits(c), c_emin))
+    return zero_exp if c == 0.0 else e
 
 
 @njit(cache=True)
@@ -560,9 +561,11 @@ def fused_step_rows(ops, st, acc, i0, i1, k0, j0, j1, emax, scale, itot, special
             # the same factor, floored at p_floor: below it no product is nonzero, and the
             # factor stays finite in a_val's dtype
             c_emin = carry_emin(p, c_fused, st.out.emin, st.pas.emin)
+            # a zero C counts with the rule's zero exponent (pass 0 of a fused C only)
+            zero_exp = np.int64(st.c_zero) if (p == 0 and c_fused) else np.int64(SENTINEL)
             for j in range(n):
                 c = carry[j]
-                e = max(np.int64(emax[j]), carry_exp(c, p, c_fused, c_emin, st.c_zero))
+                e = max(np.int64(emax[j]), carry_exp(c, c_emin, zero_exp))
                 emax[j] = e
                 total[j] = np.trunc(c * pow2(frac_bits - max(e, E_FLOOR)))
                 scale[j] = pow2(frac_bits - max(e, p_floor))
