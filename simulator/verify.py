@@ -19,6 +19,7 @@ suite and a last line ``TOTAL matched/total``; exits 0 only when every element m
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import sys
 import zipfile
@@ -92,6 +93,9 @@ def verify_dir(folder, tiles=None, suites=None):
         index = json.loads(open(os.path.join(folder, "index.json")).read())
     except (OSError, ValueError) as e:
         raise ValueError(f"{folder}: no readable index.json ({e})") from e
+    if not isinstance(index, dict) or not isinstance(index.get("instructions"), list):
+        raise ValueError(f"{folder}: index.json must be an MMA-Sim index (an object with 'instructions'), "
+                         f"not {type(index).__name__}")
     rows = []
     for entry in index["instructions"]:
         pname, variant, (fa, fb) = instruction_profile(entry)
@@ -206,6 +210,16 @@ def _positive(text: str) -> int:
     return v
 
 
+def _is_mmasim_dir(folder) -> bool:
+    """Whether a folder's index.json is an MMA-Sim index (an object with 'instructions')."""
+    try:
+        with open(os.path.join(folder, "index.json")) as fh:
+            index = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return isinstance(index, dict) and "instructions" in index
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m simulator.verify", description=__doc__.split("\n")[0])
     p.add_argument("paths", nargs="+", help="results files (OP.npz)")
@@ -213,6 +227,17 @@ def main(argv=None) -> int:
     p.add_argument("--tiles", type=_positive, default=None, help="check only the first N tiles of each suite")
     args = p.parse_args(argv)
     tot_m = tot_n = 0
+    paths = []
+    for x in args.paths:  # a folder of captures (OP.npz, no MMA-Sim index) stands for its files
+        if os.path.isdir(x) and not _is_mmasim_dir(x):
+            found = sorted(glob.glob(os.path.join(x, "*.npz")))
+            if not found:
+                print(f"error: {x}: holds neither an MMA-Sim index.json nor OP.npz results files", file=sys.stderr)
+                return 2
+            paths.extend(found)
+        else:
+            paths.append(x)
+    args.paths = paths
     dirs = [x for x in args.paths if os.path.isdir(x)]
     if dirs:
         nan_total = 0

@@ -264,3 +264,18 @@ def test_command_line_error_has_no_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and str(p) in proc.stderr
+
+
+@pytest.mark.skipif(not (REFERENCE / "h100_mma" / "f16f32.npz").exists(), reason="needs ../shared/reference")
+def test_a_folder_of_captures_stands_for_its_files(tmp_path, capsys):
+    for op in ("f16f32", "e4m3f32"):
+        shutil.copy(REFERENCE / "h100_mma" / f"{op}.npz", tmp_path / f"{op}.npz")
+    (tmp_path / "index.json").write_text("[]")  # the capture layout's index: not an MMA-Sim one
+    assert verify.main([str(tmp_path), "--tiles", "2"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^f16f32 normal \d+/\d+$", out, re.M) and re.search(r"^e4m3f32 ", out, re.M)
+
+
+def test_a_folder_with_nothing_to_check_is_refused(tmp_path, capsys):
+    assert verify.main([str(tmp_path)]) == 2
+    assert "neither an MMA-Sim index.json nor OP.npz" in capsys.readouterr().err
