@@ -146,7 +146,10 @@ class Accelerator:
             raise TypeError(f"split_k must be an int, not {type(self.split_k).__name__}")
         if self.split_k < 1:
             raise ValueError(f"split_k must be >= 1, not {self.split_k}")
-        _parse_scaling(self.scaling)
+        kind, n = _parse_scaling(self.scaling)
+        if kind == "block" and prof.mx_block and n != prof.mx_block:
+            raise ValueError(f"scaling must be 'block:{prof.mx_block}' on profile {prof.name!r} (its unit applies one "
+                             f"E8M0 scale per {prof.mx_block} K positions), not {self.scaling!r}")
         if self.scaling != "none" and self.input_format == "tf32":
             raise ValueError(f"scaling must be 'none' for input_format 'tf32' (the simulator narrows tf32 "
                              f"operands itself), not {self.scaling!r}")
@@ -298,6 +301,10 @@ class Accelerator:
         added in binary32 in K order (D = P0*s0, then D = D + Pj*sj, each operation
         rounded to nearest even): the scales act inside the dot product, as MX
         hardware applies them; the last block is zero-padded when N does not divide K.
+        On a profile whose unit applies block scales itself (``mx_block``, e.g.
+        ``"blackwell_mx"``), the scales go into the unit instead (:func:`simulator.matmul`
+        with ``scale_a``/``scale_b``): each term's value and exponent carry them, bit for
+        bit as the hardware's block-scaled instruction.
         """
         if scales is None or scales.kind != "block":
             return self.gemm(qa, qb)
@@ -307,6 +314,11 @@ class Accelerator:
         nb = scales.a.shape[2]
         pa = np.zeros((G, M, nb * n), qa.dtype); pa[:, :, :K] = qa
         pb = np.zeros((G, nb * n, N), qb.dtype); pb[:, :K, :] = qb
+        if self.datapath.mx_block:  # a unit with block-scaled instructions: the scales go into it
+            if G == 0:
+                return np.empty((0, M, N), self.acc_dtype)
+            return matmul(pa, pb, np.zeros((G, M, N), self.acc_dtype), profile=self.profile,
+                          scale_a=scales.a, scale_b=scales.b, scale_format="ue8m0")
         ba = pa.reshape(G, M, nb, n).transpose(0, 2, 1, 3).reshape(G * nb, M, n)
         bb = pb.reshape(G, nb, n, N).reshape(G * nb, n, N)
         parts = self.gemm(ba, bb).astype(np.float32).reshape(G, nb, M, N)

@@ -251,6 +251,10 @@ class DatapathProfile:
             unit's NaN bits are unknown (the reference ran on a host CPU whose NaN bits
             it kept), a NaN result is written as the quiet NaN 0x7FC00000 / 0x7E00
             and checks compare NaN-ness only.
+        mx_block: K positions per E8M0 block scale that the unit applies inside its dot
+            products (OCP MX: 32; :func:`matmul`'s ``scale_a``/``scale_b``), or 0 for a
+            unit without block-scaled instructions (the JAX bridge's ``"block:N"``
+            recipe then scales in software around it).
     """
 
     name: str
@@ -259,6 +263,7 @@ class DatapathProfile:
     accumulators: tuple = ("fp32", "fp16")
     nan_fp32: int | None = 0x7FFFFFFF
     nan_fp16: int | None = 0x7FFF
+    mx_block: int = 0
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -291,6 +296,9 @@ class DatapathProfile:
             if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < (1 << f.width) \
                     or not np.isnan(f.decode(np.array([v], f.uint_dtype))[0]):
                 raise ValueError(f"{attr} must be the bits of a {fmt} NaN, not {v!r}")
+        if not isinstance(self.mx_block, int) or isinstance(self.mx_block, bool) or self.mx_block < 0:
+            raise ValueError(f"mx_block must be an int >= 0 (K positions per block scale; 0: none), "
+                             f"not {self.mx_block!r}")
         object.__setattr__(self, "rules", MappingProxyType(rules))
 
     def rule(self, input_format: str, b_format: str | None = None, variant: str | None = None) -> StepRule:
@@ -422,7 +430,7 @@ PROFILES: Mapping[str, DatapathProfile] = MappingProxyType({
             "(FP6 assumed to follow FP8)",
             {**{f: StepRule(32, frac_bits=25, zero_exp=_MMASIM_ZERO) for f in ("e4m3", "e5m2", "e2m3", "e3m2")},
              "e2m1": StepRule(64, frac_bits=35, zero_exp=_MMASIM_ZERO, group_k=16)},
-            accumulators=("fp32",),
+            accumulators=("fp32",), mx_block=32,
         ),
         DatapathProfile(
             "cdna1",

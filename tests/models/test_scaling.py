@@ -148,3 +148,30 @@ def test_scaling_validation():
         g2.inject(ScaleBitFlip(0, "a", 4, 0))
     with pytest.raises(ValueError, match="bit must be in"):
         g2.inject(ScaleBitFlip(0, "a", 0, 32))
+
+
+def test_block_scales_go_into_a_unit_that_applies_them():
+    """blackwell_mx applies E8M0 scales per 32 K positions inside its dot products: the
+    bridge hands them to matmul (not the software recipe), bit for bit per GEMM."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((6, 80)).astype(np.float32) * np.exp2(rng.integers(-8, 8, (6, 80)))
+    w = rng.standard_normal((80, 5)).astype(np.float32)
+    for fmt in ("e4m3", "e5m2"):
+        acc = Accelerator("blackwell_mx", fmt, scaling="block:32")
+        tr = accelerated(lambda x, w: x @ w, acc).trace(x, w)
+        qa, qb, d = tr.operands(0)
+        sc = tr.scales(0)
+        pa = np.zeros((6, 96), qa.dtype); pa[:, :80] = qa[0]
+        pb = np.zeros((96, 5), qb.dtype); pb[:80] = qb[0]
+        want = matmul(pa, pb, profile="blackwell_mx", scale_a=sc.a[0], scale_b=sc.b[0], scale_format="ue8m0")
+        np.testing.assert_array_equal(np.asarray(tr.outputs).view(np.uint32), want.view(np.uint32))
+        soft = Accelerator("hopper", fmt, scaling="block:32")  # no block-scaled unit: the software recipe
+        assert not soft.datapath.mx_block and acc.datapath.mx_block == 32
+        # a scale flip reruns the unit with the flipped scale
+        out = tr.inject(ScaleBitFlip(0, "a", 1, 0))  # flat index 1: row 0, block 1
+        sa = sc.a.copy()
+        sa[0, 0, 1] ^= 1
+        want2 = matmul(pa, pb, profile="blackwell_mx", scale_a=sa[0], scale_b=sc.b[0], scale_format="ue8m0")
+        np.testing.assert_array_equal(np.asarray(out).view(np.uint32), want2.view(np.uint32))
+    with pytest.raises(ValueError, match="block:32"):
+        Accelerator("blackwell_mx", "e4m3", scaling="block:16")

@@ -35,7 +35,17 @@ def test_catalogue_entry_is_valid(name):
         assert rule.c_mode in C_MODES
         # a rebuilt rule validates and equals the catalogue's (the entry passed its own checks)
         assert StepRule(**dataclasses.asdict(rule)) == rule
-    assert DatapathProfile(p.name, p.description, dict(p.rules), p.accumulators, p.nan_fp32, p.nan_fp16) == p
+    assert DatapathProfile(p.name, p.description, dict(p.rules), p.accumulators, p.nan_fp32, p.nan_fp16,
+                           p.mx_block) == p
+    # a unit with block-scaled instructions has rules that take E8M0 scales per mx_block K positions
+    assert p.mx_block in (0, 32) and (p.mx_block == 0 or all(r.k % p.mx_block == 0 or p.mx_block % r.k == 0
+                                                             for r in p.rules.values()))
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "32"])
+def test_mx_block_must_be_a_nonnegative_int(bad):
+    with pytest.raises(ValueError, match="mx_block"):
+        DatapathProfile("x", "d", {"fp16": PROFILES["hopper"].rule("fp16")}, mx_block=bad)
 
 
 def test_hopper_follows_the_published_h100_rule():
