@@ -193,9 +193,7 @@ class Accelerator:
         if x.dtype == self.input_dtype:
             return np.ascontiguousarray(x)
         fmt = get_format(self.input_format)
-        if x.dtype.kind != "f":  # bfloat16, float8: ml_dtypes types widen exactly to binary64
-            x = x.astype(np.float64)
-        bits = fmt.encode(x, "rne", saturate=self.saturates)  # binary32 is widened exactly by encode
+        bits = fmt.encode(x, "rne", saturate=self.saturates)  # widens any float dtype exactly
         return bits.view(self.input_dtype)
 
     def gemm(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -22,6 +22,11 @@ from . import _kernels as _K
 
 __all__ = ["Format", "FORMATS", "get_format", "ROUNDING_MODES"]
 
+# ml_dtypes' floating types (numpy kind 'V'): bfloat16, the FP8, FP6 and FP4 types
+_ML_FLOATS = frozenset(np.dtype(getattr(ml_dtypes, n)) for n in (
+    "bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float4_e2m1fn",
+    "float6_e2m3fn", "float6_e3m2fn", "float8_e8m0fnu") if hasattr(ml_dtypes, n))
+
 #: Rounding modes understood by :meth:`Format.encode`.
 ROUNDING_MODES = ("rne", "rz")
 
@@ -259,7 +264,8 @@ class Format:
         """binary64/binary32 values -> bit patterns in :attr:`uint_dtype`.
 
         Args:
-            x: array-like of floats (any shape); binary32 input is widened exactly.
+            x: array-like of floats (any shape, numpy's or ml_dtypes' float types);
+                every one is widened exactly.
             rounding: ``"rne"`` (round to nearest, ties to even) or ``"rz"``
                 (toward zero).
             saturate: clamp out-of-range values (infinities included) to the
@@ -275,10 +281,10 @@ class Format:
         if rounding not in ROUNDING_MODES:
             raise ValueError(f"rounding must be one of {ROUNDING_MODES}, not {rounding!r}")
         x = np.asarray(x)
-        if x.dtype.kind != "f":
+        if x.dtype.kind != "f" and x.dtype not in _ML_FLOATS:
             raise TypeError(f"x must be a floating-point array, not {x.dtype}")
         if x.dtype not in (np.float64, np.float32):
-            x = x.astype(np.float64)  # exact: every float dtype widens to binary64
+            x = x.astype(np.float64)  # exact: every float dtype (ml_dtypes' too) widens to binary64
         if not self.has_nan and np.isnan(x).any():
             raise ValueError(f"x must not hold NaN: format {self.name} has no NaN")
         # IEEE: round-toward-zero never overflows to infinity, it stops at the largest finite
