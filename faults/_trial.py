@@ -145,6 +145,7 @@ class _FormatRun:
         B = self.B
         runs = [self.af.trace(wl.params, wl.slice_inputs(k, k + cs)) for k in range(0, B, cs)]
         self.rpi = []
+        self.chunk_outputs = []  # each chunk's fault-free outputs (numpy), read by every trial
         tail = 0.0  # largest difference between a chunk's outputs and the full batch's
         for g, site in enumerate(self.golden.gemms):
             if (site.groups * site.M) % B:
@@ -155,6 +156,7 @@ class _FormatRun:
             if len(run.gemms) != len(self.golden.gemms):
                 return self._no_chunks("the GEMMs differ with the batch size")
             out = np.asarray(run.outputs)
+            self.chunk_outputs.append(out)
             if out.shape != self.logits[k * cs:k * cs + n].shape:
                 return self._no_chunks("a chunk's outputs do not have the full batch's shape")
             if not np.array_equal(_bits(out), _bits(self.logits[k * cs:k * cs + n])):
@@ -224,7 +226,7 @@ class _FormatRun:
             f = ReplaceTile(gemm, (r1, r1 + hi - lo), (col0, col0 + n),
                             (lambda t: (lambda *_: t))(tile[lo - flat0:hi - flat0]), g1)
             out = np.asarray(run.inject([f]))
-            gold = np.asarray(run.outputs)
+            gold = self.chunk_outputs[k]
             # examples the fault changed (vs the chunk's own fault-free run) take the chunk's output
             hit = (_bits(out) != _bits(gold)).reshape(len(out), -1).any(axis=1)
             logits[k * cs:k * cs + len(out)][hit] = out[hit]
