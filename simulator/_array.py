@@ -397,7 +397,7 @@ class TensorCoreArray(_ArrayBase):
         gops = K.GeneralOperands(ops.av, np.ascontiguousarray(ops.ae, np.int16), ops.bv,
                                  np.ascontiguousarray(ops.be, np.int16), np.ascontiguousarray(sav),
                                  np.ascontiguousarray(sae), np.ascontiguousarray(sbv), np.ascontiguousarray(sbe),
-                                 np.int64(1 if ops.scales is not None else 0))
+                                 np.int64(1 if ops.scales is not None else 0), np.zeros((0, 0), np.bool_))
         evt = AK.Events(ev, em, *_row_index(ev, len(ptr) - 1, self.rows))
         geo = _geometry(self.rows, self.cols, _pe.dpu_depth(1))
         AK.ws_general(ops.abits, ops.bbits, np.ascontiguousarray(sa_bits), np.ascontiguousarray(sb_bits), acc, geo,

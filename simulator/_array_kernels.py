@@ -763,7 +763,9 @@ def _unit_step(u, g, ab, wb, sab, swb, kn, c_val, av1, ae1, bv1, be1, sav1, sae1
         c32[0] = np.float32(c_val)
         pairwise_step_cols(a32, b32, 0, 0, k, 0, 1, c32, buf, u.flush_nodes, u.flush_acc)
         return np.float64(c32[0])
-    ops1 = GeneralOperands(av1, ae1, bv1, be1, sav1, sae1, sbv1, sbe1, np.int64(1 if u.scaled else 0))
+    # no step known clean: a register may hold anything, so every step sorts out IEEE classes
+    ops1 = GeneralOperands(av1, ae1, bv1, be1, sav1, sae1, sbv1, sbe1, np.int64(1 if u.scaled else 0),
+                           np.zeros((0, 0), np.bool_))
     cv[0] = c_val
     general_step_cols(ops1, 0, 0, 1, 0, kn, cv[0:1], g, scr[0], scr[1], scr[2], scr[3], scr[4], scr[5])
     return cv[0]

@@ -369,6 +369,21 @@ def _scale_operand(s, fmt: Format | None, rows: int, nblk: int, name: str):
     return np.ascontiguousarray(v, np.float64), np.ascontiguousarray(e)
 
 
+def clean_steps(av: np.ndarray, bv: np.ndarray, k_step: int) -> np.ndarray:
+    """(M, ceil(K / k_step)) bool: True where step s of row i (K positions
+    [s * k_step, (s + 1) * k_step)) meets only finite operand values (av (M, K), bv
+    (K, N) float64) whose products stay below 2**128 in magnitude, so that the general
+    kernel has no IEEE class to sort out there (:class:`simulator._kernels.GeneralOperands`)."""
+    M, Kd = av.shape
+    ns = -(-Kd // k_step)
+    pad = ns * k_step - Kd
+    with np.errstate(invalid="ignore"):
+        ma = np.pad(np.abs(av), ((0, 0), (0, pad))).reshape(M, ns, k_step).max(axis=2)   # NaN stays NaN
+        mb = np.pad(np.abs(bv), ((0, pad), (0, 0))).reshape(ns, k_step, -1).max(axis=(1, 2))
+        ok = ma * mb[None, :] < float.fromhex("0x1p128")  # False for inf and NaN as well
+    return np.ascontiguousarray(ok)
+
+
 def _accumulate_general(a, b, acc, rule: StepRule, fa: Format, fb: Format, acc_fmt: Format, scales=None):
     """acc + a @ b under a rule with issue-13 fields (or mixed formats, or scales);
     returns float64 (fused tree) or float32 (pairwise tree) values.
@@ -401,8 +416,8 @@ def _accumulate_general(a, b, acc, rule: StepRule, fa: Format, fb: Format, acc_f
         blk = 0
         sav, sae = _scale_operand(None, None, 1, 1, "")
         sbv, sbe = sav, sae
-    ops = K.GeneralOperands(av, ae, bv, be, sav, sae,
-                            np.ascontiguousarray(sbv), np.ascontiguousarray(sbe), np.int64(blk))
+    ops = K.GeneralOperands(av, ae, bv, be, sav, sae, np.ascontiguousarray(sbv), np.ascontiguousarray(sbe),
+                            np.int64(blk), clean_steps(av, bv, rule.k))
     K.general_fused_gemm(ops, acc, general_step(rule, sp))
     return acc
 

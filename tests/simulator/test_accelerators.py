@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from simulator import FORMATS, PROFILES, StepRule, matmul, verify
+from simulator._matmul import clean_steps
 from simulator._reference import reference_general_matmul
 
 sf = pytest.importorskip("softfloatpy")
@@ -310,11 +311,11 @@ def test_cycle_level_array_refuses_scalar_fma_rules():
         TensorCoreArray(2, 2, profile="blackwell_mx").run(x, x.T.copy())
 
 
-@pytest.mark.parametrize("profile,fmt,N,scale", [("cdna3", "fp16", 131, None), ("cdna3", "e4m3fnuz", 131, None),
-                                                 ("blackwell_mx", "e2m1", 131, "ue4m3"),
+@pytest.mark.parametrize("profile,fmt,N,scale", [("cdna3", "fp16", 515, None), ("cdna3", "e4m3fnuz", 515, None),
+                                                 ("blackwell_mx", "e2m1", 515, "ue4m3"),
                                                  ("cdna2", "bf16", 515, None), ("ada", "bf16", 515, None)])
 def test_column_blocks_match_the_exact_reference(profile, fmt, N, scale):
-    # the kernels work on blocks of columns (128 for the general step, 512 for the others):
+    # the kernels work on blocks of 512 columns:
     # a GEMM wider than one block, against the exact per-element reference
     f = FORMATS[fmt]
     rule = PROFILES[profile].rule(fmt)
@@ -336,3 +337,34 @@ def test_column_blocks_match_the_exact_reference(profile, fmt, N, scale):
     want = reference_general_matmul(f.decode(a.view(f.uint_dtype)), f.decode(b.view(f.uint_dtype)), c, rule, fmt,
                                     sa_vals=sav, sb_vals=sbv, scale_fmt=scale).astype(np.float32)
     np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16", "e4m3fnuz"])
+def test_clean_steps_and_the_others_agree(fmt):
+    # the general kernel reads a clean step's terms straight from the operands and
+    # sorts IEEE classes out only in the other steps: one GEMM holding both kinds (an
+    # inf in one row's step, a NaN in one step's B rows, a product past 2**128), against
+    # the exact per-element reference
+    f = FORMATS[fmt]
+    rule = PROFILES["cdna3"].rule(fmt)
+    rng = np.random.default_rng(11)
+    M, N, K = 6, 40, 4 * rule.k
+    x = rng.standard_normal((M, K)) * 2.0 ** rng.integers(-6, 6, (M, K))
+    y = rng.standard_normal((K, N)) * 2.0 ** rng.integers(-6, 6, (K, N))
+    x[rng.random((M, K)) < 0.2] = 0.0
+    if f.has_inf:
+        x[1, 2 * rule.k + 1] = -np.inf
+    x[3, 1] = f.max_finite
+    y[1, :5] = f.max_finite  # past 2**128 for bf16, finite for the others
+    y[3 * rule.k + 2, 7] = np.nan if f.has_nan else y[3 * rule.k + 2, 7]
+    a = f.encode(x, saturate=not f.has_nan).view(f.dtype)
+    b = f.encode(y, saturate=not f.has_nan).view(f.dtype)
+    c = (rng.standard_normal((M, N)) * 2.0 ** rng.integers(-30, 8, (M, N))).astype(np.float32)
+    clean = clean_steps(f.decode(a.view(f.uint_dtype)), f.decode(b.view(f.uint_dtype)), rule.k)
+    assert clean.any() and not clean.all()
+    got = matmul(a, b, c, profile="cdna3").astype(np.float64)
+    want = reference_general_matmul(f.decode(a.view(f.uint_dtype)), f.decode(b.view(f.uint_dtype)),
+                                    c.astype(np.float64), rule, fmt)
+    nan = np.isnan(want)
+    assert (np.isnan(got) == nan).all()
+    np.testing.assert_array_equal(got[~nan].view(np.uint64), want[~nan].view(np.uint64))
