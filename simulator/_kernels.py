@@ -763,9 +763,10 @@ _GIB = 16
 @njit(cache=True)
 def general_scratch(k_step, n_pass, n):
     """Scratch of :func:`general_step_cols` for ``n`` columns: (tv (k_step, n) float64,
-    te (k_step, n) int64, pe, ps (n_pass, n) int64, vec (3 + n_pass, n) float64, ivec (2, n) int64)."""
+    te (k_step, n) int64, pe (n_pass, n) int16, ps (n_pass, n) int64, vec (3 + n_pass, n)
+    float64, ivec (2, n) int64)."""
     return (np.empty((k_step, n), np.float64), np.empty((k_step, n), np.int64),
-            np.empty((max(n_pass, 1), n), np.int64), np.empty((max(n_pass, 1), n), np.int64),
+            np.empty((max(n_pass, 1), n), np.int16), np.empty((max(n_pass, 1), n), np.int64),
             np.empty((3 + max(n_pass, 1), n), np.float64), np.empty((2, n), np.int64))
 
 
@@ -792,12 +793,14 @@ def _next_of_pass(pat, p, t, nt):
 @njit(cache=True, inline="always")
 def _max_term_exps(dst, direct, ae, be, i, kk, j0, j1, tet):
     """dst[j - j0] = max(dst, the exponent of position kk's term) for columns [j0, j1):
-    ae[i, kk] + be[kk, j] for a clean step (``direct``), else the scratch's ``tet``."""
+    ae[i, kk] + be[kk, j] for a clean step (``direct``), else the scratch's ``tet``.
+    Exponents fit int16 (two :data:`SENTINEL` do): an int16 ``dst`` keeps the sweep in
+    int16 lanes (Numba widens small ints to int64 unless told, 4x the lanes)."""
     if direct:
-        ex = np.int64(ae[i, kk])
+        ex = ae[i, kk]
         ber = be[kk, j0:j1]
         for j in range(j1 - j0):
-            dst[j] = max(dst[j], ex + np.int64(ber[j]))
+            dst[j] = max(dst[j], np.int16(ex + ber[j]))
     else:
         for j in range(j1 - j0):
             dst[j] = max(dst[j], tet[j])
@@ -893,9 +896,9 @@ def general_step_cols(ops, i, j0, j1, k0, k1, c, g, tv, te, pe, ps, vec, ivec):
                 # a zero group takes part only under a zero_exp rule
                 tet[j] = ex + np.int64(sber[j]) if (gs != 0.0 or zero_set) else np.int64(SENTINEL)
     # 2. IEEE classes: the sum of the non-finite terms (and C unless added after)
-    n_bad = 0
     for j in range(nc):
         special[j] = 0.0 if (c_mode == C_AFTER or np.isfinite(c[j])) else c[j]
+        cex[j] = c_align_exp(c[j], o_emin, g.c_zero_exp)  # for step 3
     n_big = 0  # finite products >= 2**128 (product_overflow "inf")
     for t in range(0 if direct else nt):
         tvt = tv[t]
@@ -904,11 +907,10 @@ def general_step_cols(ops, i, j0, j1, k0, k1, c, g, tv, te, pe, ps, vec, ivec):
             fin = x - x == 0.0  # finite (inf - inf and NaN - NaN are NaN): a compare that vectorises
             special[j] += 0.0 if fin else x
             n_big += 1 if (fin and abs(x) >= _TWO128) else 0
+    n_bad = 0
     for j in range(nc):
         n_bad += 0 if np.isfinite(special[j]) else 1
-    # 3. the exponents: of C, and the step's E
-    for j in range(nc):
-        cex[j] = c_align_exp(c[j], o_emin, g.c_zero_exp)
+    # 3. the exponents: of C (above), and the step's E
     if c_mode == C_ALIGNED:
         L = pat.shape[0]
         for p_ in range(n_pass):
@@ -1081,7 +1083,7 @@ def _general_fused_gemm(acc, av, ae, bv, be, sav, sae, sbv, sbe, blk, clean, k_s
         nt = (k_step + group_k - 1) // group_k
         tv = np.empty((nt, _GJB), np.float64)
         te = np.empty((nt, _GJB), np.int64)
-        pe = np.empty((max(n_pass, 1), _GJB), np.int64)
+        pe = np.empty((max(n_pass, 1), _GJB), np.int16)
         ps = np.empty((max(n_pass, 1), _GJB), np.int64)
         vec = np.empty((3 + max(n_pass, 1), _GJB), np.float64)
         ivec = np.empty((2, _GJB), np.int64)
