@@ -291,9 +291,10 @@ class TensorCoreArray(_ArrayBase):
     Rules of :attr:`simulator.StepRule.classic_form` (the original vocabulary, a zero
     operand's exponent ``zero_exp`` as data) without block scales run on that unit.
     Every other tensor-core rule (pairwise trees, re-aligned C, parallel passes, scaled
-    groups, block scales) runs on a unit whose registers are ``a``, ``w``, the scale
-    registers ``sa``/``sw`` of a block-scaled GEMM and ``psum``, and whose step is the
-    fast path's step itself (:func:`simulator._pe.general_registers`), depth 4.
+    groups, block scales) runs on a unit whose step is the fast path's step itself, run
+    stage by stage: registers ``a``, ``w``, the scale registers ``sa``/``sw`` of a
+    block-scaled GEMM, ``prod``, a pairwise tree's levels ``node1``.. or a fused tree's
+    ``sum``, and ``psum`` (:func:`simulator._pe.general_registers`), depth 4.
 
     Attributes:
         rows, cols: units in the grid.
@@ -349,7 +350,7 @@ class TensorCoreArray(_ArrayBase):
         fused = rule.c_mode == "fused"
         if not self._classic_unit(rule, scales):
             n_scales = 0 if scales is None else rule.k // min(Kd // scales[0].shape[1], rule.k)
-            regs = _pe.general_registers(rule.k, fmt, acc, n_scales, None if scales is None else scales[2])
+            regs = _pe.general_registers(rule, fmt, acc, n_scales, None if scales is None else scales[2])
             return Schedule.build("ws", self.rows, self.cols, M, Kd, N, regs, step=rule.k, passes=1,
                                   row_interval=_pe.dpu_psum_skew(1, fused), depth=_pe.dpu_depth(1),
                                   input_format=fmt.name, acc_format=acc.name)
@@ -393,7 +394,8 @@ class TensorCoreArray(_ArrayBase):
             sbv, sbe = sav, sae
         unit = AK.GeneralUnit(np.int64(rule.k), rule.tree == "pairwise", "nodes" in rule.flush,
                               "accumulator" in rule.flush, ops.scales is not None, np.int64(n_scales),
-                              tv, te, stv, ste, np.uint64((1 << fmt.width) - 1))
+                              tv, te, stv, ste, np.uint64((1 << fmt.width) - 1), np.int64(2 * (fmt.man_bits + 1)),
+                              np.int64(_pe.general_sum_width(rule, fmt)))
         gops = K.GeneralOperands(ops.av, np.ascontiguousarray(ops.ae, np.int16), ops.bv,
                                  np.ascontiguousarray(ops.be, np.int16), np.ascontiguousarray(sav),
                                  np.ascontiguousarray(sae), np.ascontiguousarray(sbv), np.ascontiguousarray(sbe),

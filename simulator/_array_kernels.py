@@ -42,10 +42,10 @@ from collections import namedtuple
 import numpy as np
 from numba import njit, prange
 
-from ._kernels import (SENTINEL, FusedOperands, FusedStep, GeneralOperands, Rounding, acc_align_exp, add_c_after,
-                       carry_emin, fused_step_rows, general_scratch, general_step_cols, pairwise_step_cols,
-                       round_bits, round_sum,
-                       scale_bits, unscale_bits)
+from ._kernels import (C_ALIGNED, SENTINEL, FusedOperands, FusedStep, GeneralOperands, Rounding, acc_align_exp,
+                       add_c_after, carry_emin, fused_step_rows, general_round_cols, general_scratch,
+                       general_step_cols, general_sum_cols, pairwise_add_c, pairwise_leaves, pairwise_level,
+                       pairwise_step_cols, round_bits, round_sum, scale_bits, unscale_bits)
 
 # register codes used in events
 REG_A, REG_W, REG_PROD, REG_EMAX, REG_ALIGNED, REG_SUM, REG_PSUM, REG_X, REG_SA, REG_SW = range(10)
@@ -724,21 +724,26 @@ def _ws_dpu(a_bits, w_bits, acc, R, C, chunk, k, order, start, ev, em, row_ptr, 
 
 # ---- units of issue-13 rules: operands, scales, psum ---------------------------------
 GeneralUnit = namedtuple("GeneralUnit", ["k", "pairwise", "flush_nodes", "flush_acc", "scaled", "n_scales",
-                                         "tv", "te", "stv", "ste", "op_mask"])
+                                         "tv", "te", "stv", "ste", "op_mask", "m2", "sum_w"])
 GeneralUnit.__doc__ = """A unit of an issue-13 rule as :func:`ws_general` takes it: k (int64) positions
 per step; pairwise (bool) a pairwise binary32 tree (else the general fused step);
 flush_nodes, flush_acc (bool) its flushes; scaled (bool) block scales, n_scales (int64)
 scale-register elements; tv, te: value (float64) and alignment exponent (int16) of every
 operand code (the rule's input flush and zero_exp applied), stv, ste: of every scale
-code; op_mask (uint64): the operand codes' bits."""
+code; op_mask (uint64): the operand codes' bits; m2 (int64): the product register's
+significand bits (:func:`prod_encode`; fused trees); sum_w (int64): the sum register's
+sign-magnitude integer bits (fused trees)."""
 
 
 @njit(cache=True)
 def _unit_step(u, g, ab, wb, sab, swb, kn, c_val, av1, ae1, bv1, be1, sav1, sae1, sbv1, sbe1, a32, b32, c32,
-               buf, cv, scr):
+               buf, cv, scr, ev, em, ne, r, c, i):
     """One unit step from register bits: operand codes ab, wb (k,), scale codes sab, swb
     (n_scales,) -> the step's result (float64) by the core's step (:func:`general_step_cols`
-    or :func:`pairwise_step_cols` on one column).  kn: the step's live positions."""
+    or :func:`pairwise_step_cols` on one column, run stage by stage), with the events
+    ``ev[:ne]``/``em`` on PE (r, c), item i, applied to the stage registers between the
+    stages: ``prod`` (the products), ``node{l}`` (level l of a pairwise tree), ``sum``
+    (a fused tree's exact sum).  kn: the step's live positions."""
     k = u.k
     per = k // u.n_scales if u.scaled else 1
     for t in range(k):
@@ -761,14 +766,60 @@ def _unit_step(u, g, ab, wb, sab, swb, kn, c_val, av1, ae1, bv1, be1, sav1, sae1
             a32[0, t] = np.float32(av1[0, t])
             b32[t, 0] = np.float32(bv1[t, 0])
         c32[0] = np.float32(c_val)
-        pairwise_step_cols(a32, b32, 0, 0, k, 0, 1, c32, buf, u.flush_nodes, u.flush_acc)
+        pairwise_leaves(a32, b32, 0, 0, k, 0, 1, buf, u.flush_nodes)
+        if _has_reg(ev, 0, ne, REG_PROD, r, c, i):
+            for t in range(k):
+                buf[t, 0] = _f32_ops(buf[t, 0], ev, em, ne, REG_PROD, r, c, i, t, 0)
+        w = 1
+        lvl = 1
+        while w < k:
+            pairwise_level(buf, k, w, 1, u.flush_nodes)
+            if _has_reg(ev, 0, ne, REG_X, r, c, i):
+                for t in range(0, k, 2 * w):
+                    buf[t, 0] = _f32_ops(buf[t, 0], ev, em, ne, REG_X, r, c, i, t // (2 * w), lvl)
+            w *= 2
+            lvl += 1
+        pairwise_add_c(c32, buf, 1, u.flush_acc)
         return np.float64(c32[0])
+    if _has_reg(ev, 0, ne, REG_PROD, r, c, i):
+        # a product register holds the exact product and its alignment exponent (the DPU's
+        # encoding); a faulted one enters the step as the operand pair (product, 1.0) with
+        # its exponent on A's side, which gives the step exactly that term
+        for t in range(k):
+            p = av1[0, t] * bv1[t, 0]
+            ea, ew = np.int64(ae1[0, t]), np.int64(be1[t, 0])
+            pe = ea + ew if (ea > -511 and ew > -511) else np.int64(SENTINEL)
+            if np.isfinite(p):
+                p, pe = prod_decode(_ops(prod_encode(p, pe, u.m2), ev, em, 0, ne, REG_PROD, r, c, i, t, 0), u.m2)
+                av1[0, t] = p
+                ae1[0, t] = pe
+                bv1[t, 0] = 1.0
+                be1[t, 0] = 0
     # no step known clean: a register may hold anything, so every step sorts out IEEE classes
     ops1 = GeneralOperands(av1, ae1, bv1, be1, sav1, sae1, sbv1, sbe1, np.int64(1 if u.scaled else 0),
                            np.zeros((0, 0), np.bool_))
     cv[0] = c_val
-    general_step_cols(ops1, 0, 0, 1, 0, kn, cv[0:1], g, scr[0], scr[1], scr[2], scr[3], scr[4], scr[5])
+    n_big = general_sum_cols(ops1, 0, 0, 1, 0, kn, cv[0:1], g, scr[0], scr[1], scr[2], scr[3], scr[4], scr[5])
+    xs, ue = scr[4][1, 0], scr[5][1, 0]
+    if np.isfinite(xs) and _has_reg(ev, 0, ne, REG_SUM, r, c, i):
+        # the register: the exponent E of the sum's alignment and the integer xs / 2**ue
+        # (ue = E - fraction bits) in sign-magnitude
+        fb = g.sum_fb if g.c_mode == C_ALIGNED else g.frac
+        bits = (exp_encode(ue + fb) << np.uint64(u.sum_w)) | smag_encode(math.ldexp(xs, -ue), u.sum_w)
+        bits = _ops(bits, ev, em, 0, ne, REG_SUM, r, c, i, 0, 0)
+        scr[4][1, 0] = math.ldexp(smag_decode(bits, u.sum_w), exp_decode(bits >> np.uint64(u.sum_w)) - fb)
+    general_round_cols(cv[0:1], 1, (kn + g.group_k - 1) // g.group_k, n_big, g, scr[0], scr[4])
     return cv[0]
+
+
+@njit(cache=True)
+def _f32_ops(x, ev, em, ne, reg, r, c, i, elem, stage):
+    """The events on one binary32 element (x float32) of a register, applied to its bits."""
+    tmp = np.empty(1, np.float32)
+    tmp[0] = x
+    bits = tmp.view(np.uint32)
+    bits[0] = np.uint32(_ops(np.uint64(bits[0]), ev, em, 0, ne, reg, r, c, i, elem, stage) & np.uint64(0xFFFFFFFF))
+    return tmp[0]
 
 
 @njit(cache=True)
@@ -847,7 +898,7 @@ def ws_general(a_bits, w_bits, sa_bits, sw_bits, acc, geo, ops, a32f, b32f, u, g
                                         sab[q] = _ops(xa, evs, ems, 0, ne, REG_SA, r, c, m, q, 0)
                                         swb[q] = _ops(xw, evs, ems, 0, ne, REG_SW, r, c, m, q, 0)
                                 v = _unit_step(u, g, ab, wb, sab, swb, kn, v, av1, ae1, bv1, be1, sav1, sae1, sbv1,
-                                               sbe1, a32, b32, c1, buf, cv, scr1)
+                                               sbe1, a32, b32, c1, buf, cv, scr1, evs, ems, ne, r, c, m)
                             acc[m, n0 + c] = _psum_ops(v, evs, ems, 0, ne, REG_PSUM, r, c, m, 1, accf)
                         continue
                     if r >= Ru:

@@ -809,7 +809,9 @@ def _max_term_exps(dst, direct, ae, be, i, kk, j0, j1, tet):
 @njit(cache=True)
 def general_step_cols(ops, i, j0, j1, k0, k1, c, g, tv, te, pe, ps, vec, ivec):
     """One step of row i over K positions [k0, k1) for columns [j0, j1), any rule: the
-    numerics of every issue-13 fused datapath (every field of :class:`GeneralStep`).
+    numerics of every issue-13 fused datapath (every field of :class:`GeneralStep`):
+    :func:`general_sum_cols`, then :func:`general_round_cols` (the cycle-level unit
+    runs the two halves itself, with its ``sum`` register between them).
 
     ops (a :class:`GeneralOperands`): av (M, K), bv (K, N) operand values (binary64);
     ae, be int16 alignment exponents (a zero operand's is the rule's ``zero_exp``, else
@@ -821,12 +823,23 @@ def general_step_cols(ops, i, j0, j1, k0, k1, c, g, tv, te, pe, ps, vec, ivec):
     and every aligned term and sum below 2**53.  The fast path calls it on blocks of
     columns, the cycle-level unit on one column.
     """
+    n_big = general_sum_cols(ops, i, j0, j1, k0, k1, c, g, tv, te, pe, ps, vec, ivec)
+    general_round_cols(c, j1 - j0, (k1 - k0 + g.group_k - 1) // g.group_k, n_big, g, tv, vec)
+
+
+@njit(cache=True, inline="always")
+def general_sum_cols(ops, i, j0, j1, k0, k1, c, g, tv, te, pe, ps, vec, ivec):
+    """Steps 1-3 of :func:`general_step_cols` (same arguments; c is read, not written):
+    the terms, their IEEE classes and their exact aligned sum with C.  Leaves, per
+    column j < j1 - j0: vec[1, j] the exact sum (binary64: an integer times
+    2**ivec[1, j]), ivec[1, j] its unit's exponent (E - fraction bits), vec[0, j] the
+    sum of the non-finite terms; returns the count of finite products past 2**128 (the
+    terms stay in tv for :func:`general_round_cols`)."""
     av, ae, bv, be, sav, sae, sbv, sbe, blk = ops.av, ops.ae, ops.bv, ops.be, ops.sav, ops.sae, ops.sbv, ops.sbe, \
         ops.blk
     group_k, zero_set, frac_bits, c_mode, pat, n_pass = g.group_k, g.zero_set, g.frac, g.c_mode, g.pat, g.n_pass
     sum_fb, c_fb, align_rd, merge_rd, c_drop = g.sum_fb, g.c_fb, g.align_rd, g.merge_rd, g.c_drop
-    p_man, p_emin, p_max, p_rne = g.pas.man, g.pas.emin, g.pas.max, g.pas.rne
-    o_man, o_emin, o_max, o_rne, o_ovf = g.out.man, g.out.emin, g.out.max, g.out.rne, g.out.ovf
+    o_emin = g.out.emin
     nc = j1 - j0
     nt = (k1 - k0 + group_k - 1) // group_k
     special = vec[0]
@@ -907,9 +920,6 @@ def general_step_cols(ops, i, j0, j1, k0, k1, c, g, tv, te, pe, ps, vec, ivec):
             fin = x - x == 0.0  # finite (inf - inf and NaN - NaN are NaN): a compare that vectorises
             special[j] += 0.0 if fin else x
             n_big += 1 if (fin and abs(x) >= _TWO128) else 0
-    n_bad = 0
-    for j in range(nc):
-        n_bad += 0 if np.isfinite(special[j]) else 1
     # 3. the exponents: of C (above), and the step's E
     if c_mode == C_ALIGNED:
         L = pat.shape[0]
@@ -971,6 +981,7 @@ def general_step_cols(ops, i, j0, j1, k0, k1, c, g, tv, te, pe, ps, vec, ivec):
             sc = np.int64(np.floor(cs) if align_rd else np.trunc(cs))
             sc = np.int64(0) if (c_drop >= 0 and c_exp < E - c_drop) else sc
             xs[j] = float(s31 + (sc << (sum_fb - c_fb))) * pow2(Ec - sum_fb)
+            cex[j] = Ec - sum_fb
     else:
         for j in range(nc):
             emx[j] = cex[j] if c_mode == C_FUSED else np.int64(SENTINEL)
@@ -998,7 +1009,25 @@ def general_step_cols(ops, i, j0, j1, k0, k1, c, g, tv, te, pe, ps, vec, ivec):
             for j in range(nc):
                 xs[j] += np.trunc(x * u[j] * psc[j])
         for j in range(nc):
-            xs[j] = xs[j] * pow2(max(emx[j], E_FLOOR) - frac_bits)
+            cex[j] = max(emx[j], E_FLOOR) - frac_bits
+            xs[j] = xs[j] * pow2(cex[j])
+    return n_big
+
+
+@njit(cache=True, inline="always")
+def general_round_cols(c, nc, nt, n_big, g, tv, vec):
+    """Step 4 of :func:`general_step_cols` for columns j < nc: the exact sum
+    :func:`general_sum_cols` left in vec[1] rounded (C added after for c_mode
+    "after"), and the results the IEEE classes decide (vec[0], n_big and the terms in
+    tv); c (nc,) float64: C on entry, the step's result on return."""
+    c_mode = g.c_mode
+    p_man, p_emin, p_max, p_rne = g.pas.man, g.pas.emin, g.pas.max, g.pas.rne
+    o_ovf = g.out.ovf
+    special = vec[0]
+    xs = vec[1]
+    n_bad = 0
+    for j in range(nc):
+        n_bad += 0 if np.isfinite(special[j]) else 1
     # 4. rounding, and the results the IEEE classes decide
     if c_mode == C_AFTER:
         for j in range(nc):
@@ -1111,6 +1140,20 @@ def pairwise_step_cols(a32, b32, i, k0, k_step, j0, j1, c, buf, flush_nodes, flu
     the result.  The fast path calls it on blocks of columns, the cycle-level unit on
     one column.
     """
+    n = j1 - j0
+    pairwise_leaves(a32, b32, i, k0, k_step, j0, j1, buf, flush_nodes)
+    w = 1
+    while w < k_step:
+        pairwise_level(buf, k_step, w, n, flush_nodes)
+        w *= 2
+    pairwise_add_c(c, buf, n, flush_acc)
+
+
+@njit(cache=True)
+def pairwise_leaves(a32, b32, i, k0, k_step, j0, j1, buf, flush_nodes):
+    """The tree's leaves (:func:`pairwise_step_cols`): buf[t, j - j0] = the binary32
+    product of position k0 + t (an exact -0 made +0, positions past K zero), flushed
+    when ``flush_nodes``."""
     K = a32.shape[1]
     n = j1 - j0
     zero = np.float32(0.0)
@@ -1132,16 +1175,25 @@ def pairwise_step_cols(a32, b32, i, k0, k_step, j0, j1, c, buf, flush_nodes, flu
                 bt[j] = p + zero if y == zero else p
         if flush_nodes:
             _flush_tiny(bt, n)
-    w = 1
-    while w < k_step:
-        for t in range(0, k_step, 2 * w):
-            bt = buf[t]
-            bw = buf[t + w]
-            for j in range(n):
-                bt[j] = bt[j] + bw[j]
-            if flush_nodes:
-                _flush_tiny(bt, n)
-        w *= 2
+
+
+@njit(cache=True)
+def pairwise_level(buf, k_step, w, n, flush_nodes):
+    """One level of the tree (:func:`pairwise_step_cols`): the node at buf[t] (t a
+    multiple of 2w) becomes buf[t] + buf[t + w] (binary32 RNE), flushed when
+    ``flush_nodes``; columns j < n."""
+    for t in range(0, k_step, 2 * w):
+        bt = buf[t]
+        bw = buf[t + w]
+        for j in range(n):
+            bt[j] = bt[j] + bw[j]
+        if flush_nodes:
+            _flush_tiny(bt, n)
+
+
+@njit(cache=True)
+def pairwise_add_c(c, buf, n, flush_acc):
+    """The tree's root added to C (c (n,) float32, in place), flushed when ``flush_acc``."""
     b0 = buf[0]
     for j in range(n):
         c[j] = c[j] + b0[j]

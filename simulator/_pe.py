@@ -218,21 +218,56 @@ def dpu_registers(k: int, frac_bits: int, c_fused: bool, fmt: Format, acc: Forma
     return tuple(regs)
 
 
-def general_registers(k: int, fmt: Format, acc: Format, n_scales: int = 0, scale_fmt: Format | None = None) -> tuple:
+def general_sum_width(rule, fmt: Format) -> int:
+    """Bits of the sign-magnitude integer of a fused-tree unit's ``sum`` register for a
+    rule (:class:`simulator.StepRule`) on input format ``fmt``: the sum's fraction bits,
+    the magnitude of one term (a product: 2 bits above its exponent; a scaled group of
+    ``group_k`` products: enough for group_k times the largest product), one bit per
+    doubling of the term count (the terms and C), and the sign."""
+    fb = rule.sum_frac_bits if rule.c_mode == "aligned" else rule.frac_bits
+    n = -(-rule.k // rule.group_k) + 1
+    term = 2 if rule.group_k == 1 else int(np.ceil(np.log2(rule.group_k * fmt.max_finite ** 2)))
+    return fb + term + int(np.ceil(np.log2(n))) + 1
+
+
+def general_registers(rule, fmt: Format, acc: Format, n_scales: int = 0, scale_fmt: Format | None = None) -> tuple:
     """Registers of a k-wide unit whose step is an issue-13 stage sequence (pairwise tree,
     re-aligned C, parallel passes, scaled groups: see :class:`simulator.StepRule`):
-    ``a``, ``w`` (k operands each), ``sa``, ``sw`` (``n_scales`` block scales each, the
-    scale format's 8-bit codes; only for block-scaled GEMMs: element e holds the scale
-    of the step's K positions [e*k/n, (e+1)*k/n)), and ``psum``, the step's result.
-    The stages between them run in one unit step (timing of a one-pass DPU: psum
-    latches at b+3); their intermediate values are not fault sites."""
+
+    * ``a``, ``w`` (k operands each); ``sa``, ``sw`` (``n_scales`` block scales each, the
+      scale format's 8-bit codes; only for block-scaled GEMMs: element e holds the scale
+      of the step's K positions [e*k/n, (e+1)*k/n));
+    * ``prod`` (k products, latched at b): a pairwise tree's leaves are binary32
+      products; a fused tree's are exact, in the DPU's encoding (:func:`prod_width`);
+    * a pairwise tree's levels ``node1`` .. ``node{L}`` (L = log2 k; level l holds
+      k / 2**l binary32 partial sums; the first ceil(L/2) levels latch at b+1, the
+      others at b+2); a fused tree's ``sum`` (the exact aligned sum, C included
+      unless added after, before rounding: a 10-bit exponent and a sign-magnitude
+      integer of :func:`general_sum_width` bits, latched at b+2);
+    * ``psum``, the step's result (b+3, the timing of a one-pass DPU).
+    """
+    k = rule.k
     opf = _float_fields(fmt.man_bits, fmt.width)
+    f32 = _float_fields(23, 32)
     regs = [Register("a", "a", 0, -1, fmt.width, k, flow="right", bit_fields=opf),
             Register("w", "w", 0, -1, fmt.width, k, stationary=True, bit_fields=opf)]
     if n_scales:
         sf = _float_fields(scale_fmt.man_bits, 8) if scale_fmt.man_bits else (("exp", 0, 8),)
         regs += [Register("sa", "scale", 0, -1, 8, n_scales, flow="right", bit_fields=sf),
                  Register("sw", "scale", 0, -1, 8, n_scales, stationary=True, bit_fields=sf)]
+    if rule.tree == "pairwise":
+        levels = int(k).bit_length() - 1
+        regs.append(Register("prod", "prod", 0, 0, 32, k, bit_fields=f32))
+        regs += [Register(f"node{lv}", "x", lv, 1 if lv <= -(-levels // 2) else 2, 32, k >> lv, bit_fields=f32)
+                 for lv in range(1, levels + 1)]
+    else:
+        pw = prod_width(fmt)
+        m2 = 2 * (fmt.man_bits + 1)
+        regs.append(Register("prod", "prod", 0, 0, pw, k, bit_fields=(("man", 0, m2), ("exp", m2, pw - 1),
+                                                                       ("sign", pw - 1, pw))))
+        sw = general_sum_width(rule, fmt)
+        regs.append(Register("sum", "sum", 0, 2, AK.EXP_BITS + sw,
+                             bit_fields=(("mag", 0, sw - 1), ("sign", sw - 1, sw), ("exp", sw, sw + AK.EXP_BITS))))
     regs.append(Register("psum", "psum", 1, PASS_CYCLES, acc.width, bit_fields=_float_fields(acc.man_bits, acc.width)))
     return tuple(regs)
 

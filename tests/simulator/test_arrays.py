@@ -263,9 +263,75 @@ def test_issue13_unit_registers():
     # FP4 k64 with a scale per 16 K positions: four scale elements per operand register
     sched = arr.schedule(4, 128, 3, input_format="e2m1", scale_block=16, scale_format="ue4m3")
     regs = {r.name: (r.width, r.elems) for r in sched.registers}
-    assert regs == {"a": (4 * 64, 64), "w": (4 * 64, 64), "sa": (32, 4), "sw": (32, 4), "psum": (32, 1)}
-    # a pairwise tree (CDNA1 fp16): operands and psum
-    assert [n for n, _ in TensorCoreArray(2, 3, profile="cdna1").registers("fp16")] == ["a", "w", "psum"]
+    # exact products of two e2m1 values: sign, 10-bit exponent, 2 x 2 significand bits
+    assert {n: regs[n] for n in ("a", "w", "sa", "sw", "prod", "psum")} == {
+        "a": (4 * 64, 64), "w": (4 * 64, 64), "sa": (32, 4), "sw": (32, 4), "prod": (15 * 64, 64), "psum": (32, 1)}
+    assert list(regs) == ["a", "w", "sa", "sw", "prod", "sum", "psum"] and regs["sum"][1] == 1
+    # a pairwise tree of k=4 (CDNA1 fp16): binary32 leaves, then two levels of nodes
+    sched = TensorCoreArray(2, 3, profile="cdna1").schedule(2, 8, 3, input_format="fp16")
+    assert [(r.name, r.width, r.elems) for r in sched.registers] == [
+        ("a", 64, 4), ("w", 64, 4), ("prod", 128, 4), ("node1", 64, 2), ("node2", 32, 1), ("psum", 32, 1)]
+
+
+def _stage_case(profile, key, seed=3):
+    """Operands of one K-fold (PE row r holds step r) on a 2x3 tensor-core array."""
+    fmt = simulator.FORMATS[key]
+    rule = simulator.get_profile(profile).rule(key)
+    M, N, K = 4, 3, 2 * rule.k
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((M, K))
+    x[np.abs(x) < 0.05] = 0.5  # nonzero operands: a sign flip of a product changes it
+    a = fmt.encode(x, saturate=True).view(fmt.dtype)
+    b = fmt.encode(rng.standard_normal((K, N)), saturate=True).view(fmt.dtype)
+    c = rng.standard_normal((M, N)).astype(np.float32)
+    return fmt, rule, a, b, c
+
+
+@pytest.mark.parametrize("profile,key", [("cdna3", "fp16"), ("cdna3", "e4m3fnuz"), ("cdna2", "bf16"),
+                                         ("cdna1", "fp16")])
+def test_product_register_sign_flip_negates_one_operand_of_one_unit(profile, key):
+    # a product's sign bit flipped as item m's products latch in unit (r, col) is, for
+    # every rule, that column's result with A[m, r*k + t] negated (products are exact or
+    # rounded symmetrically, and the operands are nonzero)
+    fmt, rule, a, b, c = _stage_case(profile, key)
+    arr = TensorCoreArray(2, 3, profile=profile)
+    sched = arr.schedule(*a.shape[:1], a.shape[1], b.shape[1], input_format=key)
+    reg = sched.register("prod")
+    r, col, m, t = 1, 2, 3, rule.k - 1
+    fault = simulator.Fault((r, col), "prod", t * reg.elem_width + reg.elem_width - 1,
+                            sched.base_cycle(r, col) + reg.latch + m)
+    got = arr.run(a, b, c, faults=[fault]).output
+    x = fmt.decode(a.view(fmt.uint_dtype))
+    x[m, r * rule.k + t] *= -1
+    neg = fmt.encode(x).view(fmt.dtype)
+    want = simulator.matmul(a, b, c, profile=profile)
+    want[:, col] = simulator.matmul(neg, b, c, profile=profile)[:, col]
+    assert not np.array_equal(_bits(want), _bits(simulator.matmul(a, b, c, profile=profile)))
+    np.testing.assert_array_equal(_bits(got), _bits(want))
+
+
+@pytest.mark.parametrize("profile,key,reg", [("cdna3", "fp16", "sum"), ("cdna3", "e4m3fnuz", "sum"),
+                                             ("cdna2", "bf16", "node2"), ("cdna1", "fp16", "node2")])
+def test_sum_or_tree_root_sign_flip_negates_one_step(profile, key, reg):
+    # one K step (K = k) and C = +0: the step's result is the rounded sum (fused tree,
+    # C included in the sum) or +0 + the tree's root (pairwise); flipping the sign of
+    # that sum or root as item m passes negates exactly D[m, col] (rounding to nearest
+    # even and adding +0 are symmetric)
+    fmt, rule, a, b, c = _stage_case(profile, key, seed=4)
+    a = np.ascontiguousarray(a[:, :rule.k])
+    b = np.ascontiguousarray(b[:rule.k])
+    c = np.zeros_like(c)
+    arr = TensorCoreArray(2, 3, profile=profile)
+    sched = arr.schedule(a.shape[0], rule.k, b.shape[1], input_format=key)
+    register = sched.register(reg)
+    r, col, m = 0, 1, 2
+    fault = simulator.Fault((r, col), reg, register.width - 1 if reg != "sum" else dict(
+        (n, lo) for n, lo, _ in register.bit_fields)["sign"], sched.base_cycle(r, col) + register.latch + m)
+    got = arr.run(a, b, c, faults=[fault]).output
+    want = simulator.matmul(a, b, c, profile=profile)
+    assert want[m, col] != 0
+    want[m, col] = -want[m, col]
+    np.testing.assert_array_equal(_bits(got), _bits(want))
     # a classic-form rule (zero_exp as data) keeps the full dot-product unit
     assert [n for n, _ in TensorCoreArray(2, 3, profile="blackwell").registers("fp16")] == \
         ["a", "w", "prod", "emax", "aligned", "sum", "psum"]
@@ -311,4 +377,23 @@ def test_scale_register_fault_changes_exactly_the_expected_outputs(key, blk, sf,
         want[:, col] = simulator.matmul(a, b, c, profile="blackwell_mx", scale_a=sa, scale_b=sb2,
                                         scale_format=sf)[:, col]
     assert not np.array_equal(_bits(want), _bits(golden))  # the flip matters
+    np.testing.assert_array_equal(_bits(got), _bits(want))
+
+
+@pytest.mark.parametrize("profile,key", [("cdna1", "fp16"), ("cdna2", "bf16")])
+def test_tree_level_sign_flip_negates_a_pair_of_leaves(profile, key):
+    # node1 element q is leaf 2q + leaf 2q+1: its sign flipped as item m passes is, for
+    # that unit's column, A[m, kb + 2q] and A[m, kb + 2q + 1] both negated
+    fmt, rule, a, b, c = _stage_case(profile, key, seed=5)
+    arr = TensorCoreArray(2, 3, profile=profile)
+    sched = arr.schedule(a.shape[0], a.shape[1], b.shape[1], input_format=key)
+    reg = sched.register("node1")
+    r, col, m, q = 1, 0, 1, 1
+    fault = simulator.Fault((r, col), "node1", q * 32 + 31, sched.base_cycle(r, col) + reg.latch + m)
+    got = arr.run(a, b, c, faults=[fault]).output
+    x = fmt.decode(a.view(fmt.uint_dtype))
+    x[m, r * rule.k + 2 * q:r * rule.k + 2 * q + 2] *= -1
+    want = simulator.matmul(a, b, c, profile=profile)
+    want[:, col] = simulator.matmul(fmt.encode(x).view(fmt.dtype), b, c, profile=profile)[:, col]
+    assert not np.array_equal(_bits(want), _bits(simulator.matmul(a, b, c, profile=profile)))
     np.testing.assert_array_equal(_bits(got), _bits(want))
