@@ -966,11 +966,16 @@ def general_sum_cols(ops, i, j0, j1, k0, k1, c, g, tv, te, pe, ps, vec, ivec):
         # and C re-aligned to E = max(Ep, Ec) (align_rounding) and added exactly
         sp = ps[0]
         if n_pass > 1:
+            # pass by pass, each a sweep over the columns (an inner loop over the passes
+            # would keep the sweep from vectorising)
+            pe0 = pe[0]
             for j in range(nc):
-                tot = np.int64(0)
-                for p_ in range(n_pass):
-                    tot += _shr_nonneg(ps[p_, j], emx[j] - pe[p_, j], merge_rd)
-                sp[j] = tot
+                sp[j] = _shr_nonneg(sp[j], emx[j] - pe0[j], merge_rd)
+            for p_ in range(1, n_pass):
+                psp = ps[p_]
+                pep = pe[p_]
+                for j in range(nc):
+                    sp[j] += _shr_nonneg(psp[j], emx[j] - pep[j], merge_rd)
         for j in range(nc):
             ep = np.int64(emx[j])
             c_exp = cex[j]
@@ -1033,12 +1038,16 @@ def general_round_cols(c, nc, nt, n_big, g, tv, vec):
         for j in range(nc):
             x = from_bits(round_bits(as_bits(xs[j]), p_man, p_emin, p_max, p_rne, o_ovf))
             xs[j] = from_bits(round_bits(as_bits(x + c[j]), 23, -126, g.f32.max, True, o_ovf))
+    if n_bad == 0 and not (g.prod_ovf and n_big):
+        # nothing for the IEEE classes to decide (nearly always): rounded straight into c
+        round_block(xs, c, nc, g.out)
+        if g.zero_signed:
+            _keep_zero_sign(c, xs, nc)
+        return
     rounded = vec[2]
     round_block(xs, rounded, nc, g.out)
     if g.zero_signed:
-        for j in range(nc):
-            # IEEE: a nonzero sum that rounds to zero keeps its sign
-            rounded[j] = -0.0 if (rounded[j] == 0.0 and xs[j] < 0.0) else rounded[j]
+        _keep_zero_sign(rounded, xs, nc)
     if g.prod_ovf and n_big:
         for j in range(nc):
             pinf = False
@@ -1058,6 +1067,13 @@ def general_round_cols(c, nc, nt, n_big, g, tv, vec):
                 rounded[j] = special[j] + c[j] if c_mode == C_AFTER else special[j]  # NaN or +-inf
     for j in range(nc):
         c[j] = rounded[j]
+
+
+@njit(cache=True, inline="always")
+def _keep_zero_sign(rounded, xs, n):
+    """IEEE: a nonzero sum xs[j] that rounds to zero keeps its sign (j < n)."""
+    for j in range(n):
+        rounded[j] = -0.0 if (rounded[j] == 0.0 and xs[j] < 0.0) else rounded[j]
 
 
 @njit(cache=True, inline="always")
