@@ -92,9 +92,9 @@ def mitigated(mitigation, fm):
 rows = []  # dicts: rate, chip, fmt, register (None: register-independent), scheme, acc
 retrain_s = []
 t_none = 0.0
-for rate in RATES:
+for ri, rate in enumerate(RATES):
     for chip in range(CHIPS):
-        seed = 1000 * chip + int(round(rate * 1024))
+        seed = 1000 * chip + ri  # one seed per (chip, point): the single-PE and 0.1 % chips differ
         pes = FaultMap.sample(array, rate=rate, seed=seed)  # the PE set (every register)
         for fmt in FORMATS:
             rows.append(dict(rate=rate, chip=chip, fmt=fmt, register=None, scheme="bypass",
@@ -180,14 +180,23 @@ plt.show()
 
 # %% [markdown]
 # ## The numbers
+# Per point: the mean accuracy over chips, its 95 % bootstrap interval, and the median chip.
 
 # %%
-print(f"{'register':8s} {'format':6s} {'scheme':15s} " + " ".join(f"{100 * r:>8.3g}%" for r in RATES))
+def median_of(scheme, fmt, reg, rate):
+    return float(np.median([r["acc"] for r in rows if r["scheme"] == scheme and r["fmt"] == fmt
+                            and r["rate"] == rate and r["register"] in (None, reg)]))
+
+
+print(f"{'register':8s} {'format':6s} {'scheme':15s} "
+      + " ".join(f"{f'{100 * r:.3g} %: mean [95 %] median':>31s}" for r in RATES))
 for reg in REGISTERS:
     for fmt in FORMATS:
         for s in SCHEMES:
             c = curve(s, fmt, reg)
-            print(f"{reg:8s} {fmt:6s} {s:15s} " + " ".join(f"{m:9.3f}" for m in c[:, 0]))
+            print(f"{reg:8s} {fmt:6s} {s:15s} " + " ".join(
+                f"{m:9.3f} [{lo:.3f}, {hi:.3f}] {median_of(s, fmt, reg, rate):7.3f}"
+                for (m, lo, hi), rate in zip(c, RATES)))
 print(f"total {time.perf_counter() - T0:.0f} s ({'full' if FULL else 'small'} mode)")
 
 # %% [markdown]
