@@ -17,13 +17,12 @@ not with the GEMM.  Weight-stationary, it works from the fault events of the run
   rewrites B once, ``a`` (forwarded right, so it reaches the columns right of the
   faulty PE: the events spell that out) rewrites A per group of columns that meet
   the same ``a`` faults; a stuck ``psum`` bit cuts the chain after its PE's MAC, the
-  bit is applied to the binary32 partial sums there and the chain goes on;
-  (a NaN partial sum is the canonical quiet NaN 0x7FC00000 in the register, whatever
-  sign the arithmetic gave it: :func:`simulator._array_kernels.encode_ieee`, so the
-  stuck bit acts on that pattern, as in the kernel);
+  bit is applied to the binary32 partial sums there and the chain goes on (a NaN
+  partial sum is the canonical quiet NaN 0x7FC00000 in the register, whatever sign
+  the arithmetic gave it, :func:`simulator._array_kernels.encode_ieee`, so the stuck
+  bit acts on that pattern, as in the kernel);
 * what the fast path cannot promise goes to the kernel: product registers, tf32
-  operands, the tensor-core array's registers.  Those columns run the
-  array's kernel on a narrower array (same rows, as many columns as they hold per
+  operands, the tensor-core array's registers.  Those columns run the array's kernel on a narrower array (same rows, as many columns as they hold per
   N-tile) with all of their events moved to the new column positions (a
   weight-stationary column depends on A, its B and C columns and the events on its
   own PEs only), plus witness columns that make the kernel pick the arithmetic it
