@@ -139,13 +139,23 @@ def encode_ieee(x, f):
     """float64 exactly representable in an IEEE format ``f`` (an :class:`Encoding`) ->
     its bits (uint64).
 
-    NaN becomes the quiet NaN with the top mantissa bit set (payload not kept).
+    Any NaN becomes the one canonical quiet NaN: sign 0, exponent all ones, only the
+    top mantissa bit set (binary32 0x7FC00000, binary16 0x7E00, bfloat16 0x7FC0).
+    Neither the sign nor the payload of the NaN is kept: a PE register that receives a
+    NaN holds this pattern, as a unit in default-NaN mode writes one (RISC-V's
+    canonical NaN, Arm's FPCR.DN=1 default NaN).  The sign of a NaN that the host's
+    float arithmetic produced (x86 SSE: inf - inf gives 0xFFC00000) is thus never
+    seen by a fault: a stuck bit applied to a NaN gives the same bits on every host,
+    in the kernels and in the slow reference stepper (which call this function).
+    The scalar-FMA profiles' NaN result (``DatapathProfile.nan_fp32`` of
+    ``systolic_fma`` and ``tpu``) is this same pattern; what D holds for a NaN at the
+    end of a run is the profile's (``to_output``), not this register content.
     """
     exp_bits, man_bits, bias = f.exp_bits, f.man_bits, f.bias
     top = (1 << exp_bits) - 1
-    sign = _U1 << np.uint64(exp_bits + man_bits) if math.copysign(1.0, x) < 0 else _U0
     if x != x:
-        return sign | (np.uint64(top) << np.uint64(man_bits)) | (_U1 << np.uint64(man_bits - 1))
+        return (np.uint64(top) << np.uint64(man_bits)) | (_U1 << np.uint64(man_bits - 1))
+    sign = _U1 << np.uint64(exp_bits + man_bits) if math.copysign(1.0, x) < 0 else _U0
     ax = abs(x)
     if ax == np.inf:
         return sign | (np.uint64(top) << np.uint64(man_bits))

@@ -17,12 +17,12 @@ not with the GEMM.  Weight-stationary, it works from the fault events of the run
   rewrites B once, ``a`` (forwarded right, so it reaches the columns right of the
   faulty PE: the events spell that out) rewrites A per group of columns that meet
   the same ``a`` faults; a stuck ``psum`` bit cuts the chain after its PE's MAC, the
-  bit is applied to the binary32 partial sums there and the chain goes on;
+  bit is applied to the binary32 partial sums there and the chain goes on (a NaN
+  partial sum is the canonical quiet NaN 0x7FC00000 in the register, whatever sign
+  the arithmetic gave it, :func:`simulator._array_kernels.encode_ieee`, so the stuck
+  bit acts on that pattern, as in the kernel);
 * what the fast path cannot promise goes to the kernel: product registers, tf32
-  operands, the tensor-core array's registers, and a column where a stuck partial-sum
-  bit meets a NaN and could turn it into a number (the result then hangs on the
-  NaN's sign, which depends on the kernel's own arithmetic).  Those columns run the
-  array's kernel on a narrower array (same rows, as many columns as they hold per
+  operands, the tensor-core array's registers.  Those columns run the array's kernel on a narrower array (same rows, as many columns as they hold per
   N-tile) with all of their events moved to the new column positions (a
   weight-stationary column depends on A, its B and C columns and the events on its
   own PEs only), plus witness columns that make the kernel pick the arithmetic it
@@ -51,7 +51,7 @@ from ._schedule import fault_events
 __all__ = ["chip_gemm"]
 
 _ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
-_QNAN32 = 0x7FC00000  # the binary32 quiet NaN an accumulator register holds for any NaN (encode_ieee)
+_QNAN32 = np.array([0x7FC00000], np.uint32)  # what a binary32 partial-sum register holds for any NaN (encode_ieee)
 
 
 @contextmanager
@@ -234,12 +234,11 @@ def chip_gemm(array, a, b, c=None, *, fault_map: FaultMap, input_format: str | N
             groups.setdefault(tuple(sorted(a_ops.get(key, ()))), []).append(key)
     with _one_thread():
         for sig, keys in groups.items():
-            slow += _group(out, a, bb, cc, sig, keys, fmt, p_ops, array, input_format, C, kstep, Kd)
+            _group(out, a, bb, cc, sig, keys, fmt, p_ops, array, input_format, C, kstep, Kd)
     if slow:
         # the kernel on these columns with all of their events and the operands as
-        # they are (a folded operand or a fast-path segment may carry a NaN's sign
-        # differently, which a stuck bit can then expose), plus witness columns so
-        # that the kernel takes the same arithmetic as on the whole GEMM
+        # they are, plus witness columns so that the kernel takes the same
+        # arithmetic as on the whole GEMM
         _kernel_columns(out, array, _Operands.of(a, b, fmt, rule, acc_fmt), cc, acc_fmt, sorted(set(slow)),
                         {key: allev[key] for key in set(slow)}, ev, em, C, nkf, _witnesses(b, cc, fmt, rule, C))
     return out
@@ -265,9 +264,9 @@ def _witnesses(b, cc, fmt, rule, C) -> list:
     return [divmod(n, C) for n in sorted(cols)]
 
 
-def _group(out, a, bb, cc, sig, keys, fmt, p_ops, array, input_format, C, kstep, Kd) -> list:
+def _group(out, a, bb, cc, sig, keys, fmt, p_ops, array, input_format, C, kstep, Kd) -> None:
     """The columns ``keys`` that meet the folded ``a`` operations ``sig`` (B's folded
-    ``w`` operations already in ``bb``); returns those the fast path left undone."""
+    ``w`` operations already in ``bb``), written into ``out``."""
     ag = a
     if sig:  # one op per (kf, r): the fold's K position; all of them in one vector operation
         ag = np.array(a, copy=True)
@@ -279,16 +278,15 @@ def _group(out, a, bb, cc, sig, keys, fmt, p_ops, array, input_format, C, kstep,
         o = np.array([t(o & mask) for _, _, _, o in sig], u.dtype)
         v = u[:, ks]
         u[:, ks] = (~v & z) | (v & o)
-    return _segmented(out, ag, bb, cc, keys, p_ops, array, input_format, C, kstep, Kd)
+    _segmented(out, ag, bb, cc, keys, p_ops, array, input_format, C, kstep, Kd)
 
 
-def _segmented(out, a, b, c, keys, p_ops, array, input_format, C, kstep, Kd) -> list:
+def _segmented(out, a, b, c, keys, p_ops, array, input_format, C, kstep, Kd) -> None:
     """Columns ``keys`` ((N-tile, PE column), ...) of D on the fast path: the array's
     FMA chain down K cut where a partial sum is stuck, the stuck bits applied to the
-    float32 partial sums there (top PE row first).  Writes ``out``'s columns and
-    returns the keys it could not do: a column where a stuck partial sum meets a NaN
-    and could turn it into a number (the result would hang on the NaN's sign, which
-    the fast path does not promise; the kernel decides those)."""
+    float32 partial sums there (top PE row first), a NaN partial sum being the
+    register's canonical quiet NaN (``_QNAN32``; a stuck bit may turn it into a
+    number, which the chain then carries on).  Writes ``out``'s columns."""
     ns = np.array([nt * C + col for nt, col in keys], np.int64)
     cuts = {}
     for j, key in enumerate(keys):
@@ -296,7 +294,6 @@ def _segmented(out, a, b, c, keys, p_ops, array, input_format, C, kstep, Kd) -> 
             k = kf * kstep + r
             cuts.setdefault(min(k + 1, Kd), []).append((kf, r, j, z, o))  # idle rows: after the fold's last MAC
     acc = np.ascontiguousarray(c[:, ns])
-    bad = np.zeros(len(keys), np.bool_)
     prev = 0
     for p in sorted(set(cuts) | {Kd}):
         if p > prev:
@@ -304,22 +301,12 @@ def _segmented(out, a, b, c, keys, p_ops, array, input_format, C, kstep, Kd) -> 
                 acc = matmul(a[:, prev:p], b[prev:p][:, ns], acc, profile=array.profile, input_format=input_format)
             prev = p
         for kf, r, j, z, o in sorted(cuts.get(p, ()), key=lambda q: (q[0], q[1])):
-            if bad[j]:
-                continue
-            col = acc[:, j]
-            nan = np.isnan(col)
-            if nan.any():
-                # what the register holds for a NaN: the quiet NaN of either sign
-                qn = _apply(np.array([_QNAN32, _QNAN32 | 0x80000000], np.uint32), z, o).view(np.float32)
-                if not np.isnan(qn).all():
-                    bad[j] = True
-                    continue
-            acc[:, j] = _apply(col.view(np.uint32), z, o).view(np.float32)
-            acc[nan, j] = np.nan
+            u = acc[:, j].view(np.uint32).copy()
+            u[np.isnan(acc[:, j])] = _QNAN32[0]  # the register's NaN, whatever sign the arithmetic gave
+            acc[:, j] = _apply(u, z, o).view(np.float32)
     # a stuck bit after the last segment can leave a NaN of any payload: D holds the profile's NaN
     acc = to_output(acc, acc.dtype, get_format("fp32" if acc.dtype == np.float32 else "fp16"), array._profile)
-    out[:, ns[~bad]] = acc[:, ~bad]
-    return [key for key, x in zip(keys, bad) if x]
+    out[:, ns] = acc
 
 
 def _kernel_columns(out, array, ops, cc, acc_fmt, keys, kept, ev, em, C, nkf, extra=()):

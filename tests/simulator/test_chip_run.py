@@ -7,6 +7,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+import simulator
 from simulator import FaultMap, SystolicArray, TensorCoreArray, chip_gemm, matmul
 
 _ARRAYS = [
@@ -71,6 +72,41 @@ def test_chip_gemm_stuck_partial_sums_through_nan():
         ref = arr.run(a, b, fault_map=fm).output
         assert np.isnan(ref).any() or np.isinf(ref).any()
         np.testing.assert_array_equal(_bits(chip_gemm(arr, a, b, fault_map=fm)), _bits(ref))
+
+
+def test_stuck_partial_sum_on_a_nan_acts_on_the_canonical_quiet_nan():
+    """A partial-sum register that receives a NaN holds the one quiet NaN 0x7FC00000
+    (the scalar-FMA profile's NaN), whatever sign the host's arithmetic gave it
+    (x86: inf - inf is negative; a NaN operand keeps its sign): a stuck bit on it gives
+    the same number on every row, and chip_gemm, the kernel and the slow reference
+    stepper agree bit for bit.  Column 2 is one FMA chain down K = 4: the stuck bit
+    at PE (1, 2) acts after the second MAC; b is all ones, so D[m, 2] is the faulty
+    partial sum + a[m, 2] + a[m, 3], exactly."""
+    assert simulator.PROFILES["systolic_fma"].nan_fp32 == 0x7FC00000
+    arr = SystolicArray(4, 4)
+    neg_nan, pos_nan = np.uint16(0xFE00).view(np.float16), np.uint16(0x7E00).view(np.float16)
+    a = np.array([[np.inf, -np.inf, 2, 3],      # inf - inf at PE row 1: the host's NaN (x86: negative)
+                  [-np.inf, np.inf, 2, 3],
+                  [neg_nan, 1, 2, 3],           # a negative NaN operand at row 0
+                  [pos_nan, 1, 2, 3],
+                  [1, 1, 2, 3]], np.float16)    # no NaN: 2.0 = 0x40000000 there
+    b = np.ones((4, 4), np.float16)
+    # (bit, kind) -> D[:, 2] expected from the bit patterns by hand
+    nan_to = {(30, "stuck0"): 1.5 + 5,           # 0x3FC00000 = 1.5; 2.0 -> 0x00000000 = 0
+              (22, "stuck0"): np.inf,            # 0x7F800000: the quiet bit cleared is inf
+              (31, "stuck1"): np.nan}            # 0xFFC00000: still a NaN
+    plain = {(30, "stuck0"): 0.0 + 5, (22, "stuck0"): 2.0 + 5, (31, "stuck1"): -2.0 + 5}
+    for (bit, kind), want in nan_to.items():
+        fm = FaultMap([((1, 2), "psum", bit, kind)])
+        got = chip_gemm(arr, a, b, fault_map=fm)
+        run = arr.run(a, b, fault_map=fm).output
+        slow = arr.run(a, b, faults=fm.faults, trace=("psum",)).output
+        np.testing.assert_array_equal(_bits(got), _bits(run))
+        np.testing.assert_array_equal(_bits(got), _bits(slow))
+        np.testing.assert_array_equal(got[:4, 2], np.full(4, want, np.float32))
+        assert got[4, 2] == plain[(bit, kind)]
+        if np.isnan(want):  # D holds the profile's NaN
+            assert (_bits(got[:4, 2]) == 0x7FC00000).all()
 
 
 def test_chip_gemm_stuck_partial_sum_on_an_idle_row_gives_the_profile_nan():
