@@ -55,6 +55,7 @@ EV_FOLD, EV_REG, EV_R, EV_C0, EV_C1, EV_I0, EV_I1, EV_ELEM, EV_STAGE = range(9)
 EV_COLS = 9
 
 EXP_BITS = 10
+QNAN32 = 0x7FC00000  # binary32's canonical quiet NaN, what a register holds for any NaN (encode_ieee)
 EXP_NONE = 0x200  # the 10-bit code of "no exponent" (SENTINEL)
 _EXP_MASK = np.uint64(0x3FF)
 _U0 = np.uint64(0)
@@ -824,10 +825,13 @@ def _unit_step(u, g, ab, wb, sab, swb, kn, c_val, av1, ae1, bv1, be1, sav1, sae1
 
 @njit(cache=True)
 def _f32_ops(x, ev, em, ne, reg, r, c, i, elem, stage):
-    """The events on one binary32 element (x float32) of a register, applied to its bits."""
+    """The events on one binary32 element (x float32) of a register, applied to its bits
+    (a NaN held as the canonical quiet NaN, as :func:`encode_ieee` holds one)."""
     tmp = np.empty(1, np.float32)
     tmp[0] = x
     bits = tmp.view(np.uint32)
+    if x != x:
+        bits[0] = np.uint32(QNAN32)
     bits[0] = np.uint32(_ops(np.uint64(bits[0]), ev, em, 0, ne, reg, r, c, i, elem, stage) & np.uint64(0xFFFFFFFF))
     return tmp[0]
 

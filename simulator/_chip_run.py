@@ -51,7 +51,6 @@ from ._schedule import fault_events
 __all__ = ["chip_gemm"]
 
 _ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
-_QNAN32 = np.array([0x7FC00000], np.uint32)  # what a binary32 partial-sum register holds for any NaN (encode_ieee)
 
 
 @contextmanager
@@ -285,7 +284,7 @@ def _segmented(out, a, b, c, keys, p_ops, array, input_format, C, kstep, Kd) -> 
     """Columns ``keys`` ((N-tile, PE column), ...) of D on the fast path: the array's
     FMA chain down K cut where a partial sum is stuck, the stuck bits applied to the
     float32 partial sums there (top PE row first), a NaN partial sum being the
-    register's canonical quiet NaN (``_QNAN32``; a stuck bit may turn it into a
+    register's canonical quiet NaN (``AK.QNAN32``; a stuck bit may turn it into a
     number, which the chain then carries on).  Writes ``out``'s columns."""
     ns = np.array([nt * C + col for nt, col in keys], np.int64)
     cuts = {}
@@ -302,7 +301,7 @@ def _segmented(out, a, b, c, keys, p_ops, array, input_format, C, kstep, Kd) -> 
             prev = p
         for kf, r, j, z, o in sorted(cuts.get(p, ()), key=lambda q: (q[0], q[1])):
             u = acc[:, j].view(np.uint32).copy()
-            u[np.isnan(acc[:, j])] = _QNAN32[0]  # the register's NaN, whatever sign the arithmetic gave
+            u[np.isnan(acc[:, j])] = np.uint32(AK.QNAN32)  # the register's NaN, whatever sign the arithmetic gave
             acc[:, j] = _apply(u, z, o).view(np.float32)
     # a stuck bit after the last segment can leave a NaN of any payload: D holds the profile's NaN
     acc = to_output(acc, acc.dtype, get_format("fp32" if acc.dtype == np.float32 else "fp16"), array._profile)

@@ -59,7 +59,8 @@ GeneralOperands = namedtuple("GeneralOperands", ["av", "ae", "bv", "be", "sav", 
 GeneralOperands.__doc__ = """Operands of :func:`general_fused_gemm`: av (M, K) float64, ae int16; bv, be
 (K, N); block scales sav, sae (M, K // blk), sbv, sbe (K // blk, N) float64 / int16;
 blk (int64) 0 for none; clean (M, ceil(K / k_step)) bool, True where step s of row i
-holds only finite operands whose products stay below 2**128 (:func:`clean_steps`;
+holds only finite operands whose products stay below 2**128
+(:func:`simulator._matmul.clean_steps`;
 (0, 0): no step is known clean)."""
 
 GeneralStep = namedtuple("GeneralStep", ["k_step", "group_k", "zero_set", "c_zero_exp", "frac", "c_mode", "pat",
