@@ -22,8 +22,9 @@ not with the GEMM.  Weight-stationary, it works from the fault events of the run
   the arithmetic gave it, :func:`simulator._array_kernels.encode_ieee`, so the stuck
   bit acts on that pattern, as in the kernel);
 * what the fast path cannot promise goes to the kernel: product registers, tf32
-  operands, the tensor-core array's registers.  Those columns run the array's kernel on a narrower array (same rows, as many columns as they hold per
-  N-tile) with all of their events moved to the new column positions (a
+  operands, the tensor-core array's registers.  Those columns run the array's
+  kernel on a narrower array (same rows, as many columns as they hold per N-tile)
+  with all of their events moved to the new column positions (a
   weight-stationary column depends on A, its B and C columns and the events on its
   own PEs only), plus witness columns that make the kernel pick the arithmetic it
   picks for the whole GEMM.
