@@ -46,6 +46,7 @@ from ._zoo import MODELS, Model, get_model
 from ._workload import (MODELS_DIR_ENV, SHIPPED_BATCH, WORKLOAD_OUTCOMES, WORKLOADS, Workload, get_workload,
                         load_workload, minilm_retrieval)
 from ._chip import array_gemm, chip_faults, param_masks, retrain_masked, run_on_chip, weight_masks
+from ._jax_engine import JAX_INPUT_FORMATS, jax_matmul
 from ._pretrained import ACTIVATIONS, POOLING_MODES, BertConfig, PretrainedModel, load_pretrained
 
 __all__ = ["ACCUMULATORS", "INPUT_FORMATS", "Accelerator", "AcceleratedFunction", "GoldenTrace", "InjectStats",
@@ -59,3 +60,4 @@ __all__ += ["array_gemm", "chip_faults", "param_masks", "retrain_masked", "run_o
 __all__ += ["ACTIVATIONS", "POOLING_MODES", "BertConfig", "PretrainedModel", "load_pretrained"]
 __all__ += ["SCALINGS", "Scales", "ScaleBitFlip"]
 __all__ += ["MODELS_DIR_ENV", "WORKLOADS", "minilm_retrieval"]
+__all__ += ["JAX_INPUT_FORMATS", "jax_matmul"]
