@@ -81,6 +81,7 @@ class _Config:
     f32: _Target
     acc: str
     nan_bits: int
+    group: int  # products summed per int32 partial sum
 
 
 def _targets(rule: StepRule, acc: Format):
@@ -120,12 +121,16 @@ def _config(profile, fmt: Format, acc_name: str) -> _Config:
     if bound >= 1 << 32 or rule.frac_bits < 2 * fmt.man_bits:
         raise _not_yet(f"profile {prof.name!r} {fmt.name} (a pass of {per_pass} terms at frac_bits="
                        f"{rule.frac_bits} exceeds the uint32 sums)")
+    # int32 group sums of signed products: the largest group size dividing the pass
+    # length (laid out as in _gemm) whose sum stays below 2**31
+    max_term = max_sig * max_sig << (rule.frac_bits - 2 * fmt.man_bits)
+    group = max(g for g in range(1, per_pass + 1) if per_pass % g == 0 and g * max_term < 1 << 31)
     pas, out, f32 = _targets(rule, acc)
     nan = prof.nan_fp32 if acc_name == "fp32" else prof.nan_fp16
     nan = (0x7FC00000 if acc_name == "fp32" else 0x7E00) if nan is None else nan
     return _Config(fmt, rule.k, tuple(rule.passes), rule.frac_bits, rule.c_mode == "fused",
                    _SENTINEL if rule.zero_exp is None else rule.zero_exp, rule.zero_exp, pas, out, f32, acc_name,
-                   nan)
+                   nan, group)
 
 
 @functools.lru_cache(maxsize=None)
@@ -272,14 +277,26 @@ def _pass(cfg: _Config, a, b, carry, c_emin, c_zero, bad):
     calign = jnp.where(czero, c_zero, jnp.where(cfin, jnp.maximum(cbe - 127, c_emin), _SENTINEL))
     e = jnp.maximum(jnp.max(pe, axis=0), calign)
     frac, man = cfg.frac, cfg.fmt.man_bits
-    # products: sig_a * sig_b < 2**(2 man + 2) at 2**(ea + eb - 2 man); aligned to
-    # 2**(E - frac) by a left shift of at most frac - 2 man or a truncating right shift
-    prod = asig[:, :, None] * bsig[:, None, :]
-    sh = pe - e[None] + (frac - 2 * man)
-    term = jnp.where(sh >= 0, _shl(prod, sh), _shr(prod, -sh))
-    neg = ((afl[:, :, None] ^ bfl[:, None, :]) & _NEG) != 0
-    pos_sum = jnp.sum(jnp.where(neg, _U(0), term), axis=0, dtype=_U)
-    neg_sum = jnp.sum(jnp.where(neg, term, _U(0)), axis=0, dtype=_U)
+    # products: sig_a * sig_b < 2**(2 man + 2) at 2**(ea + eb - 2 man); with A's
+    # significands pre-shifted by L = frac - 2 man, a product's magnitude at 2**(pe - frac)
+    # is below 2**(frac + 2) <= 2**27; aligned to 2**(E - frac) by a truncating right shift
+    # of E - pe >= 0 (31 or more: 0)
+    lsh = frac - 2 * man
+    prod = (asig << lsh)[:, :, None] * bsig[:, None, :]
+    term = lax.shift_right_logical(prod, jnp.minimum(e[None] - pe, 31).astype(_U))
+    # signed terms (two's complement by the sign mask), summed in int32 in groups of
+    # cfg.group (each group's sum below 2**31 in magnitude: checked in _config)
+    amask = jnp.where((afl & _NEG) != 0, _U(0xFFFFFFFF), _U(0))
+    bmask = jnp.where((bfl & _NEG) != 0, _U(0xFFFFFFFF), _U(0))
+    nm = amask[:, :, None] ^ bmask[:, None, :]
+    signed = lax.bitcast_convert_type((term ^ nm) - nm, _I)
+    P = signed.shape[0]
+    groups = jnp.sum(signed.reshape((P // cfg.group, cfg.group) + signed.shape[1:]), axis=1, dtype=_I)
+    neg = nm != 0
+    # positives and negatives apart in uint32 (their sums stay below 2**32: _config)
+    gabs = lax.bitcast_convert_type(jnp.abs(groups), _U)
+    pos_sum = jnp.sum(jnp.where(groups >= 0, gabs, _U(0)), axis=0, dtype=_U)
+    neg_sum = jnp.sum(jnp.where(groups < 0, gabs, _U(0)), axis=0, dtype=_U)
     csh = cu + frac - e
     cterm = jnp.where(cfin & ~czero, jnp.where(csh >= 0, _shl(cm, csh), _shr(cm, -csh)), _U(0))
     pos_sum = pos_sum + jnp.where(cneg, _U(0), cterm)
