@@ -41,7 +41,7 @@ from simulator import FORMATS, Format, StepRule, get_profile
 __all__ = ["jax_matmul", "JAX_INPUT_FORMATS"]
 
 #: input formats the JAX engine takes (one format for A and B)
-JAX_INPUT_FORMATS = ("fp16", "bf16", "e4m3", "e5m2")
+JAX_INPUT_FORMATS = ("fp16", "bf16", "e4m3", "e5m2", "tf32")
 _ACCUMULATORS = ("fp32", "fp16")
 # alignment exponent of a term that takes no part (zero, inf, NaN): far below any real
 # exponent; two of them and a zero_exp still fit int32 with room
@@ -107,6 +107,8 @@ def _config(profile, fmt: Format, acc_name: str) -> _Config:
     if rule.frac_bits is None or not rule.classic_form:
         raise _not_yet(f"profile {prof.name!r} {fmt.name} (a rule beyond the classic fused kernel: "
                        f"frac_bits={rule.frac_bits}, tree={rule.tree!r}, c_mode={rule.c_mode!r})")
+    if fmt.name == "tf32" and rule.operand_rounding != "rz":
+        raise _not_yet(f"profile {prof.name!r} tf32 with operand_rounding={rule.operand_rounding!r}")
     if acc_name not in prof.accumulators:
         raise ValueError(f"profile {prof.name!r} supports accumulators {prof.accumulators}, not {acc_name}")
     acc = FORMATS[acc_name]
@@ -292,7 +294,6 @@ def _pass(cfg: _Config, a, b, carry, c_emin, c_zero, bad):
     signed = lax.bitcast_convert_type((term ^ nm) - nm, _I)
     P = signed.shape[0]
     groups = jnp.sum(signed.reshape((P // cfg.group, cfg.group) + signed.shape[1:]), axis=1, dtype=_I)
-    neg = nm != 0
     # positives and negatives apart in uint32 (their sums stay below 2**32: _config)
     gabs = lax.bitcast_convert_type(jnp.abs(groups), _U)
     pos_sum = jnp.sum(jnp.where(groups >= 0, gabs, _U(0)), axis=0, dtype=_U)
@@ -313,6 +314,7 @@ def _pass(cfg: _Config, a, b, carry, c_emin, c_zero, bad):
         pnan = (an[:, :, None] | bn[:, None, :] | (ai[:, :, None] & bz[:, None, :])
                 | (az[:, :, None] & bi[:, None, :]))
         pinf = (ai[:, :, None] | bi[:, None, :]) & ~pnan
+        neg = (amask[:, :, None] ^ bmask[:, None, :]) != 0  # here: the cond's operands stay (P, M) and (P, N)
         return jnp.any(pnan, axis=0), jnp.any(pinf & ~neg, axis=0), jnp.any(pinf & neg, axis=0)
 
     def none(_):
@@ -347,8 +349,29 @@ def _step(cfg: _Config, acc, a_step, b_step):
             return jnp.where(fin, _round(neg, m, u, no_sticky, cfg.out), s)
 
 
+def _decode_tf32(x, zero_exp):
+    """float32 array -> its tf32 operands (narrowed toward zero: the top 19 bits kept,
+    as ``operand_rounding="rz"``) as (sig uint32, exp int32, flags uint8), the fields of
+    the table of :func:`_operand_table`, by bit arithmetic."""
+    f = FORMATS["tf32"]
+    bits = lax.bitcast_convert_type(x, _U) & _U(((1 << f.width) - 1) << f.container_shift)
+    man = (bits >> f.container_shift) & ((1 << f.man_bits) - 1)
+    be = ((bits >> (f.container_shift + f.man_bits)) & ((1 << f.exp_bits) - 1)).astype(_I)
+    special = be == (1 << f.exp_bits) - 1
+    nan, inf = special & (man != 0), special & (man == 0)
+    zero = (be == 0) & (man == 0)
+    sig = jnp.where(special, _U(0), jnp.where(be > 0, man | (1 << f.man_bits), man))
+    e = jnp.maximum(be - f.bias, f.emin)
+    e = jnp.where(zero, _SENTINEL if zero_exp is None else zero_exp, jnp.where(special, _SENTINEL, e))
+    flags = (jnp.where((bits >> 31) == 1, _NEG, 0) | jnp.where(zero, _ZERO, 0) | jnp.where(inf, _INF, 0)
+             | jnp.where(nan, _NAN, 0))
+    return sig, e.astype(_I), flags.astype(jnp.uint8)
+
+
 def _decode(x, fmt: Format, zero_exp):
     """Input array -> (sig uint32, exp int32, flags uint8) by table lookup of its codes."""
+    if fmt.name == "tf32":
+        return _decode_tf32(x, zero_exp)
     sig, e, fl = _operand_table(fmt, zero_exp)
     idx = lax.bitcast_convert_type(x, jnp.dtype(fmt.uint_dtype)).astype(_I)
     return jnp.asarray(sig)[idx], jnp.asarray(e)[idx], jnp.asarray(fl)[idx]
@@ -394,16 +417,21 @@ def _gemm(cfg: _Config, a, b, c_bits):
 
 def _input_format(x, input_format) -> Format:
     dt = np.dtype(x.dtype)
-    fmt = next((FORMATS[n] for n in JAX_INPUT_FORMATS if FORMATS[n].dtype == dt), None)
+    fmt = next((FORMATS[n] for n in JAX_INPUT_FORMATS if n != "tf32" and FORMATS[n].dtype == dt), None)
     if input_format is not None:
         if not isinstance(input_format, str):
             raise TypeError(f"input_format must be a format name such as 'fp16', not {type(input_format).__name__}")
         if input_format not in JAX_INPUT_FORMATS:
             raise _not_yet(f"input_format {input_format!r} (the engine takes {JAX_INPUT_FORMATS})")
-        if fmt is None or fmt.name != input_format:
-            raise TypeError(f"input_format={input_format!r} needs {FORMATS[input_format].dtype} arrays, not {dt}")
+        want = FORMATS[input_format]
+        if dt != want.dtype:
+            raise TypeError(f"input_format={input_format!r} needs {want.dtype} arrays, not {dt}")
+        return want
+    if dt == np.float32:
+        raise TypeError("float32 inputs need input_format='tf32' (the matrix units take tf32, not binary32)")
     if fmt is None:
-        raise _not_yet(f"inputs of dtype {dt} (the engine takes float16, bfloat16, float8_e4m3fn, float8_e5m2)")
+        raise _not_yet(f"inputs of dtype {dt} (the engine takes float16, bfloat16, float8_e4m3fn, float8_e5m2 "
+                       f"and float32 as tf32)")
     return fmt
 
 
@@ -412,20 +440,20 @@ def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None):
     variant), in ``jax.numpy`` integer arithmetic: jit-able, vmap-able, no x64 needed.
 
     Args:
-        a: (M, K) or (G, M, K) array (JAX or NumPy) of float16, bfloat16, float8_e4m3fn
-            or float8_e5m2.
+        a: (M, K) or (G, M, K) array (JAX or NumPy) of float16, bfloat16, float8_e4m3fn,
+            float8_e5m2, or float32 with ``input_format="tf32"`` (narrowed toward zero).
         b: (K, N) or (G, K, N) array of the same dtype.
         c: (M, N) / (G, M, N) float32 or float16 accumulator, or None (+0, float32);
             its dtype picks the accumulator format.
         profile: a name in :data:`simulator.PROFILES` or a DatapathProfile whose rule for
             the format runs on the classic fused kernel (``StepRule.classic_form``).
-        input_format: the format's name (optional; must match the dtype).
+        input_format: the format's name; needed only for float32 (``"tf32"``).
     Returns:
         D as a JAX array of c's dtype (float32 when c is None), NaNs carrying the
         profile's NaN bits.
     Raises:
         TypeError/ValueError for bad arguments; ValueError naming what is not yet in
-        the JAX engine (tf32/fp32 inputs, FP4/FP6, fnuz FP8, mixed A/B formats, pairwise,
+        the JAX engine (fp32 inputs, FP4/FP6, fnuz FP8, mixed A/B formats, pairwise,
         aligned-C, exact-FMA and grouped rules).
     """
     for name, x in (("a", a), ("b", b)):

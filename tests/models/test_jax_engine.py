@@ -37,8 +37,8 @@ DISTINCT = list(_FIRST.values())
 
 
 @functools.lru_cache(maxsize=None)
-def _jitted(profile):
-    return jax.jit(functools.partial(jax_matmul, profile=profile))
+def _jitted(profile, input_format=None):
+    return jax.jit(functools.partial(jax_matmul, profile=profile, input_format=input_format))
 
 
 def _bits(x):
@@ -47,8 +47,9 @@ def _bits(x):
 
 
 def _check(profile, a, b, c):
-    want = simulator.matmul(a, b, c, profile=profile)
-    got = np.asarray(_jitted(profile)(a, b, c))
+    fmt = "tf32" if a.dtype == np.float32 else None  # float32 inputs: tf32, narrowed by the rule
+    want = simulator.matmul(a, b, c, profile=profile, input_format=fmt)
+    got = np.asarray(_jitted(profile, fmt)(a, b, c))
     assert got.dtype == want.dtype
     diff = np.flatnonzero(_bits(got) != _bits(want))
     assert diff.size == 0, (f"{profile} {a.dtype} acc {c.dtype}: {diff.size} of {want.size} differ, first at "
@@ -106,7 +107,7 @@ def test_equals_simulator(profile, fmt, acc):
 
 
 _HYP_CASES = [("hopper", "fp16", "fp32"), ("hopper", "e4m3", "fp16"), ("blackwell", "bf16", "fp32"),
-              ("ada", "e5m2", "fp32")]
+              ("ada", "e5m2", "fp32"), ("ampere", "tf32", "fp16")]
 
 
 @settings(max_examples=15)
@@ -118,8 +119,9 @@ def test_hypothesis_random_codes(case, seed, special):
     rng = np.random.default_rng(seed)
     f = simulator.FORMATS[fmt]
     if special:
-        a = rng.integers(0, 1 << f.width, (M, K)).astype(f.uint_dtype).view(f.dtype)
-        b = rng.integers(0, 1 << f.width, (K, N)).astype(f.uint_dtype).view(f.dtype)
+        hi = 1 << f.container_bits  # every bit of the container (tf32: the low 13 bits too)
+        a = rng.integers(0, hi, (M, K), dtype=np.uint64).astype(f.uint_dtype).view(f.dtype)
+        b = rng.integers(0, hi, (K, N), dtype=np.uint64).astype(f.uint_dtype).view(f.dtype)
         cu = np.uint32 if acc == "fp32" else np.uint16
         c = rng.integers(0, np.iinfo(cu).max, (M, N), dtype=np.uint64).astype(cu)
         c = c.view(np.float32 if acc == "fp32" else np.float16)
@@ -166,8 +168,9 @@ def test_no_64_bit_types():
     (("fp16", "fp16"), dict(profile="systolic_fma"), "profile 'systolic_fma' fp16 .* not yet in the JAX engine"),
     (("bf16", "bf16"), dict(profile="tpu"), "profile 'tpu' bf16 .* not yet in the JAX engine"),
     (("bf16", "bf16"), dict(profile="cdna2"), "profile 'cdna2' bf16 .* not yet in the JAX engine"),
-    (("fp32", "fp32"), dict(input_format="tf32"), "input_format 'tf32' .* not yet in the JAX engine"),
-    (("fp32", "fp32"), {}, "inputs of dtype float32 .* not yet in the JAX engine"),
+    (("fp32", "fp32"), dict(input_format="fp32"), "input_format 'fp32' .* not yet in the JAX engine"),
+    (("tf32", "tf32"), dict(input_format="tf32", profile="cdna3"), "profile 'cdna3' tf32 .* not yet in the JAX"),
+    (("tf32", "tf32"), dict(input_format="tf32", profile="systolic_fma"), "profile 'systolic_fma' tf32 .* not yet"),
     (("e4m3", "e5m2"), {}, "different dtypes .* not yet in the JAX engine"),
     (("e4m3fnuz", "e4m3fnuz"), dict(profile="cdna3"), "float8_e4m3fnuz .* not yet in the JAX engine"),
     (("e2m1", "e2m1"), dict(profile="blackwell"), "not yet in the JAX engine"),
@@ -189,5 +192,7 @@ def test_bad_arguments():
         jax_matmul(a, np.zeros((16, 2), np.float16), np.zeros((2, 2), np.int32))
     with pytest.raises(TypeError, match="input_format='bf16' needs bfloat16 arrays"):
         jax_matmul(a, np.zeros((16, 2), np.float16), input_format="bf16")
+    with pytest.raises(TypeError, match="float32 inputs need input_format='tf32'"):
+        jax_matmul(np.zeros((2, 8), np.float32), np.zeros((8, 2), np.float32))
     with pytest.raises(ValueError, match="c must have shape \\(2, 2\\)"):
         jax_matmul(a, np.zeros((16, 2), np.float16), np.zeros((3, 2), np.float32))
