@@ -70,6 +70,7 @@ class _Target:
 class _Config:
     """Everything static about one GEMM: hashable, the jit cache key."""
     fmt: Format
+    fmt_b: Format  # B's format (A's, or another FP8 of the same rule)
     k: int
     passes: tuple
     frac: int
@@ -101,11 +102,11 @@ def _not_yet(what: str) -> ValueError:
     return ValueError(f"{what} is not yet in the JAX engine (models.jax_matmul); use simulator.matmul")
 
 
-def _config(profile, fmt: Format, acc_name: str) -> _Config:
+def _config(profile, fmt: Format, fmt_b: Format, acc_name: str) -> _Config:
     prof = get_profile(profile)
-    rule = prof.rule(fmt.name)
+    rule = prof.rule(fmt.name, fmt_b.name)
     if rule.frac_bits is None or not rule.classic_form:
-        raise _not_yet(f"profile {prof.name!r} {fmt.name} (a rule beyond the classic fused kernel: "
+        raise _not_yet(f"profile {prof.name!r} {fmt.name if fmt == fmt_b else fmt.name + ' x ' + fmt_b.name} (a rule beyond the classic fused kernel: "
                        f"frac_bits={rule.frac_bits}, tree={rule.tree!r}, c_mode={rule.c_mode!r})")
     if fmt.name == "tf32" and rule.operand_rounding != "rz":
         raise _not_yet(f"profile {prof.name!r} tf32 with operand_rounding={rule.operand_rounding!r}")
@@ -113,24 +114,24 @@ def _config(profile, fmt: Format, acc_name: str) -> _Config:
         raise ValueError(f"profile {prof.name!r} supports accumulators {prof.accumulators}, not {acc_name}")
     acc = FORMATS[acc_name]
     # int32/uint32 headroom: a pass sums its products' magnitudes (each below
-    # max_sig**2 * 2**(frac - 2 * man) after alignment) and the carried term's (below
+    # max_sig_a * max_sig_b * 2**(frac - man_a - man_b) after alignment) and the carried term's (below
     # 2**(frac + 1)) in uint32; positives and negatives apart, so each sum must stay
     # below 2**32 (hopper fp16, frac 25, 16 products: < 2**31 + 2**26)
     n_pass = max(rule.passes) + 1
     per_pass = max(sum(1 for t in range(rule.k) if rule.passes[t % len(rule.passes)] == p) for p in range(n_pass))
-    max_sig = (1 << (fmt.man_bits + 1)) - 1
-    bound = per_pass * (max_sig * max_sig << max(0, rule.frac_bits - 2 * fmt.man_bits)) + (1 << (rule.frac_bits + 1))
-    if bound >= 1 << 32 or rule.frac_bits < 2 * fmt.man_bits:
+    lsh = rule.frac_bits - fmt.man_bits - fmt_b.man_bits
+    max_term = ((1 << (fmt.man_bits + 1)) - 1) * ((1 << (fmt_b.man_bits + 1)) - 1) << max(0, lsh)
+    bound = per_pass * max_term + (1 << (rule.frac_bits + 1))
+    if bound >= 1 << 32 or lsh < 0:
         raise _not_yet(f"profile {prof.name!r} {fmt.name} (a pass of {per_pass} terms at frac_bits="
                        f"{rule.frac_bits} exceeds the uint32 sums)")
     # int32 group sums of signed products: the largest group size dividing the pass
     # length (laid out as in _gemm) whose sum stays below 2**31
-    max_term = max_sig * max_sig << (rule.frac_bits - 2 * fmt.man_bits)
     group = max(g for g in range(1, per_pass + 1) if per_pass % g == 0 and g * max_term < 1 << 31)
     pas, out, f32 = _targets(rule, acc)
     nan = prof.nan_fp32 if acc_name == "fp32" else prof.nan_fp16
     nan = (0x7FC00000 if acc_name == "fp32" else 0x7E00) if nan is None else nan
-    return _Config(fmt, rule.k, tuple(rule.passes), rule.frac_bits, rule.c_mode == "fused",
+    return _Config(fmt, fmt_b, rule.k, tuple(rule.passes), rule.frac_bits, rule.c_mode == "fused",
                    _SENTINEL if rule.zero_exp is None else rule.zero_exp, rule.zero_exp, pas, out, f32, acc_name,
                    nan, group)
 
@@ -278,12 +279,12 @@ def _pass(cfg: _Config, a, b, carry, c_emin, c_zero, bad):
     cbe = ((carry >> 23) & 0xFF).astype(_I)
     calign = jnp.where(czero, c_zero, jnp.where(cfin, jnp.maximum(cbe - 127, c_emin), _SENTINEL))
     e = jnp.maximum(jnp.max(pe, axis=0), calign)
-    frac, man = cfg.frac, cfg.fmt.man_bits
-    # products: sig_a * sig_b < 2**(2 man + 2) at 2**(ea + eb - 2 man); with A's
-    # significands pre-shifted by L = frac - 2 man, a product's magnitude at 2**(pe - frac)
+    frac = cfg.frac
+    # products: sig_a * sig_b < 2**(man_a + man_b + 2) at 2**(ea + eb - man_a - man_b); with
+    # A's significands pre-shifted by L = frac - man_a - man_b, a product's magnitude at 2**(pe - frac)
     # is below 2**(frac + 2) <= 2**27; aligned to 2**(E - frac) by a truncating right shift
     # of E - pe >= 0 (31 or more: 0)
-    lsh = frac - 2 * man
+    lsh = frac - cfg.fmt.man_bits - cfg.fmt_b.man_bits
     prod = (asig << lsh)[:, :, None] * bsig[:, None, :]
     term = lax.shift_right_logical(prod, jnp.minimum(e[None] - pe, 31).astype(_U))
     # signed terms (two's complement by the sign mask), summed in int32 in groups of
@@ -406,7 +407,7 @@ def _gemm(cfg: _Config, a, b, c_bits):
         return tuple(out)
 
     ad = lay(_decode(a, cfg.fmt, cfg.zero_exp), False)
-    bd = lay(_decode(b, cfg.fmt, cfg.zero_exp), True)
+    bd = lay(_decode(b, cfg.fmt_b, cfg.zero_exp), True)
 
     def body(acc, xs):
         return _step(cfg, acc, xs[0], xs[1]), None
@@ -442,7 +443,7 @@ def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None):
     Args:
         a: (M, K) or (G, M, K) array (JAX or NumPy) of float16, bfloat16, float8_e4m3fn,
             float8_e5m2, or float32 with ``input_format="tf32"`` (narrowed toward zero).
-        b: (K, N) or (G, K, N) array of the same dtype.
+        b: (K, N) or (G, K, N) array of the same dtype, or the other FP8 (e4m3 x e5m2).
         c: (M, N) / (G, M, N) float32 or float16 accumulator, or None (+0, float32);
             its dtype picks the accumulator format.
         profile: a name in :data:`simulator.PROFILES` or a DatapathProfile whose rule for
@@ -453,7 +454,7 @@ def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None):
         profile's NaN bits.
     Raises:
         TypeError/ValueError for bad arguments; ValueError naming what is not yet in
-        the JAX engine (fp32 inputs, FP4/FP6, fnuz FP8, mixed A/B formats, pairwise,
+        the JAX engine (fp32 inputs, FP4/FP6, fnuz FP8, pairwise,
         aligned-C, exact-FMA and grouped rules).
     """
     for name, x in (("a", a), ("b", b)):
@@ -461,9 +462,14 @@ def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None):
             raise TypeError(f"{name} must be a JAX or NumPy array, not {type(x).__name__}")
     if a.ndim not in (2, 3) or b.ndim != a.ndim:
         raise ValueError(f"a and b must both be 2-D (or both 3-D, a batch), not {a.ndim}-D and {b.ndim}-D")
-    if np.dtype(a.dtype) != np.dtype(b.dtype):
-        raise _not_yet(f"a and b of different dtypes ({a.dtype} x {b.dtype})")
     fmt = _input_format(a, input_format)
+    fmt_b = fmt
+    if np.dtype(a.dtype) != np.dtype(b.dtype):
+        # mixed operands exist only among the formats of at most 8 bits (e4m3 x e5m2)
+        fmt_b = _input_format(b, None)
+        if fmt.container_bits > 8 or fmt_b.container_bits > 8:
+            raise TypeError(f"a and b must have the same dtype, or both be formats of at most 8 bits, "
+                            f"not {a.dtype} and {b.dtype}")
     if a.ndim == 3:
         if b.shape[0] != a.shape[0] or (c is not None and (c.ndim != 3 or c.shape[0] != a.shape[0])):
             raise ValueError(f"a, b and c must hold the same number of GEMMs along axis 0, not "
@@ -482,7 +488,7 @@ def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None):
     if tuple(c.shape) != (M, N):
         raise ValueError(f"c must have shape {(M, N)}, not {tuple(c.shape)}")
     acc = "fp32" if np.dtype(c.dtype) == np.float32 else "fp16"
-    cfg = _config(profile, fmt, acc)
+    cfg = _config(profile, fmt, fmt_b, acc)
     if acc == "fp32":
         cb = lax.bitcast_convert_type(jnp.asarray(c), _U)
     else:
