@@ -43,6 +43,7 @@ __all__ = ["jax_matmul", "JAX_INPUT_FORMATS"]
 #: input formats the JAX engine takes (one format for A and B)
 JAX_INPUT_FORMATS = ("fp16", "bf16", "e4m3", "e5m2", "tf32")
 _ACCUMULATORS = ("fp32", "fp16")
+_SPLIT_REDUCTIONS = ("sequential", "butterfly", "pairwise")  # simulator.matmul's split_reduce values
 # alignment exponent of a term that takes no part (zero, inf, NaN): far below any real
 # exponent; two of them and a zero_exp still fit int32 with room
 _SENTINEL = -16000
@@ -436,7 +437,27 @@ def _input_format(x, input_format) -> Format:
     return fmt
 
 
-def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None):
+def _reduce(parts, how: str, f32: _Target):
+    """Sum binary32 bits of partial results by binary32 RNE additions in the order ``how``
+    (``simulator.matmul``'s split_k reductions)."""
+    p = list(parts)
+    if how == "sequential":
+        total = p[0]
+        for x in p[1:]:
+            total = _add_f32(total, x, f32)
+        return total
+    if how == "butterfly":  # halving strides: p[i] += p[i + S/2], then S/4, ...
+        s = len(p) // 2
+        while s >= 1:
+            p[:s] = [_add_f32(p[i], p[i + s], f32) for i in range(s)]
+            s //= 2
+        return p[0]
+    while len(p) > 1:  # pairwise: neighbours, level by level
+        p = [_add_f32(p[i], p[i + 1], f32) for i in range(0, len(p), 2)]
+    return p[0]
+
+
+def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, split_reduce="sequential"):
     """D = A @ B + C bit for bit as ``simulator.matmul`` (no split_k, scales, precision or
     variant), in ``jax.numpy`` integer arithmetic: jit-able, vmap-able, no x64 needed.
 
@@ -449,6 +470,11 @@ def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None):
         profile: a name in :data:`simulator.PROFILES` or a DatapathProfile whose rule for
             the format runs on the classic fused kernel (``StepRule.classic_form``).
         input_format: the format's name; needed only for float32 (``"tf32"``).
+        split_k, split_reduce: as ``simulator.matmul``: K cut into ``split_k`` equal
+            chunks, each accumulated from zero, the partial results summed by binary32
+            RNE additions in the order ``split_reduce`` (``"sequential"``, ``"butterfly"``,
+            ``"pairwise"``), then C added the same way (then RNE into float16 for a
+            float16 accumulator).
     Returns:
         D as a JAX array of c's dtype (float32 when c is None), NaNs carrying the
         profile's NaN bits.
@@ -474,13 +500,22 @@ def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None):
         if b.shape[0] != a.shape[0] or (c is not None and (c.ndim != 3 or c.shape[0] != a.shape[0])):
             raise ValueError(f"a, b and c must hold the same number of GEMMs along axis 0, not "
                              f"{a.shape}, {b.shape}{'' if c is None else f' and {c.shape}'}")
+        kw = dict(profile=profile, input_format=input_format, split_k=split_k, split_reduce=split_reduce)
         if c is None:
-            return jax.vmap(lambda x, y: jax_matmul(x, y, profile=profile, input_format=input_format))(a, b)
-        return jax.vmap(lambda x, y, z: jax_matmul(x, y, z, profile=profile, input_format=input_format))(a, b, c)
+            return jax.vmap(lambda x, y: jax_matmul(x, y, **kw))(a, b)
+        return jax.vmap(lambda x, y, z: jax_matmul(x, y, z, **kw))(a, b, c)
     M, Kd = a.shape
     if b.shape[0] != Kd:
         raise ValueError(f"b must have shape ({Kd}, N) to match a's K={Kd}, not {b.shape}")
     N = b.shape[1]
+    if not isinstance(split_k, (int, np.integer)) or isinstance(split_k, bool):
+        raise TypeError(f"split_k must be an int, not {type(split_k).__name__}")
+    if split_k < 1 or (Kd % split_k != 0 if Kd else split_k != 1):
+        raise ValueError(f"split_k must be a positive divisor of K={Kd}, not {split_k}")
+    if split_reduce not in _SPLIT_REDUCTIONS:
+        raise ValueError(f"split_reduce must be one of {_SPLIT_REDUCTIONS}, not {split_reduce!r}")
+    if split_reduce != "sequential" and split_k & (split_k - 1):
+        raise ValueError(f"split_reduce={split_reduce!r} needs split_k a power of two, not {split_k}")
     if c is None:
         c = jnp.zeros((M, N), jnp.float32)
     if not hasattr(c, "dtype") or np.dtype(c.dtype) not in (np.dtype(np.float32), np.dtype(np.float16)):
@@ -493,7 +528,17 @@ def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None):
         cb = lax.bitcast_convert_type(jnp.asarray(c), _U)
     else:
         cb = jnp.asarray(_fp16_to_f32_table())[lax.bitcast_convert_type(jnp.asarray(c), jnp.uint16).astype(_I)]
-    d = _gemm(cfg, jnp.asarray(a), jnp.asarray(b), cb)
+    a, b = jnp.asarray(a), jnp.asarray(b)
+    if split_k == 1:
+        d = _gemm(cfg, a, b, cb)
+    else:
+        ch = Kd // split_k
+        zero = jnp.zeros((M, N), _U)
+        parts = [_gemm(cfg, a[:, s * ch:(s + 1) * ch], b[s * ch:(s + 1) * ch], zero) for s in range(split_k)]
+        d = _add_f32(_reduce(parts, split_reduce, cfg.f32), cb, cfg.f32)  # the partial sum is never -0
+        if acc == "fp16":
+            neg, m, u, fin, _ = _f32_parts(d)
+            d = jnp.where(fin, _round(neg, m, u, jnp.zeros(d.shape, bool), cfg.out), d)
     nan = (d & 0x7FFFFFFF) > 0x7F800000
     if acc == "fp32":
         return lax.bitcast_convert_type(jnp.where(nan, _U(cfg.nan_bits), d), jnp.float32)

@@ -118,6 +118,20 @@ def test_mixed_fp8_equals_simulator(profile, fa, fb, acc):
         _check(profile, a, b, c)
 
 
+@pytest.mark.parametrize("profile,fmt,acc,split_k,how", [
+    ("hopper", "fp16", "fp32", 4, "sequential"), ("hopper", "fp16", "fp32", 4, "butterfly"),
+    ("hopper", "fp16", "fp32", 4, "pairwise"), ("hopper", "e4m3", "fp16", 2, "sequential"),
+    ("ampere", "bf16", "fp16", 3, "sequential")])
+def test_split_k_equals_simulator(profile, fmt, acc, split_k, how):
+    rng = np.random.default_rng(5)
+    f = jax.jit(functools.partial(jax_matmul, profile=profile, split_k=split_k, split_reduce=how))
+    for special in (False, True):
+        a, b, c = _operands(rng, fmt, acc, special)
+        a, b = np.concatenate([a, a[:, :11]], axis=1), np.concatenate([b, b[:11]], axis=0)  # K = 48
+        want = simulator.matmul(a, b, c, profile=profile, split_k=split_k, split_reduce=how)
+        assert (_bits(np.asarray(f(a, b, c))) == _bits(want)).all()
+
+
 _HYP_CASES = [("hopper", "fp16", "fp32"), ("hopper", "e4m3", "fp16"), ("blackwell", "bf16", "fp32"),
               ("ada", "e5m2", "fp32"), ("ampere", "tf32", "fp16")]
 
@@ -207,5 +221,14 @@ def test_bad_arguments():
         jax_matmul(a, np.zeros((16, 2), simulator.FORMATS["bf16"].dtype))
     with pytest.raises(TypeError, match="float32 inputs need input_format='tf32'"):
         jax_matmul(np.zeros((2, 8), np.float32), np.zeros((8, 2), np.float32))
+    b = np.zeros((16, 2), np.float16)
+    with pytest.raises(TypeError, match="split_k must be an int, not float"):
+        jax_matmul(a, b, split_k=2.0)
+    with pytest.raises(ValueError, match="split_k must be a positive divisor of K=16, not 3"):
+        jax_matmul(a, b, split_k=3)
+    with pytest.raises(ValueError, match="split_reduce must be one of"):
+        jax_matmul(a, b, split_k=2, split_reduce="tree")
+    with pytest.raises(ValueError, match="split_reduce='butterfly' needs split_k a power of two, not 6"):
+        jax_matmul(np.zeros((2, 24), np.float16), np.zeros((24, 2), np.float16), split_k=6, split_reduce="butterfly")
     with pytest.raises(ValueError, match="c must have shape \\(2, 2\\)"):
         jax_matmul(a, np.zeros((16, 2), np.float16), np.zeros((3, 2), np.float32))
