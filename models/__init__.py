@@ -31,6 +31,10 @@ A faulty chip (:mod:`models._chip`): ``run_on_chip(golden, array_gemm(array, fau
 acc))`` runs every GEMM through a PE array with a :class:`simulator.FaultMap`;
 ``param_masks`` / ``retrain_masked`` prune and retrain around its faulty PEs.
 
+The JAX engine (:mod:`models._jax_engine`): :func:`jax_matmul` is ``simulator.matmul``
+in 32-bit integer ``jax.numpy`` (jit-able, vmap-able, no x64), bit for bit, for the
+rules the classic fused kernel runs (:data:`JAX_INPUT_FORMATS`); the rest raise ValueError.
+
 Models: :data:`MODELS` (``"mlp"``, ``"cnn"``, ``"transformer"``) on scikit-learn's
 digits, shipped weights in ``models/weights``; ``python -m models`` prints
 their accuracy per format.

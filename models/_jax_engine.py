@@ -42,7 +42,6 @@ __all__ = ["jax_matmul", "JAX_INPUT_FORMATS"]
 
 #: input formats the JAX engine takes (one format for A and B)
 JAX_INPUT_FORMATS = ("fp16", "bf16", "e4m3", "e5m2", "tf32")
-_ACCUMULATORS = ("fp32", "fp16")
 _SPLIT_REDUCTIONS = ("sequential", "butterfly", "pairwise")  # simulator.matmul's split_reduce values
 # alignment exponent of a term that takes no part (zero, inf, NaN): far below any real
 # exponent; two of them and a zero_exp still fit int32 with room
