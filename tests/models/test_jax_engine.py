@@ -156,6 +156,15 @@ def test_hypothesis_random_codes(case, seed, special):
     _check(profile, a, b, c)
 
 
+def test_many_columns():
+    """More columns than one CPU column block (128): the blocks, the last one partial."""
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((3, 40)).astype(np.float16)
+    b = rng.standard_normal((40, 300)).astype(np.float16)
+    c = rng.standard_normal((3, 300)).astype(np.float32)
+    _check("hopper", a, b, c)
+
+
 def test_c_none_and_k_zero():
     a = np.ones((3, 20), np.float16)
     b = np.full((20, 2), -0.5, np.float16)
