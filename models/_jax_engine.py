@@ -7,9 +7,9 @@ arithmetic only (int32/uint32 bit patterns, shifts, ``lax.clz``, bitcasts): it n
 ``simulator.matmul`` for the rules the classic fused kernel runs
 (:attr:`simulator.StepRule.classic_form`: one alignment to the largest exponent per
 pass, chained passes, C fused or added after, RZ or RNE into binary32 with
-``result_man_bits``, ``zero_exp`` as data) on 16-bit and FP8 inputs of one format,
-float32 or float16 accumulators.  Everything else raises a ValueError naming what is
-not yet in the engine.
+``result_man_bits``, ``zero_exp`` as data) on fp16, bf16, e4m3, e5m2 (e4m3 x e5m2
+too) and tf32 inputs, float32 or float16 accumulators, ``split_k`` with its three
+reductions.  Everything else raises a ValueError naming what is not yet in the engine.
 
 Every constant comes from the frozen profile data (:func:`simulator.get_profile`,
 :class:`simulator.StepRule`, :data:`simulator.FORMATS`).  One decision is mirrored
@@ -22,8 +22,9 @@ Numerics of one pass (as ``simulator._kernels.fused_step_rows``), per output ele
 E = max of the products' alignment exponents (ea + eb) and the carried term's
 (floor(log2|c|) at least its floor; a zero C counts with ``zero_exp`` when the rule has
 one); each term truncated toward zero to ``frac_bits`` fractional bits below 2**E, as
-an unsigned magnitude; positives and negatives summed apart (uint32, bound checked at
-trace time); the difference rounded.  Non-finite products (and a non-finite carried
+an unsigned magnitude, signed again and summed in int32 groups, the groups' positive
+and negative parts summed apart in uint32 (bounds checked per rule in ``_config``); the
+difference rounded.  Non-finite products (and a non-finite carried
 term) decide the result's class as an IEEE sum of them would.
 """
 from __future__ import annotations
