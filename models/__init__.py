@@ -31,6 +31,10 @@ A faulty chip (:mod:`models._chip`): ``run_on_chip(golden, array_gemm(array, fau
 acc))`` runs every GEMM through a PE array with a :class:`simulator.FaultMap`;
 ``param_masks`` / ``retrain_masked`` prune and retrain around its faulty PEs.
 
+The JAX engine (:mod:`models._jax_engine`): :func:`jax_matmul` is ``simulator.matmul``
+in 32-bit integer ``jax.numpy`` (jit-able, vmap-able, no x64), bit for bit, for the
+rules the classic fused kernel runs (:data:`JAX_INPUT_FORMATS`); the rest raise ValueError.
+
 Models: :data:`MODELS` (``"mlp"``, ``"cnn"``, ``"transformer"``) on scikit-learn's
 digits, shipped weights in ``models/weights``; ``python -m models`` prints
 their accuracy per format.
@@ -46,6 +50,7 @@ from ._zoo import MODELS, Model, get_model
 from ._workload import (MODELS_DIR_ENV, SHIPPED_BATCH, WORKLOAD_OUTCOMES, WORKLOADS, Workload, get_workload,
                         load_workload, minilm_retrieval)
 from ._chip import array_gemm, chip_faults, param_masks, retrain_masked, run_on_chip, weight_masks
+from ._jax_engine import JAX_INPUT_FORMATS, jax_matmul
 from ._pretrained import ACTIVATIONS, POOLING_MODES, BertConfig, PretrainedModel, load_pretrained
 
 __all__ = ["ACCUMULATORS", "INPUT_FORMATS", "Accelerator", "AcceleratedFunction", "GoldenTrace", "InjectStats",
@@ -59,3 +64,4 @@ __all__ += ["array_gemm", "chip_faults", "param_masks", "retrain_masked", "run_o
 __all__ += ["ACTIVATIONS", "POOLING_MODES", "BertConfig", "PretrainedModel", "load_pretrained"]
 __all__ += ["SCALINGS", "Scales", "ScaleBitFlip"]
 __all__ += ["MODELS_DIR_ENV", "WORKLOADS", "minilm_retrieval"]
+__all__ += ["JAX_INPUT_FORMATS", "jax_matmul"]
