@@ -12,11 +12,9 @@ too) and tf32 inputs, float32 or float16 accumulators, ``split_k`` with its thre
 reductions.  Everything else raises a ValueError naming what is not yet in the engine.
 
 Every constant comes from the frozen profile data (:func:`simulator.get_profile`,
-:class:`simulator.StepRule`, :data:`simulator.FORMATS`).  One decision is mirrored
-here rather than imported, because simulator keeps it private: the rounding targets
-of a step (``simulator._matmul.step_params``): between passes binary32 with
-``result_man_bits`` by ``rounding``; into the accumulator the same for a fused C and
-float32, RNE binary32 for C added after, RNE binary16 for float16.
+:class:`simulator.StepRule`, :data:`simulator.FORMATS`), and the roundings of a step
+from :func:`simulator.rounding_targets`, the function the Numba kernels' step
+parameters are built from.
 
 Numerics of one pass (as ``simulator._kernels.fused_step_rows``), per output element:
 E = max of the products' alignment exponents (ea + eb) and the carried term's
@@ -37,13 +35,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from simulator import FORMATS, Format, StepRule, get_profile
+from simulator import FORMATS, SPLIT_REDUCTIONS, Format, RoundingTarget, StepRule, get_profile, rounding_targets
 
 __all__ = ["jax_matmul", "JAX_INPUT_FORMATS"]
 
 #: input formats the JAX engine takes (one format for A and B)
 JAX_INPUT_FORMATS = ("fp16", "bf16", "e4m3", "e5m2", "tf32")
-_SPLIT_REDUCTIONS = ("sequential", "butterfly", "pairwise")  # simulator.matmul's split_reduce values
 # alignment exponent of a term that takes no part (zero, inf, NaN): far below any real
 # exponent; two of them and a zero_exp still fit int32 with room
 _SENTINEL = -16000
@@ -57,18 +54,6 @@ _QNAN32 = 0x7FC00000  # a NaN's bits between steps (its payload never reaches D)
 
 
 @dataclass(frozen=True)
-class _Target:
-    """A rounding target (as ``simulator._kernels.Rounding``): mantissa bits, smallest
-    normal exponent, largest exponent (the largest finite value is all ones there),
-    round to nearest even (else toward zero), overflow to inf (else saturate under RZ)."""
-    man: int
-    emin: int
-    emax: int
-    rne: bool
-    ovf: bool
-
-
-@dataclass(frozen=True)
 class _Config:
     """Everything static about one GEMM: hashable, the jit cache key."""
     fmt: Format
@@ -79,25 +64,12 @@ class _Config:
     c_fused: bool
     c_zero: int  # alignment exponent of a zero fused C (_SENTINEL: no part)
     zero_exp: int | None  # a zero operand's alignment exponent (None: no part)
-    pas: _Target
-    out: _Target
-    f32: _Target
+    pas: RoundingTarget
+    out: RoundingTarget
+    f32: RoundingTarget
     acc: str
     nan_bits: int
     group: int  # products summed per int32 partial sum
-
-
-def _targets(rule: StepRule, acc: Format):
-    """(pas, out, f32) rounding targets of a rule and accumulator (``step_params``' choice)."""
-    mb, ovf = rule.result_man_bits, rule.overflow == "inf"
-    pas = _Target(mb, _F32.emin, _F32.emax, rule.rounding == "rne", ovf)
-    if acc.name == "fp16":
-        out = _Target(acc.man_bits, acc.emin, acc.emax, True, ovf)
-    elif rule.c_mode == "after":
-        out = _Target(_F32.man_bits, _F32.emin, _F32.emax, True, ovf)
-    else:
-        out = pas
-    return pas, out, _Target(_F32.man_bits, _F32.emin, _F32.emax, True, ovf)
 
 
 def _not_yet(what: str) -> ValueError:
@@ -130,7 +102,7 @@ def _config(profile, fmt: Format, fmt_b: Format, acc_name: str) -> _Config:
     # int32 group sums of signed products: the largest group size dividing the pass
     # length (laid out as in _gemm) whose sum stays below 2**31
     group = max(g for g in range(1, per_pass + 1) if per_pass % g == 0 and g * max_term < 1 << 31)
-    pas, out, f32 = _targets(rule, acc)
+    pas, out, f32 = rounding_targets(rule, acc)
     nan = prof.nan_fp32 if acc_name == "fp32" else prof.nan_fp16
     nan = (0x7FC00000 if acc_name == "fp32" else 0x7E00) if nan is None else nan
     return _Config(fmt, fmt_b, rule.k, tuple(rule.passes), rule.frac_bits, rule.c_mode == "fused",
@@ -191,14 +163,14 @@ def _f32_parts(bits):
     return (bits >> 31) == 1, mag, jnp.maximum(be, 1) - 150, be != 255, (bits & 0x7FFFFFFF) == 0
 
 
-def _round(neg, mag, w, sticky, t: _Target):
+def _round(neg, mag, w, sticky, t: RoundingTarget):
     """Round +-(mag + sticky * eps) * 2**w (mag uint32, w int32; sticky: the true value
     lies strictly above mag, set only when mag has at least man + 3 bits) to target
     ``t`` as ``simulator._kernels.round_bits`` does; binary32 bits (uint32) of the
     result (every target's values are binary32 values).  A zero result is +0."""
     n = _bitlen(mag)
     e = w + n - 1
-    q = jnp.maximum(e, t.emin) - t.man
+    q = jnp.maximum(e, t.emin) - t.man_bits
     drop = q - w
     exact = _shl(mag, -drop)
     tr = _shr(mag, drop)
@@ -210,7 +182,7 @@ def _round(neg, mag, w, sticky, t: _Target):
         up = (drop > 0) & (drop <= 32) & ((rem > half) | ((rem == half) & (sticky | ((tr & 1) == 1))))
         tr = tr + up.astype(_U)
     tt = jnp.where(drop <= 0, exact, tr)
-    carry = tt == _shl(_U(1), jnp.full_like(q, t.man + 1))
+    carry = tt == _shl(_U(1), jnp.full_like(q, t.man_bits + 1))
     tt = jnp.where(carry, tt >> 1, tt)
     q = jnp.where(carry, q + 1, q)
     nt = _bitlen(tt)
@@ -218,10 +190,10 @@ def _round(neg, mag, w, sticky, t: _Target):
     over = (tt != 0) & (en > t.emax)
     bits = jnp.where(en >= _F32.emin, _shl((en - _F32.emin).astype(_U), 23) + _shl(tt, 24 - nt),
                      _shl(tt, q - (_F32.emin - _F32.man_bits)))
-    if t.rne or t.ovf:
+    if t.rne or t.overflow_inf:
         big = _U(0x7F800000)
     else:  # RZ saturating: the largest finite value of the target
-        big = _U(((t.emax - _F32.emin + 1) << 23) | (((1 << t.man) - 1) << (23 - t.man)))
+        big = _U(((t.emax - _F32.emin + 1) << 23) | (((1 << t.man_bits) - 1) << (23 - t.man_bits)))
     bits = jnp.where(over, big, bits)
     return jnp.where(tt == 0, _U(0), bits | jnp.where(neg, _U(0x80000000), _U(0)))
 
@@ -233,7 +205,7 @@ def _classify(bits, has_nan, has_pinf, has_ninf):
     return jnp.where(nan, _U(_QNAN32), bits)
 
 
-def _add_f32(x, c, f32: _Target):
+def _add_f32(x, c, f32: RoundingTarget):
     """One binary32 round-to-nearest-even addition x + c of binary32 bits (x never -0),
     as ``simulator._kernels.add_c_after``'s first half (zero results +0)."""
     xa, ca = x & 0x7FFFFFFF, c & 0x7FFFFFFF
@@ -446,7 +418,7 @@ def _input_format(x, input_format) -> Format:
     return fmt
 
 
-def _reduce(parts, how: str, f32: _Target):
+def _reduce(parts, how: str, f32: RoundingTarget):
     """Sum binary32 bits of partial results by binary32 RNE additions in the order ``how``
     (``simulator.matmul``'s split_k reductions)."""
     p = list(parts)
@@ -521,8 +493,8 @@ def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, 
         raise TypeError(f"split_k must be an int, not {type(split_k).__name__}")
     if split_k < 1 or (Kd % split_k != 0 if Kd else split_k != 1):
         raise ValueError(f"split_k must be a positive divisor of K={Kd}, not {split_k}")
-    if split_reduce not in _SPLIT_REDUCTIONS:
-        raise ValueError(f"split_reduce must be one of {_SPLIT_REDUCTIONS}, not {split_reduce!r}")
+    if split_reduce not in SPLIT_REDUCTIONS:
+        raise ValueError(f"split_reduce must be one of {SPLIT_REDUCTIONS}, not {split_reduce!r}")
     if split_reduce != "sequential" and split_k & (split_k - 1):
         raise ValueError(f"split_reduce={split_reduce!r} needs split_k a power of two, not {split_k}")
     if c is None:

@@ -6,6 +6,7 @@ integers and hands arrays to the kernels in :mod:`simulator._kernels`.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -14,7 +15,7 @@ from . import _kernels as K
 from ._formats import Format, get_format
 from ._profiles import DatapathProfile, StepRule, get_profile
 
-__all__ = ["matmul", "check_gemm_args", "fused_layout", "input_format_of", "operand_arrays", "step_params", "step_layout",
+__all__ = ["matmul", "RoundingTarget", "rounding_targets", "SPLIT_REDUCTIONS", "check_gemm_args", "fused_layout", "input_format_of", "operand_arrays", "step_params", "step_layout",
            "flush_zero_exp", "operand_table", "scale_table", "general_step", "check_scales"]
 
 # the input formats whose arrays' dtype names them (float32 arrays must say "tf32"),
@@ -145,24 +146,53 @@ def _lay_out(v: np.ndarray, e: np.ndarray, index: np.ndarray, axis: int):
             np.ascontiguousarray(np.take(e, index, axis=axis)))
 
 
+@dataclass(frozen=True)
+class RoundingTarget:
+    """Where a step rounds a value: ``man_bits`` mantissa bits kept, ``emin`` the smallest
+    normal exponent (below it, subnormal spacing), ``emax`` the largest exponent (the
+    largest finite value has all ``man_bits`` ones there), ``rne`` round to nearest even
+    (else toward zero), ``overflow_inf`` overflow to infinity (else, toward zero, to the
+    largest finite value).  Both engines of the core (the Numba kernels and
+    ``models.jax_matmul``) take their roundings from :func:`rounding_targets`."""
+
+    man_bits: int
+    emin: int
+    emax: int
+    rne: bool
+    overflow_inf: bool
+
+    def kernel(self) -> K.Rounding:
+        """The :class:`~simulator._kernels.Rounding` record of the Numba kernels."""
+        top = _bits64(float((1 << (self.man_bits + 1)) - 1) * 2.0 ** (self.emax - self.man_bits))
+        return K.rounding(self.man_bits, self.emin, top, self.rne, self.overflow_inf)
+
+
+def rounding_targets(rule: StepRule, acc: Format) -> tuple:
+    """The three roundings of a step of ``rule`` into accumulator ``acc`` (fp32 or fp16),
+    as :class:`RoundingTarget`: (between passes: binary32 with the rule's
+    ``result_man_bits`` by its ``rounding``; into the accumulator: the same for a fused
+    C into fp32, RNE binary32 when C is added after, RNE binary16 into fp16; the binary32
+    RNE addition of C added after)."""
+    f32 = get_format("fp32")
+    ovf = rule.overflow == "inf"
+    pas = RoundingTarget(rule.result_man_bits, f32.emin, f32.emax, rule.rounding == "rne", ovf)
+    add = RoundingTarget(f32.man_bits, f32.emin, f32.emax, True, ovf)
+    if acc.name == "fp16":
+        out = RoundingTarget(acc.man_bits, acc.emin, acc.emax, True, ovf)
+    elif rule.c_mode == "after":
+        out = add
+    else:
+        out = pas
+    return pas, out, add
+
+
 def step_params(rule: StepRule, acc: Format) -> K.FusedStep:
     """A rule and an accumulator format (fp32 or fp16) -> the :class:`~simulator._kernels.FusedStep`
     record the kernels take (frac -1 for an exact IEEE step; its ``out`` rounding is
     the scalar FMA's too)."""
-    f32 = get_format("fp32")
-    mb = rule.result_man_bits
-    p_max = _bits64(float((1 << (mb + 1)) - 1) * 2.0 ** (f32.emax - mb))
-    if acc.name == "fp16":
-        o_man, o_max, o_rne = acc.man_bits, _bits64(acc.max_finite), True
-    elif rule.c_mode == "after":
-        o_man, o_max, o_rne = 23, _bits64(f32.max_finite), True
-    else:
-        o_man, o_max, o_rne = mb, p_max, rule.rounding == "rne"
-    ovf = rule.overflow == "inf"
+    pas, out, add = rounding_targets(rule, acc)
     return K.FusedStep(np.int64(-1 if rule.frac_bits is None else rule.frac_bits), rule.c_mode == "fused",
-                       K.rounding(mb, f32.emin, p_max, rule.rounding == "rne", ovf),
-                       K.rounding(o_man, acc.emin, o_max, o_rne, ovf),
-                       K.rounding(f32.man_bits, f32.emin, _bits64(f32.max_finite), True, ovf),
+                       pas.kernel(), out.kernel(), add.kernel(),
                        np.int64(K.SENTINEL if rule.zero_exp is None else rule.zero_exp))
 
 
