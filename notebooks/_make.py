@@ -49,4 +49,6 @@ def build(name: str, execute: bool = True, timeout: int = 900) -> Path:
 if __name__ == "__main__":
     names = sys.argv[1:] or sorted(p.stem for p in (HERE / "_sources").glob("*.py"))
     for n in names:
-        print("built", build(n), "(full)" if os.environ.get("GEMMFI_FULL") == "1" else "(small)")
+        full = os.environ.get("GEMMFI_FULL") == "1"
+        # a full study's chip loop is one long cell (20-25 minutes on two cores)
+        print("built", build(n, timeout=3600 if full else 900), "(full)" if full else "(small)")
