@@ -395,7 +395,7 @@ class TensorCoreArray(_ArrayBase):
         unit = AK.GeneralUnit(np.int64(rule.k), rule.tree == "pairwise", "nodes" in rule.flush,
                               "accumulator" in rule.flush, ops.scales is not None, np.int64(n_scales),
                               tv, te, stv, ste, np.uint64((1 << fmt.width) - 1), np.int64(2 * (fmt.man_bits + 1)),
-                              np.int64(_pe.general_sum_width(rule, fmt)))
+                              np.int64(_pe.general_sum_width(rule, fmt, None if ops.scales is None else ops.scales[2])))
         gops = K.GeneralOperands(ops.av, np.ascontiguousarray(ops.ae, np.int16), ops.bv,
                                  np.ascontiguousarray(ops.be, np.int16), np.ascontiguousarray(sav),
                                  np.ascontiguousarray(sae), np.ascontiguousarray(sbv), np.ascontiguousarray(sbe),

@@ -218,15 +218,19 @@ def dpu_registers(k: int, frac_bits: int, c_fused: bool, fmt: Format, acc: Forma
     return tuple(regs)
 
 
-def general_sum_width(rule, fmt: Format) -> int:
+def general_sum_width(rule, fmt: Format, scale_fmt: Format | None = None) -> int:
     """Bits of the sign-magnitude integer of a fused-tree unit's ``sum`` register for a
-    rule (:class:`simulator.StepRule`) on input format ``fmt``: the sum's fraction bits,
-    the magnitude of one term (a product: 2 bits above its exponent; a scaled group of
-    ``group_k`` products: enough for group_k times the largest product), one bit per
-    doubling of the term count (the terms and C), and the sign."""
+    rule (:class:`simulator.StepRule`) on input format ``fmt`` with block scales of
+    ``scale_fmt`` (or none): the sum's fraction bits, the magnitude of one term (a
+    product: 2 bits above its exponent; a scaled group of ``group_k`` products: enough
+    for group_k times the largest product; 2 more for two scales with significands, such
+    as UE4M3's, each below 2 above its exponent), one bit per doubling of the term count
+    (the terms and C), and the sign."""
     fb = rule.sum_frac_bits if rule.c_mode == "aligned" else rule.frac_bits
     n = -(-rule.k // rule.group_k) + 1
     term = 2 if rule.group_k == 1 else int(np.ceil(np.log2(rule.group_k * fmt.max_finite ** 2)))
+    if scale_fmt is not None and scale_fmt.man_bits:
+        term += 2
     return fb + term + int(np.ceil(np.log2(n))) + 1
 
 
@@ -265,7 +269,7 @@ def general_registers(rule, fmt: Format, acc: Format, n_scales: int = 0, scale_f
         m2 = 2 * (fmt.man_bits + 1)
         regs.append(Register("prod", "prod", 0, 0, pw, k, bit_fields=(("man", 0, m2), ("exp", m2, pw - 1),
                                                                        ("sign", pw - 1, pw))))
-        sw = general_sum_width(rule, fmt)
+        sw = general_sum_width(rule, fmt, scale_fmt if n_scales else None)
         regs.append(Register("sum", "sum", 0, 2, AK.EXP_BITS + sw,
                              bit_fields=(("mag", 0, sw - 1), ("sign", sw - 1, sw), ("exp", sw, sw + AK.EXP_BITS))))
     regs.append(Register("psum", "psum", 1, PASS_CYCLES, acc.width, bit_fields=_float_fields(acc.man_bits, acc.width)))
