@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from simulator import FORMATS, SPLIT_REDUCTIONS, Format, RoundingTarget, StepRule, get_profile, rounding_targets
+from simulator import FORMATS, Format, RoundingTarget, StepRule, check_split_k, get_profile, rounding_targets
 
 __all__ = ["jax_matmul", "JAX_INPUT_FORMATS"]
 
@@ -489,14 +489,7 @@ def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, 
     if b.shape[0] != Kd:
         raise ValueError(f"b must have shape ({Kd}, N) to match a's K={Kd}, not {b.shape}")
     N = b.shape[1]
-    if not isinstance(split_k, (int, np.integer)) or isinstance(split_k, bool):
-        raise TypeError(f"split_k must be an int, not {type(split_k).__name__}")
-    if split_k < 1 or (Kd % split_k != 0 if Kd else split_k != 1):
-        raise ValueError(f"split_k must be a positive divisor of K={Kd}, not {split_k}")
-    if split_reduce not in SPLIT_REDUCTIONS:
-        raise ValueError(f"split_reduce must be one of {SPLIT_REDUCTIONS}, not {split_reduce!r}")
-    if split_reduce != "sequential" and split_k & (split_k - 1):
-        raise ValueError(f"split_reduce={split_reduce!r} needs split_k a power of two, not {split_k}")
+    check_split_k(split_k, split_reduce, Kd)
     if c is None:
         c = jnp.zeros((M, N), jnp.float32)
     if not hasattr(c, "dtype") or np.dtype(c.dtype) not in (np.dtype(np.float32), np.dtype(np.float16)):

@@ -15,7 +15,7 @@ from . import _kernels as K
 from ._formats import Format, get_format
 from ._profiles import DatapathProfile, StepRule, get_profile
 
-__all__ = ["matmul", "RoundingTarget", "rounding_targets", "SPLIT_REDUCTIONS", "check_gemm_args", "fused_layout", "input_format_of", "operand_arrays", "step_params", "step_layout",
+__all__ = ["matmul", "RoundingTarget", "rounding_targets", "SPLIT_REDUCTIONS", "check_split_k", "check_gemm_args", "fused_layout", "input_format_of", "operand_arrays", "step_params", "step_layout",
            "flush_zero_exp", "operand_table", "scale_table", "general_step", "check_scales"]
 
 # the input formats whose arrays' dtype names them (float32 arrays must say "tf32"),
@@ -184,6 +184,20 @@ def rounding_targets(rule: StepRule, acc: Format) -> tuple:
     else:
         out = pas
     return pas, out, add
+
+
+def check_split_k(split_k, split_reduce: str, Kd: int) -> None:
+    """Refuse a split-K that ``matmul`` cannot run on K = Kd: split_k a positive int
+    dividing K, split_reduce one of :data:`SPLIT_REDUCTIONS` (``"butterfly"`` and
+    ``"pairwise"`` need split_k a power of two).  Both engines of the core check here."""
+    if not isinstance(split_k, (int, np.integer)) or isinstance(split_k, bool):
+        raise TypeError(f"split_k must be an int, not {type(split_k).__name__}")
+    if split_k < 1 or (Kd % split_k != 0 if Kd else split_k != 1):
+        raise ValueError(f"split_k must be a positive divisor of K={Kd}, not {split_k}")
+    if split_reduce not in SPLIT_REDUCTIONS:
+        raise ValueError(f"split_reduce must be one of {SPLIT_REDUCTIONS}, not {split_reduce!r}")
+    if split_reduce != "sequential" and split_k & (split_k - 1):
+        raise ValueError(f"split_reduce={split_reduce!r} needs split_k a power of two, not {split_k}")
 
 
 def step_params(rule: StepRule, acc: Format) -> K.FusedStep:
@@ -665,14 +679,7 @@ def matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, spli
     if rule.group_k > 1 and scales is None:
         raise ValueError(f"profile {prof.name!r} computes {fa.name} in scaled groups: scale_a and scale_b must be "
                          f"given, not None")
-    if not isinstance(split_k, (int, np.integer)) or isinstance(split_k, bool):
-        raise TypeError(f"split_k must be an int, not {type(split_k).__name__}")
-    if split_k < 1 or (Kd % split_k != 0 if Kd else split_k != 1):
-        raise ValueError(f"split_k must be a positive divisor of K={Kd}, not {split_k}")
-    if split_reduce not in SPLIT_REDUCTIONS:
-        raise ValueError(f"split_reduce must be one of {SPLIT_REDUCTIONS}, not {split_reduce!r}")
-    if split_reduce != "sequential" and split_k & (split_k - 1):
-        raise ValueError(f"split_reduce={split_reduce!r} needs split_k a power of two, not {split_k}")
+    check_split_k(split_k, split_reduce, Kd)
     if scales is not None and split_k > 1 and (Kd // split_k) % (Kd // scales[0].shape[1]):
         raise ValueError(f"split_k must cut K on scale-block boundaries, not {split_k}")
 
