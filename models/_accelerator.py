@@ -2,7 +2,9 @@
 
 :class:`Accelerator` says which datapath profile computes a GEMM, which format its
 inputs are rounded to and which format it accumulates in.  :meth:`Accelerator.gemm`
-runs a batch of 2-D GEMMs through :func:`simulator.matmul` (the bit-exact fast path).
+runs a batch of 2-D GEMMs through :func:`simulator.matmul` (the bit-exact fast path),
+or through :func:`models.jax_matmul` (the same numerics in ``jax.numpy``) with
+``engine="jax"``.
 """
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ import numpy as np
 
 from simulator import DatapathProfile, get_format, get_profile, matmul
 
-__all__ = ["Accelerator", "INPUT_FORMATS", "ACCUMULATORS", "SCALINGS", "Scales"]
+from ._jax_engine import jax_matmul
+
+__all__ = ["Accelerator", "INPUT_FORMATS", "ACCUMULATORS", "SCALINGS", "Scales", "ENGINES"]
 
 #: Input formats a matrix unit can take (catalogue names; a rounded operand has the
 #: format's numpy dtype, :attr:`simulator.Format.dtype`, float32 for tf32).
@@ -22,6 +26,10 @@ INPUT_FORMATS = ("fp16", "bf16", "tf32", "e4m3", "e5m2")
 ACCUMULATORS = ("fp32", "fp16")
 #: Scaling recipes (``"block:N"`` with an int N >= 1, the block length along K).
 SCALINGS = ("none", "tensor", "row", "block:N")
+#: Engines of the numerics core: ``"numba"`` (:func:`simulator.matmul`, eager, CPU) and
+#: ``"jax"`` (:func:`models.jax_matmul`: an accelerated function becomes a JAX
+#: computation that ``jax.jit``, ``jax.vmap`` and ``jax.grad`` transform).
+ENGINES = ("numba", "jax")
 _F32_EXP = (-126, 127)  # exponents of the normal binary32 powers of two
 _E8M0_BIAS = 127
 _E8M0_NAN = 0xFF
@@ -108,7 +116,13 @@ class Accelerator:
             operands are scaled into the input format before rounding and how the result
             is scaled back (:meth:`quantize`, :meth:`scaled_gemm`, :meth:`dequantize`);
             the scale factors are fault sites (:class:`models.ScaleBitFlip`).  Not
-            with ``tf32``.
+            with ``tf32``, nor (yet) with ``engine="jax"``.
+        engine: ``"numba"`` (default) or ``"jax"``: which engine of the numerics core
+            runs the GEMMs (:data:`ENGINES`).  Both give the same bits.  With
+            ``"jax"``, :func:`models.accelerated` returns a function that runs as one
+            JAX computation (jit-compiled; it can itself be wrapped in ``jax.jit``,
+            ``jax.vmap`` and ``jax.grad``, the gradient straight-through), and
+            :meth:`gemm` calls :func:`models.jax_matmul`.
 
     Operands are rounded to nearest, ties to even (RNE), from their exact values
     (float32/float16/bfloat16/float64 model arrays are widened to binary64 first, so
@@ -123,6 +137,7 @@ class Accelerator:
     saturate: bool | None = None
     split_k: int = 1
     scaling: str = "none"
+    engine: str = "numba"
 
     def __post_init__(self):
         if not isinstance(self.profile, (str, DatapathProfile)):
@@ -150,6 +165,13 @@ class Accelerator:
         if kind == "block" and prof.mx_block and n != prof.mx_block:
             raise ValueError(f"scaling must be 'block:{prof.mx_block}' on profile {prof.name!r} (its unit applies one "
                              f"E8M0 scale per {prof.mx_block} K positions), not {self.scaling!r}")
+        if not isinstance(self.engine, str):
+            raise TypeError(f"engine must be a str, not {type(self.engine).__name__}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {list(ENGINES)}, not {self.engine!r}")
+        if self.engine == "jax" and self.scaling != "none":
+            raise ValueError(f"scaling must be 'none' with engine='jax' (the scaling recipes run on the Numba "
+                             f"engine only, for now), not {self.scaling!r}")
         if self.scaling != "none" and self.input_format == "tf32":
             raise ValueError(f"scaling must be 'none' for input_format 'tf32' (the simulator narrows tf32 "
                              f"operands itself), not {self.scaling!r}")
@@ -205,7 +227,7 @@ class Accelerator:
         Returns:
             D, (G, M, N) of :attr:`acc_dtype`; each D[i] equals
             ``simulator.matmul(a[i], b[i], zeros(acc_dtype), profile=..., split_k=...)``
-            bit for bit.
+            bit for bit (computed by :func:`models.jax_matmul` with ``engine="jax"``).
         """
         G, M, K = a.shape
         N = b.shape[2]
@@ -215,6 +237,9 @@ class Accelerator:
         if G == 0:
             return np.empty((0, M, N), self.acc_dtype)
         fmt = "tf32" if self.input_format == "tf32" else None
+        if self.engine == "jax":
+            return np.asarray(jax_matmul(a, b, np.zeros((G, M, N), self.acc_dtype), profile=self.profile,
+                                         input_format=fmt, split_k=self.split_k))
         # the whole batch in one call: the simulator runs it in one kernel where it can
         return matmul(np.ascontiguousarray(a), np.ascontiguousarray(b), np.zeros((G, M, N), self.acc_dtype),
                       profile=self.profile, input_format=fmt, split_k=self.split_k)

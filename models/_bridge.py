@@ -25,10 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._accelerator import Accelerator
-from ._faults import GemmCall, GemmSite
+from ._faults import GemmCall, GemmSite, OutputBitFlip
 from ._scale_faults import GEMM_FAULTS, ScaleBitFlip
-from ._jaxpr import JaxprEvaluator, _describe, _same, is_floating
-from ._lowering import lower_conv, lower_dot_general
+from ._jax_bridge import FLIP_FIELDS, JaxInterpreter, flip_array
+from ._jaxpr import JaxprEvaluator, _describe, _same
+from ._lowering import lower_conv, lower_dot_general, unroutable
 
 __all__ = ["accelerated", "AcceleratedFunction", "GoldenTrace", "InjectStats", "FALLBACKS"]
 
@@ -91,7 +92,7 @@ class _Interpreter(JaxprEvaluator):
         return site
 
     def gemm(self, eqn, invals, key, scope, tainted):
-        why = _unroutable(eqn)
+        why = unroutable(eqn)
         if why:
             return self.native_gemm(eqn, invals, key, scope, tainted, why)[0]
         self.gemms += 1
@@ -172,20 +173,6 @@ def _promote(invals):
     return lhs.astype(dt), rhs.astype(dt)
 
 
-def _unroutable(eqn) -> str:
-    """Why a GEMM equation cannot run on the simulator ('' when it can)."""
-    dts = [np.dtype(v.aval.dtype) for v in eqn.invars]
-    if any(jnp.issubdtype(d, jnp.complexfloating) for d in dts):
-        return "complex operands"
-    if not any(is_floating(d) for d in dts):
-        return "no floating-point operand"
-    if not all(is_floating(d) or jnp.issubdtype(d, jnp.integer) or d == np.bool_ for d in dts):
-        return f"operand dtypes {[d.name for d in dts]}"
-    if eqn.primitive.name == "conv_general_dilated" and eqn.params.get("batch_group_count", 1) != 1:
-        return f"batch_group_count={eqn.params['batch_group_count']} (it only arises in gradients)"
-    return ""
-
-
 def _native_shape(eqn, invals) -> tuple:
     """(G, M, K, N) of a natively run GEMM (zeros where it has no 2-D GEMM form)."""
     if eqn.primitive.name == "dot_general" and len(invals) == 2:
@@ -232,35 +219,31 @@ class AcceleratedFunction:
         self.fn = fn
         self.accelerator = accelerator
         self.faults = _check_faults(faults)
+        if accelerator.engine == "jax" and not all(isinstance(f, OutputBitFlip) for f in self.faults):
+            raise TypeError(f"faults must be OutputBitFlip values on engine='jax' (they act inside the JAX "
+                            f"computation; the other faults run on engine='numba' or through .trace().inject), "
+                            f"not {', '.join(sorted({type(f).__name__ for f in self.faults}))}")
         self._jaxprs: dict = {}
         self._round_cache: dict = {}
+        self._jitted: dict = {}
 
     def __repr__(self):
         fb = "" if self.fallback == "error" else f", fallback={self.fallback!r}"
         return (f"accelerated({getattr(self.fn, '__name__', self.fn)!r}, {self.accelerator!r}, "
                 f"faults={self.faults!r}{fb})")
 
-    def _prepare(self, args, kwargs):
-        """(closed jaxpr, dynamic leaves, output treedef) for these arguments."""
+    def _split(self, args, kwargs):
+        """(flat function of the dynamic leaves, dynamic leaves, hashable key of the
+        rest or None): array leaves are dynamic, other leaves static."""
         leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
-        for x in leaves:
-            if isinstance(x, jax.core.Tracer):
-                raise TypeError(
-                    "an accelerated function must be called on concrete arrays, not traced by jax.jit, jax.grad "
-                    "or jax.vmap (it runs the GEMMs eagerly on the simulator, outside XLA); call it outside "
-                    "jit/grad, and to batch, vmap the plain function first: accelerated(jax.vmap(fn), acc)")
         dyn_mask = tuple(_is_dynamic(x) for x in leaves)
         dyn = [x for x, m in zip(leaves, dyn_mask) if m]
         static = tuple(x for x, m in zip(leaves, dyn_mask) if not m)
-        sig = tuple((np.shape(x), np.dtype(x.dtype), getattr(x, "weak_type", False)) for x in dyn)
         try:
-            ck = (treedef, dyn_mask, static, sig)
+            ck = (treedef, dyn_mask, static)
             hash(ck)
         except TypeError:
             ck = None
-        if ck is not None and ck in self._jaxprs:
-            cj, out_tree = self._jaxprs[ck]
-            return cj, dyn, out_tree
 
         def flat(*dyn_leaves):
             it = iter(dyn_leaves)
@@ -268,6 +251,23 @@ class AcceleratedFunction:
             a, k = jax.tree_util.tree_unflatten(treedef, full)
             return self.fn(*a, **k)
 
+        return flat, dyn, ck
+
+    def _prepare(self, args, kwargs):
+        """(closed jaxpr, dynamic leaves, output treedef) for these arguments."""
+        for x in jax.tree_util.tree_leaves((args, kwargs)):
+            if isinstance(x, jax.core.Tracer):
+                raise TypeError(
+                    "an accelerated function must be called on concrete arrays, not traced by jax.jit, jax.grad "
+                    "or jax.vmap (it runs the GEMMs eagerly on the simulator, outside XLA); call it outside "
+                    "jit/grad, and to batch, vmap the plain function first: accelerated(jax.vmap(fn), acc); "
+                    "or use Accelerator(engine='jax'), whose accelerated functions JAX can transform")
+        flat, dyn, ck = self._split(args, kwargs)
+        sig = tuple((np.shape(x), np.dtype(x.dtype), getattr(x, "weak_type", False)) for x in dyn)
+        ck = None if ck is None else ck + (sig,)
+        if ck is not None and ck in self._jaxprs:
+            cj, out_tree = self._jaxprs[ck]
+            return cj, dyn, out_tree
         cj, out_shape = jax.make_jaxpr(flat, return_shape=True)(*dyn)
         out_tree = jax.tree_util.tree_structure(out_shape)
         if ck is not None:
@@ -296,11 +296,107 @@ class AcceleratedFunction:
         outs, taints = it.run(cj, dyn)
         return it, outs, taints, out_tree
 
+    # ---- the JAX engine -------------------------------------------------------------
+    def _traced(self, args, kwargs, with_flips: bool):
+        """(jitted function ``run(flips, *dyn)`` -> output pytree, dynamic leaves, info
+        dict that receives the GEMM sites when it is traced), for engine='jax'."""
+        flat, dyn, ck = self._split(args, kwargs)
+        ck = None if ck is None else ck + (with_flips,)
+        hit = self._jitted.get(ck) if ck is not None else None
+        if hit is not None:
+            return hit[0], dyn, hit[1]
+        info: dict = {}
+
+        def run(flips, *dyn_leaves):
+            cj, out_shape = jax.make_jaxpr(flat, return_shape=True)(*dyn_leaves)
+            it = JaxInterpreter(self.accelerator, flips=flips if with_flips else None, fallback=self.fallback)
+            outs, _ = it.run(cj, dyn_leaves)
+            info["sites"] = tuple(it.sites)
+            return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), outs)
+
+        fn = jax.jit(run)
+        if ck is not None:
+            self._jitted[ck] = (fn, info)
+        return fn, dyn, info
+
+    def jax_gemms(self, *args, **kwargs) -> tuple[GemmSite, ...]:
+        """The GEMMs of ``fn(*args, **kwargs)`` as the JAX engine sees them (engine='jax';
+        traced, nothing runs): ``where`` is ``"jax"`` or ``"native"``; GEMMs inside
+        ``cond``/``while``/``scan`` bodies are not entered (they need fallback='native').
+        The indices are the ``gemm`` of output bit flips given as data."""
+        fn, dyn, info = self._traced(args, kwargs, True)
+        jax.eval_shape(fn, jnp.zeros((0, len(FLIP_FIELDS)), jnp.int32), *dyn)
+        return info["sites"]
+
+    def inject_many(self, flips, *args, chunk: int = 64, **kwargs):
+        """Many value-level trials in vmapped, jitted calls (engine='jax').
+
+        Args:
+            flips: a sequence of :class:`OutputBitFlip` (one trial each), or an int
+                array (T, 5) or (T, F, 5) of rows (gemm, group, row, col, bit)
+                (:data:`models.FLIP_FIELDS`; F faults per trial; a row with gemm -1
+                flips nothing).  ``gemm`` indexes :meth:`jax_gemms`.
+            args, kwargs: the function's arguments (shared by all trials).
+            chunk: trials per vmapped call (memory grows with it).
+        Returns:
+            ``fn``'s output pytree with a leading axis of T trials; trial t equals
+            ``accelerated(fn, acc, faults=<its flips>)(*args)`` bit for bit.
+        Raises:
+            ValueError for a row outside the GEMMs or their shapes.
+        """
+        if self.accelerator.engine != "jax":
+            raise ValueError("inject_many needs Accelerator(engine='jax'); on engine='numba' use "
+                             "trace(...).inject per trial")
+        if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
+            raise ValueError(f"chunk must be an int >= 1, not {chunk!r}")
+        if isinstance(flips, (list, tuple)) and all(isinstance(f, OutputBitFlip) for f in flips):
+            rows = flip_array(flips)[:, None, :]
+        else:
+            rows = np.asarray(flips)
+            if not np.issubdtype(rows.dtype, np.integer):
+                raise TypeError(f"flips must be OutputBitFlip values or an int array, not dtype {rows.dtype}")
+            if rows.ndim == 2:
+                rows = rows[:, None, :]
+            if rows.ndim != 3 or rows.shape[2] != len(FLIP_FIELDS):
+                raise ValueError(f"flips must have shape (T, 5) or (T, F, 5), not {rows.shape}")
+        rows = rows.astype(np.int32)
+        self._check_flips(rows.reshape(-1, len(FLIP_FIELDS)), self.jax_gemms(*args, **kwargs))
+        fn, dyn, _ = self._traced(args, kwargs, True)
+        batched = self._jitted.setdefault(("vmap", id(fn)), (jax.jit(jax.vmap(fn, in_axes=(0,) + (None,) * len(dyn))),
+                                                             None))[0]
+        outs = [batched(jnp.asarray(rows[i:i + chunk]), *dyn) for i in range(0, rows.shape[0], chunk)]
+        return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *outs)
+
+    def _check_flips(self, rows: np.ndarray, sites) -> None:
+        for g, grp, r, c, bit in rows:
+            if g == -1:
+                continue
+            if not 0 <= g < len(sites):
+                raise ValueError(f"gemm must be in [0, {len(sites)}) (or -1: no flip), not {g}")
+            s = sites[g]
+            if s.where != "jax":
+                raise ValueError(f"faults must target GEMMs run on the simulator, not GEMM {g} ({s.name}), "
+                                 f"which ran natively")
+            width = self.accelerator.acc_dtype.itemsize * 8
+            for name, v, n in (("group", grp, s.groups), ("row", r, s.M), ("col", c, s.N), ("bit", bit, width)):
+                if not 0 <= v < n:
+                    raise ValueError(f"{name} must be in [0, {n}) for GEMM {g}, not {v}")
+
     def __call__(self, *args, **kwargs):
         """Run ``fn(*args, **kwargs)`` on the accelerator, with this function's faults.
 
-        Returns ``fn``'s output pytree (jax arrays of the dtypes ``fn`` returns).
+        Returns ``fn``'s output pytree (jax arrays of the dtypes ``fn`` returns).  On
+        ``engine="jax"`` this is one jit-compiled JAX computation (compiled once per
+        argument structure), and the call may itself be traced by ``jax.jit``,
+        ``jax.vmap`` or ``jax.grad``.
         """
+        if self.accelerator.engine == "jax":
+            with_flips = bool(self.faults)
+            fn, dyn, _ = self._traced(args, kwargs, with_flips)
+            rows = flip_array(self.faults)
+            if with_flips:
+                self._check_flips(rows, self.jax_gemms(*args, **kwargs))
+            return fn(jnp.asarray(rows), *dyn)
         _, outs, _, out_tree = self._run(args, kwargs, faults_by_index=_by_index(self.faults),
                                          keep_operands=False)
         return jax.tree_util.tree_unflatten(out_tree, [jnp.asarray(x) for x in outs])

@@ -279,9 +279,15 @@ class JaxprEvaluator:
             return self.native_gemm(eqn, invals, key, scope, tainted,
                                     f"it holds GEMMs inside a {name!r} primitive, which the walker cannot "
                                     f"enter"), [tainted] * len(eqn.outvars)
-        outs = prim.bind(*invals, **prim.get_bind_params(eqn.params))
-        outs = list(outs) if prim.multiple_results else [outs]
+        outs = self.bind(eqn, invals)
         return outs, [tainted] * len(outs)
+
+    def bind(self, eqn, invals) -> list:
+        """The outputs (a list) of a primitive that is neither a GEMM nor entered:
+        bound natively (a subclass may post-process them)."""
+        prim = eqn.primitive
+        outs = prim.bind(*invals, **prim.get_bind_params(eqn.params))
+        return list(outs) if prim.multiple_results else [outs]
 
     def _eval_while(self, eqn, invals, intaint, key, scope):
         p = eqn.params

@@ -1,0 +1,240 @@
+"""The bridge on the JAX engine (Accelerator(engine="jax")): jit, vmap and grad of an
+accelerated function, bit for bit the Numba engine's result."""
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import models
+from simulator import get_format
+from models import MODELS_DIR_ENV, Accelerator, OutputBitFlip, ReplaceTile, accelerated, get_model, load_params
+from models._jax_bridge import round_operand_jax
+from models._lowering import lower_conv, lower_dot_general
+
+DATA = Path(os.environ.get(MODELS_DIR_ENV) or Path(models.__file__).resolve().parent.parent.parent / "shared" / "models")
+needs_data = pytest.mark.skipif(not (DATA / "retrieval_pairs.jsonl").exists() or not (DATA / "all-MiniLM-L6-v2").is_dir(),
+                                reason="all-MiniLM-L6-v2 and retrieval_pairs.jsonl not available")
+
+
+def _bits(x):
+    x = np.asarray(x)
+    return x.view(np.dtype(f"uint{x.dtype.itemsize * 8}"))
+
+
+def _same(x, y):
+    x, y = np.asarray(x), np.asarray(y)
+    return x.dtype == y.dtype and x.shape == y.shape and np.array_equal(_bits(x), _bits(y))
+
+
+def _digits(n=24):
+    x, _ = models.load_digits("test")
+    return jnp.asarray(x[:n])
+
+
+# ---- operand rounding -----------------------------------------------------------------
+def _operand_samples():
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 2 ** 32, 60000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    edges = []
+    for name in models.INPUT_FORMATS:
+        if name == "tf32":
+            continue
+        f = get_format(name)
+        top, tiny = f.max_finite, 2.0 ** (f.emin - f.man_bits)
+        for v in (top, np.nextafter(np.float32(top), np.float32(np.inf)), top * (1 + 2.0 ** -(f.man_bits + 1)),
+                  top * 2, tiny, tiny / 2, tiny * 0.75, tiny * 1.5, 2.0 ** f.emin):
+            edges += [v, -v]
+    specials = [0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan]
+    with np.errstate(over="ignore"):  # edges past float32's top are meant to become inf
+        return np.concatenate([x, np.array(edges + specials, np.float32)])
+
+
+@pytest.mark.parametrize("fmt", [f for f in models.INPUT_FORMATS])
+@pytest.mark.parametrize("saturate", [None, True, False])
+def test_operand_rounding_equals_the_eager_bridge(fmt, saturate):
+    # float32 (every class, both sides of each rounding boundary) and float16/bfloat16
+    # model dtypes; NaN may differ only in payload
+    acc = Accelerator("hopper", fmt, saturate=saturate)
+    x32 = _operand_samples()
+    with np.errstate(over="ignore", invalid="ignore"):  # narrowing the samples overflows some to inf
+        inputs = (x32, x32.astype(np.float16), x32.astype(jnp.bfloat16))
+    for x in inputs:
+        want = acc.round_operand(x)
+        got = np.asarray(jax.jit(lambda v: round_operand_jax(acc, v))(jnp.asarray(x)))
+        assert got.dtype == want.dtype
+        nan = np.isnan(want.astype(np.float32))
+        assert np.array_equal(np.isnan(got.astype(np.float32)), nan)
+        assert np.array_equal(_bits(got)[~nan], _bits(want)[~nan]), fmt
+
+
+# ---- the lowering in jax.numpy ---------------------------------------------------------
+@pytest.mark.parametrize("kw", [
+    dict(window_strides=(1, 1), padding=((1, 1), (1, 1)), lhs_dilation=(1, 1), rhs_dilation=(1, 1), groups=1),
+    dict(window_strides=(2, 1), padding=((0, 2), (-1, 1)), lhs_dilation=(1, 2), rhs_dilation=(2, 1), groups=2),
+    dict(window_strides=(1,), padding=((2, 0),), lhs_dilation=(3,), rhs_dilation=(1,), groups=1),
+])
+def test_conv_lowering_is_the_same_in_numpy_and_jax(kw):
+    rng = np.random.default_rng(2)
+    nsp = len(kw["window_strides"])
+    g = kw.pop("groups")
+    lhs = rng.standard_normal((2, 4) + (7,) * nsp).astype(np.float32)
+    rhs = rng.standard_normal((6, 4 // g) + (3,) * nsp).astype(np.float32)
+    spec = ("NCHW", "OIHW", "NCHW") if nsp == 2 else ("NCH", "OIH", "NCH")
+    dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, spec)
+    params = dict(kw, dimension_numbers=dn, feature_group_count=g, batch_group_count=1)
+    a, b, asm = lower_conv(lhs, rhs, **params)
+    ja, jb = jax.jit(lambda x, y: lower_conv(x, y, xp=jnp, **params)[:2])(lhs, rhs)
+    assert _same(a, ja) and _same(b, jb)
+    d = np.einsum("gmk,gkn->gmn", a, b)
+    _, _, jasm = lower_conv(jnp.asarray(lhs), jnp.asarray(rhs), xp=jnp, **params)
+    want = lax.conv_general_dilated(lhs, rhs, kw["window_strides"], kw["padding"], kw["lhs_dilation"],
+                                    kw["rhs_dilation"], dn, feature_group_count=g)
+    assert asm(d).shape == want.shape and _same(asm(d), jasm(jnp.asarray(d)))
+
+
+def test_dot_general_lowering_is_the_same_in_numpy_and_jax():
+    rng = np.random.default_rng(3)
+    lhs, rhs = rng.standard_normal((3, 4, 5, 6)), rng.standard_normal((3, 6, 5, 2))
+    dn = (((2, 3), (2, 1)), ((0,), (0,)))
+    a, b, asm = lower_dot_general(lhs, rhs, dn)
+    ja, jb, jasm = lower_dot_general(jnp.asarray(lhs, jnp.float32), jnp.asarray(rhs, jnp.float32), dn, xp=jnp)
+    assert _same(a.astype(np.float32), ja) and _same(b.astype(np.float32), jb)
+    d = np.ones((a.shape[0], a.shape[1], b.shape[2]), np.float32)
+    assert _same(asm(d), jasm(jnp.asarray(d)))
+
+
+# ---- whole models: jit equals the Numba engine ------------------------------------------
+@pytest.mark.parametrize("name,fmt,acc,split_k", [
+    ("cnn", "fp16", "fp32", 1), ("cnn", "e4m3", "fp32", 1), ("mlp", "bf16", "fp16", 1), ("mlp", "fp16", "fp32", 2),
+    ("transformer", "fp16", "fp32", 1),
+])
+def test_zoo_model_under_jit_equals_the_numba_engine(name, fmt, acc, split_k):
+    m, p, x = get_model(name), load_params(name), _digits()
+    kw = dict(profile="hopper", input_format=fmt, accumulator=acc, split_k=split_k)
+    want = accelerated(m.apply, Accelerator(**kw))(p, x)
+    fn = accelerated(m.apply, Accelerator(**kw, engine="jax"))
+    got = jax.jit(fn)(p, x)
+    assert _same(got, want)
+    # the call itself (jit-compiled inside) gives the same bits
+    assert _same(fn(p, x), want)
+    # and the result is not the native one (the simulator did round)
+    assert not _same(m.apply(p, x), want)
+
+
+@needs_data
+def test_minilm_under_jit_equals_the_numba_engine():
+    w = models.minilm_retrieval(2)
+    want = accelerated(w.apply, Accelerator("hopper", "fp16"))(w.params, w.inputs)
+    fn = accelerated(w.apply, Accelerator("hopper", "fp16", engine="jax"))
+    got = jax.jit(fn)(w.params, w.inputs)
+    assert _same(got, want)
+    assert len(fn.jax_gemms(w.params, w.inputs)) == 48  # 6 layers x 8 GEMM sites, all on the engine
+    assert all(s.where == "jax" for s in fn.jax_gemms(w.params, w.inputs))
+
+
+def test_vmap_batches_calls_bit_for_bit():
+    m, p = get_model("cnn"), load_params("cnn")
+    xs = _digits(24).reshape(3, 8, 64)
+    fn = accelerated(m.apply, Accelerator("hopper", "fp16", engine="jax"))
+    got = jax.jit(jax.vmap(fn, in_axes=(None, 0)))(p, xs)
+    for i in range(3):
+        assert _same(got[i], accelerated(m.apply, Accelerator("hopper", "fp16"))(p, xs[i]))
+
+
+def test_gradient_is_straight_through():
+    # d/dw sum(g * (x @ w)) is x^T g for the exact GEMM; the simulated one passes it through
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.standard_normal((8, 16)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((16, 4)), jnp.float32)
+    g = jnp.asarray(rng.standard_normal((8, 4)), jnp.float32)
+    fn = accelerated(lambda x, w: jnp.dot(x, w), Accelerator("hopper", "e4m3", engine="jax"))
+    gx, gw = jax.grad(lambda x, w: jnp.sum(g * fn(x, w)), argnums=(0, 1))(x, w)
+    nx, nw = jax.grad(lambda x, w: jnp.sum(g * jnp.dot(x, w)), argnums=(0, 1))(x, w)
+    assert _same(gx, nx) and _same(gw, nw)
+    # through a whole model: finite, nonzero, close to the native gradient at fp16
+    m, p, xd = get_model("cnn"), load_params("cnn"), _digits(16)
+    fm = accelerated(m.apply, Accelerator("hopper", "fp16", engine="jax"))
+    gs = jax.jit(jax.grad(lambda p: jnp.sum(fm(p, xd) ** 2)))(p)
+    ns = jax.grad(lambda p: jnp.sum(m.apply(p, xd) ** 2))(p)
+    for k in p:
+        assert np.all(np.isfinite(gs[k])) and np.any(gs[k] != 0)
+        np.testing.assert_allclose(gs[k], ns[k], rtol=0.05, atol=0.05 * float(np.abs(ns[k]).max()))
+
+
+def test_accelerator_gemm_on_the_jax_engine():
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((2, 5, 32)).astype(np.float16)
+    b = rng.standard_normal((2, 32, 3)).astype(np.float16)
+    for acc in ("fp32", "fp16"):
+        assert _same(Accelerator("hopper", "fp16", acc, engine="jax").gemm(a, b),
+                     Accelerator("hopper", "fp16", acc).gemm(a, b))
+
+
+# ---- value-level faults in the traced computation ---------------------------------------
+def test_output_bit_flips_equal_the_numba_engine():
+    m, p, x = get_model("mlp"), load_params("mlp"), _digits(8)
+    faults = [OutputBitFlip(gemm=0, row=3, col=5, bit=30), OutputBitFlip(gemm=1, row=7, col=2, bit=22)]
+    want = accelerated(m.apply, Accelerator("hopper", "fp16"), faults)(p, x)
+    got = jax.jit(accelerated(m.apply, Accelerator("hopper", "fp16", engine="jax"), faults))(p, x)
+    assert _same(got, want)
+
+
+def test_inject_many_runs_trials_in_one_vmapped_call():
+    m, p, x = get_model("cnn"), load_params("cnn"), _digits(8)
+    acc = Accelerator("hopper", "fp16", engine="jax")
+    fn = accelerated(m.apply, acc)
+    sites = fn.jax_gemms(p, x)
+    trace = accelerated(m.apply, Accelerator("hopper", "fp16")).trace(p, x)
+    assert [(s.M, s.K, s.N, s.groups) for s in sites] == [(s.M, s.K, s.N, s.groups) for s in trace.gemms]
+    rng = np.random.default_rng(6)
+    flips = [OutputBitFlip(gemm=int(g), row=int(rng.integers(sites[g].M)), col=int(rng.integers(sites[g].N)),
+                           bit=int(rng.integers(32))) for g in rng.integers(len(sites), size=5)]
+    out = fn.inject_many(flips, p, x, chunk=2)
+    assert out.shape == (5,) + tuple(trace.outputs.shape)
+    for t, f in enumerate(flips):
+        assert _same(out[t], trace.inject(f))
+    # rows as data, with a no-op row (gemm -1) giving the fault-free output
+    rows = np.array([[-1, 0, 0, 0, 0], [flips[0].gemm, 0, flips[0].row, flips[0].col, flips[0].bit]])
+    out2 = fn.inject_many(rows, p, x)
+    assert _same(out2[0], trace.outputs) and _same(out2[1], out[0])
+
+
+# ---- bad input ---------------------------------------------------------------------------
+def test_bad_engine_and_unsupported_combinations_are_refused():
+    with pytest.raises(ValueError, match="engine must be one of"):
+        Accelerator(engine="torch")
+    with pytest.raises(TypeError, match="engine must be a str"):
+        Accelerator(engine=1)
+    with pytest.raises(ValueError, match="scaling must be 'none' with engine='jax'"):
+        Accelerator("hopper", "e4m3", scaling="tensor", engine="jax")
+    m = get_model("mlp")
+    with pytest.raises(TypeError, match="OutputBitFlip values on engine='jax'"):
+        accelerated(m.apply, Accelerator(engine="jax"), [ReplaceTile(0, (0, 1), (0, 1), lambda a, b, d: d)])
+    p, x = load_params("mlp"), _digits(4)
+    with pytest.raises(ValueError, match="needs Accelerator\\(engine='jax'\\)"):
+        accelerated(m.apply, Accelerator()).inject_many([OutputBitFlip(0, 0, 0, 0)], p, x)
+    fn = accelerated(m.apply, Accelerator(engine="jax"))
+    with pytest.raises(ValueError, match="gemm must be in"):
+        fn.inject_many([OutputBitFlip(gemm=9, row=0, col=0, bit=0)], p, x)
+    with pytest.raises(ValueError, match="row must be in"):
+        fn.inject_many([OutputBitFlip(gemm=0, row=4, col=0, bit=0)], p, x)
+    with pytest.raises(ValueError, match="bit must be in"):
+        fn.inject_many([OutputBitFlip(gemm=0, row=0, col=0, bit=32)], p, x)
+    with pytest.raises(ValueError, match="flips must have shape"):
+        fn.inject_many(np.zeros((2, 4), np.int32), p, x)
+    with pytest.raises(ValueError, match="gemm must be in"):
+        jax.jit(accelerated(m.apply, Accelerator(engine="jax"), [OutputBitFlip(gemm=5, row=0, col=0, bit=0)]))(p, x)
+
+
+def test_unroutable_gemm_is_refused_or_run_natively():
+    f = lambda x, y: jnp.dot(x, y)  # noqa: E731
+    x = jnp.ones((2, 3), jnp.complex64)
+    with pytest.raises(NotImplementedError, match="complex operands"):
+        jax.jit(accelerated(f, Accelerator(engine="jax")))(x, x.T)
+    fn = accelerated(f, Accelerator(engine="jax"), fallback="native")
+    assert _same(jax.jit(fn)(x, x.T), f(x, x.T))
+    assert [s.where for s in fn.jax_gemms(x, x.T)] == ["native"]
