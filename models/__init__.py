@@ -49,7 +49,8 @@ from ._scale_faults import GEMM_FAULTS, ScaleBitFlip
 from ._zoo import MODELS, Model, get_model
 from ._workload import (MODELS_DIR_ENV, SHIPPED_BATCH, WORKLOAD_OUTCOMES, WORKLOADS, Workload, get_workload,
                         load_workload, minilm_retrieval)
-from ._chip import array_gemm, chip_faults, param_masks, retrain_masked, run_on_chip, weight_masks
+from ._chip import (array_gemm, chip_faults, chip_matmul, finetune_on_chip, param_masks, retrain_masked, run_on_chip,
+                    weight_masks)
 from ._jax_engine import JAX_INPUT_FORMATS, jax_matmul
 from ._pretrained import ACTIVATIONS, POOLING_MODES, BertConfig, PretrainedModel, load_pretrained
 
@@ -60,7 +61,8 @@ __all__ = ["ACCUMULATORS", "INPUT_FORMATS", "Accelerator", "AcceleratedFunction"
            "get_model"]
 __all__ += ["FALLBACKS", "OTHER_GEMM_PRIMITIVES", "is_floating", "SHIPPED_BATCH", "WORKLOAD_OUTCOMES", "Workload",
             "get_workload", "load_workload"]
-__all__ += ["array_gemm", "chip_faults", "param_masks", "retrain_masked", "run_on_chip", "weight_masks"]
+__all__ += ["array_gemm", "chip_faults", "chip_matmul", "finetune_on_chip", "param_masks", "retrain_masked", "run_on_chip",
+            "weight_masks"]
 __all__ += ["ACTIVATIONS", "POOLING_MODES", "BertConfig", "PretrainedModel", "load_pretrained"]
 __all__ += ["SCALINGS", "Scales", "ScaleBitFlip"]
 __all__ += ["MODELS_DIR_ENV", "WORKLOADS", "minilm_retrieval"]

@@ -208,14 +208,18 @@ def _is_dynamic(leaf) -> bool:
 class AcceleratedFunction:
     """``fn`` with its GEMMs run by the simulated accelerator (see :func:`accelerated`)."""
 
-    def __init__(self, fn, accelerator: Accelerator, faults=(), fallback: str = "error"):
+    def __init__(self, fn, accelerator: Accelerator, faults=(), fallback: str = "error", matmul=None):
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
         if not isinstance(accelerator, Accelerator):
             raise TypeError(f"accelerator must be an Accelerator, not {type(accelerator).__name__}")
         if fallback not in FALLBACKS:
             raise ValueError(f"fallback must be one of {FALLBACKS}, not {fallback!r}")
+        if matmul is not None and (accelerator.engine != "jax" or not callable(matmul)):
+            raise TypeError(f"matmul must be a callable with Accelerator(engine='jax'), not {type(matmul).__name__} "
+                            f"with engine={accelerator.engine!r}")
         self.fallback = fallback
+        self.matmul = matmul
         self.fn = fn
         self.accelerator = accelerator
         self.faults = _check_faults(faults)
@@ -309,7 +313,8 @@ class AcceleratedFunction:
 
         def run(flips, *dyn_leaves):
             cj, out_shape = jax.make_jaxpr(flat, return_shape=True)(*dyn_leaves)
-            it = JaxInterpreter(self.accelerator, flips=flips if with_flips else None, fallback=self.fallback)
+            it = JaxInterpreter(self.accelerator, flips=flips if with_flips else None, fallback=self.fallback,
+                                matmul=self.matmul)
             outs, _ = it.run(cj, dyn_leaves)
             info["sites"] = tuple(it.sites)
             return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), outs)
@@ -506,7 +511,8 @@ class GoldenTrace:
         return res
 
 
-def accelerated(fn, accelerator: Accelerator, faults=(), *, fallback: str = "error") -> AcceleratedFunction:
+def accelerated(fn, accelerator: Accelerator, faults=(), *, fallback: str = "error",
+                matmul=None) -> AcceleratedFunction:
     """Run a JAX function with its matmuls and convolutions on the simulated accelerator.
 
     Every ``dot_general`` and ``conv_general_dilated`` with a floating operand in
@@ -531,11 +537,20 @@ def accelerated(fn, accelerator: Accelerator, faults=(), *, fallback: str = "err
             primitive the walker cannot enter) raises NotImplementedError naming the
             primitive and its shapes; ``"native"``: such GEMMs run natively in JAX and
             are listed with ``GemmSite.where == "native"`` (faults cannot target them).
+        matmul: ``engine="jax"`` only: a traceable ``matmul(a, b)`` computing each
+            GEMM's D (G, M, N) (accumulator dtype) from its rounded operands a
+            (G, M, K) and b (G, K, N) in place of the JAX engine, e.g. a faulty chip
+            (:func:`models.chip_matmul`); the gradient stays straight-through.
     Returns:
         An :class:`AcceleratedFunction`: call it like ``fn``; ``.gemms(*args)``
         enumerates GEMMs, ``.trace(*args)`` returns a :class:`GoldenTrace` for fast
-        fault injection.  It runs eagerly on concrete values: calling it under
-        ``jax.jit``, ``jax.grad`` or ``jax.vmap`` raises TypeError (vmap the plain
-        function first: ``accelerated(jax.vmap(fn), acc)``).
+        fault injection.  On ``engine="numba"`` it runs eagerly on concrete values:
+        calling it under ``jax.jit``, ``jax.grad`` or ``jax.vmap`` raises TypeError
+        (vmap the plain function first: ``accelerated(jax.vmap(fn), acc)``).  On
+        ``engine="jax"`` a call is one jit-compiled JAX computation that those
+        transformations accept (bit for bit the eager result; gradients
+        straight-through; GEMMs inside ``cond``/``while``/``scan`` need
+        ``fallback="native"``); ``.inject_many(flips, *args)`` runs many output-bit-flip
+        trials in one vmapped call.
     """
-    return AcceleratedFunction(fn, accelerator, faults, fallback)
+    return AcceleratedFunction(fn, accelerator, faults, fallback, matmul)

@@ -177,6 +177,10 @@ class JaxInterpreter(JaxprEvaluator):
         flips: None, or an (n, 5) int32 array (possibly traced) of output bit flips
             (see :func:`flip_array`).
         fallback: ``"error"`` or ``"native"``, as :func:`models.accelerated`.
+        matmul: None (the JAX engine: :func:`models.jax_matmul` with the
+            accelerator's profile and split_k), or a traceable ``matmul(a, b)`` of the
+            rounded operands a (G, M, K), b (G, K, N) returning D (G, M, N) in the
+            accumulator dtype (e.g. a faulty chip: :func:`models.chip_matmul`).
     Attributes:
         sites: the :class:`GemmSite` of each GEMM in walk order (``where`` ``"jax"``:
             run by the JAX engine; ``"native"``: bound natively).
@@ -184,9 +188,10 @@ class JaxInterpreter(JaxprEvaluator):
 
     label = "the bridge (JAX engine)"
 
-    def __init__(self, acc, *, flips=None, fallback: str = "error"):
+    def __init__(self, acc, *, flips=None, fallback: str = "error", matmul=None):
         super().__init__(concrete=False)
         self.acc = acc
+        self.matmul = matmul if matmul is not None else functools.partial(_engine_matmul, acc)
         self.flips = flips
         self.fallback = fallback
         self.sites: list[GemmSite] = []
@@ -229,14 +234,7 @@ class JaxInterpreter(JaxprEvaluator):
             else:
                 a, b, assemble = lower_conv(qa, qb, xp=jnp, **params)
             shape_box.append((a.shape[0], a.shape[1], a.shape[2], b.shape[2]))
-            G, M, K = a.shape
-            N = b.shape[2]
-            if K % acc.split_k:
-                raise ValueError(f"K must be a multiple of split_k={acc.split_k}, not {K} "
-                                 f"(a GEMM of shape ({M}, {K}) @ ({K}, {N}))")
-            c = jnp.zeros((G, M, N), acc.acc_dtype)
-            d = jax_matmul(a, b, c, profile=acc.profile, input_format="tf32" if acc.input_format == "tf32" else None,
-                           split_k=acc.split_k)
+            d = self.matmul(a, b)
             if flips is not None:
                 d = _flip(d, index, flips)
             return _pin_floating(assemble(d).astype(out_dtype), zero)
@@ -258,6 +256,17 @@ class JaxInterpreter(JaxprEvaluator):
         outs = list(outs) if prim.multiple_results else [outs]
         self._site(eqn, scope, (0, 0, 0, 0), "native")
         return outs
+
+
+def _engine_matmul(acc, a, b):
+    """D (G, M, N) = A @ B (C = +0) on the JAX engine with the accelerator's settings."""
+    G, M, K = a.shape
+    N = b.shape[2]
+    if K % acc.split_k:
+        raise ValueError(f"K must be a multiple of split_k={acc.split_k}, not {K} "
+                         f"(a GEMM of shape ({M}, {K}) @ ({K}, {N}))")
+    return jax_matmul(a, b, jnp.zeros((G, M, N), acc.acc_dtype), profile=acc.profile,
+                      input_format="tf32" if acc.input_format == "tf32" else None, split_k=acc.split_k)
 
 
 @jax.custom_jvp

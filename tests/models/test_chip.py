@@ -1,5 +1,6 @@
 """A whole model on a faulty chip (models.run_on_chip, array_gemm, param_masks,
-retrain_masked)."""
+retrain_masked, chip_matmul, finetune_on_chip)."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -80,3 +81,39 @@ def test_retrain_keeps_masked_weights_at_zero():
     assert secs > 0
     for k, m in masks.items():
         assert m.any() and (q[k][m] == 0).all() and (q[k][~m] != 0).mean() > 0.9
+
+
+def test_chip_matmul_runs_the_chip_inside_jit(cnn):
+    """The faulty chip as the JAX bridge's GEMM (host callback under jax.jit) gives the
+    bits of the eager run_on_chip with array_gemm."""
+    m, p, x, tr = cnn
+    arr = SystolicArray(8, 8, dataflow="ws")
+    fm = FaultMap.sample(arr, rate=0.08, seed=2)
+    want = models.run_on_chip(tr, models.array_gemm(arr, fm, ACC))
+    jacc = models.Accelerator("systolic_fma", "fp16", engine="jax")
+    fn = models.accelerated(m.apply, jacc, matmul=models.chip_matmul(arr, fm, jacc))
+    got = jax.jit(fn)(p, x)
+    assert np.array_equal(np.asarray(got).view(np.uint32), np.asarray(want).view(np.uint32))
+    with pytest.raises(TypeError, match="matmul must be a callable with Accelerator\\(engine='jax'\\)"):
+        models.accelerated(m.apply, ACC, matmul=models.chip_matmul(arr, fm, jacc))
+    with pytest.raises(ValueError, match="array profile must be the accelerator's"):
+        models.chip_matmul(arr, fm, models.Accelerator("hopper", "fp16", engine="jax"))
+
+
+def test_fault_aware_fine_tuning_learns_around_the_chip():
+    """A 32x32 chip with stuck weight-register bits at 1 % of its PEs: the CNN fine-tuned
+    with the chip in the loop (2 epochs) does better on that chip than the shipped one."""
+    arr = SystolicArray(32, 32, dataflow="ws", profile="systolic_fma")
+    m, p = models.get_model("cnn"), models.load_params("cnn")
+    x, y = models.load_digits("test")
+    fm = FaultMap.sample(arr, rate=0.01, seed=3, registers="w", input_format="fp16")
+
+    def on_chip(params):
+        tr = models.accelerated(m.apply, ACC).trace(params, jnp.asarray(x))
+        return float((np.asarray(models.run_on_chip(tr, models.array_gemm(arr, fm, ACC))).argmax(-1) == y).mean())
+
+    before = on_chip(p)
+    q, secs = models.finetune_on_chip("cnn", p, arr, fm, ACC, epochs=2, seed=0)
+    after = on_chip(q)
+    assert secs > 0 and set(q) == set(p)
+    assert before < 0.95 and after > before + 0.03, (before, after)
