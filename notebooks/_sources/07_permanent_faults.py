@@ -206,6 +206,74 @@ for reg in REGISTERS:
 print(f"total {time.perf_counter() - T0:.0f} s ({'full' if FULL else 'small'} mode)")
 
 # %% [markdown]
+# ## Fault-aware fine-tuning: the fault in the loop
+# No hardware change at all: the CNN is fine-tuned on the training split with the faulty
+# chip in its forward pass (`models.finetune_on_chip`: every GEMM of every training step
+# runs on the chip as it is, through `models.chip_matmul`, a host callback inside the
+# jitted step; the backward pass is the JAX bridge's straight-through gradient; a step
+# whose gradient is not finite is skipped), then evaluated on the same chip. fp16
+# operands; the first `FT_CHIPS` chips of every point above (the same draws, so the
+# curves compare chip for chip), with the unmitigated and bypass + retraining results of
+# those same chips beside it.
+
+# %%
+FT_CHIPS = 5 if FULL else 1
+FT_EPOCHS = 3 if FULL else 1
+ft_rows = []
+t0 = time.perf_counter()
+for ri, rate in enumerate(RATES):
+    for chip in range(FT_CHIPS):
+        seed = 1000 * chip + ri  # the chips of the study above
+        for reg in REGISTERS:
+            fm = FaultMap.sample(array, rate=rate, seed=seed, registers=reg, input_format="fp16")
+            q, _ = models.finetune_on_chip("cnn", params, array, fm, ACC["fp16"], epochs=FT_EPOCHS, seed=chip)
+            tq = models.accelerated(cnn.apply, ACC["fp16"]).trace(q, x)
+            ft_rows.append(dict(rate=rate, chip=chip, register=reg,
+                                acc=accuracy(models.run_on_chip(tq, models.array_gemm(array, fm, ACC["fp16"])))))
+print(f"fault-aware fine-tuning: {time.perf_counter() - t0:.0f} s ({FT_CHIPS} chips per point, {FT_EPOCHS} epochs)")
+
+
+def ft_curve(reg, scheme):
+    out = []
+    for rate in RATES:
+        if scheme == "fault-aware FT":
+            v = [r["acc"] for r in ft_rows if r["register"] == reg and r["rate"] == rate]
+        else:
+            v = [r["acc"] for r in rows if r["scheme"] == scheme and r["fmt"] == "fp16" and r["rate"] == rate
+                 and r["register"] in (None, reg) and r["chip"] < FT_CHIPS]
+        out.append(mean_ci(v) + (float(np.median(v)),))
+    return np.array(out)
+
+
+FT_SCHEMES = ("none", "bypass+retrain", "fault-aware FT")
+STYLE["fault-aware FT"] = ("tab:orange", "v")
+fig, axes = plt.subplots(1, len(REGISTERS), figsize=(4.2 * len(REGISTERS), 3.2), sharey=True, squeeze=False)
+for j, reg in enumerate(REGISTERS):
+    ax = axes[0, j]
+    for s in FT_SCHEMES:
+        c = ft_curve(reg, s)
+        color, marker = STYLE[s]
+        ax.plot(xs, c[:, 0], marker=marker, color=color, label=s)
+        ax.fill_between(xs, c[:, 1], c[:, 2], color=color, alpha=0.15)
+    ax.axhline(FAULT_FREE["fp16"], color="gray", ls=":", lw=1)
+    ax.set_xticks(xs, LABELS, fontsize=8)
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"fp16, stuck bits in '{reg}'", fontsize=10)
+    ax.set_xlabel("faulty PEs (of 1024)")
+axes[0, 0].set_ylabel("accuracy")
+axes[0, 0].legend(fontsize=8, loc="lower left")
+fig.suptitle(f"Fault-aware fine-tuning against bypass + retraining ({FT_CHIPS} chips per point, "
+             f"{FT_EPOCHS} epochs)", fontsize=11)
+fig.tight_layout()
+fig.savefig(FIG / "permanent_faults_finetune.png", dpi=110)
+plt.show()
+print(f"{'register':8s} {'scheme':15s} " + " ".join(f"{f'{lab}: mean [95 %] median':>31s}" for lab in LABELS))
+for reg in REGISTERS:
+    for s in FT_SCHEMES:
+        print(f"{reg:8s} {s:15s} " + " ".join(f"{m:9.3f} [{lo:.3f}, {hi:.3f}] {med:7.3f}"
+                                              for m, lo, hi, med in ft_curve(reg, s)))
+
+# %% [markdown]
 # ## The transformer workload: MiniLM-L6 retrieval on a faulty chip
 # The same 32x32 weight-stationary array and fault model, now running every GEMM of
 # all-MiniLM-L6-v2 (`models.minilm_retrieval`: query/passage pairs, each query retrieves
