@@ -52,6 +52,7 @@ from ._workload import (MODELS_DIR_ENV, SHIPPED_BATCH, WORKLOAD_OUTCOMES, WORKLO
 from ._chip import (array_gemm, chip_faults, chip_matmul, finetune_on_chip, param_masks, retrain_masked, run_on_chip,
                     weight_masks)
 from ._jax_engine import JAX_INPUT_FORMATS, jax_matmul
+from ._jax_bridge import FLIP_FIELDS, FLIP_TARGETS, flip_array
 from ._pretrained import ACTIVATIONS, POOLING_MODES, BertConfig, PretrainedModel, load_pretrained
 
 __all__ = ["ACCUMULATORS", "INPUT_FORMATS", "Accelerator", "AcceleratedFunction", "GoldenTrace", "InjectStats",
@@ -66,4 +67,4 @@ __all__ += ["array_gemm", "chip_faults", "chip_matmul", "finetune_on_chip", "par
 __all__ += ["ACTIVATIONS", "POOLING_MODES", "BertConfig", "PretrainedModel", "load_pretrained"]
 __all__ += ["SCALINGS", "Scales", "ScaleBitFlip"]
 __all__ += ["MODELS_DIR_ENV", "WORKLOADS", "minilm_retrieval"]
-__all__ += ["JAX_INPUT_FORMATS", "jax_matmul"]
+__all__ += ["JAX_INPUT_FORMATS", "jax_matmul", "FLIP_FIELDS", "FLIP_TARGETS", "flip_array"]

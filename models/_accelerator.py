@@ -116,7 +116,7 @@ class Accelerator:
             operands are scaled into the input format before rounding and how the result
             is scaled back (:meth:`quantize`, :meth:`scaled_gemm`, :meth:`dequantize`);
             the scale factors are fault sites (:class:`models.ScaleBitFlip`).  Not
-            with ``tf32``, nor (yet) with ``engine="jax"``.
+            with ``tf32``.
         engine: ``"numba"`` (default) or ``"jax"``: which engine of the numerics core
             runs the GEMMs (:data:`ENGINES`).  Both give the same bits.  With
             ``"jax"``, :func:`models.accelerated` returns a function that runs as one
@@ -169,9 +169,6 @@ class Accelerator:
             raise TypeError(f"engine must be a str, not {type(self.engine).__name__}")
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {list(ENGINES)}, not {self.engine!r}")
-        if self.engine == "jax" and self.scaling != "none":
-            raise ValueError(f"scaling must be 'none' with engine='jax' (the scaling recipes run on the Numba "
-                             f"engine only, for now), not {self.scaling!r}")
         if self.scaling != "none" and self.input_format == "tf32":
             raise ValueError(f"scaling must be 'none' for input_format 'tf32' (the simulator narrows tf32 "
                              f"operands itself), not {self.scaling!r}")

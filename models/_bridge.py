@@ -27,7 +27,7 @@ import numpy as np
 from ._accelerator import Accelerator
 from ._faults import GemmCall, GemmSite, OutputBitFlip
 from ._scale_faults import GEMM_FAULTS, ScaleBitFlip
-from ._jax_bridge import FLIP_FIELDS, JaxInterpreter, flip_array
+from ._jax_bridge import FLIP_FIELDS, JaxInterpreter, check_flip_rows, flip_array
 from ._jaxpr import JaxprEvaluator, _describe, _same
 from ._lowering import lower_conv, lower_dot_general, unroutable
 
@@ -223,10 +223,10 @@ class AcceleratedFunction:
         self.fn = fn
         self.accelerator = accelerator
         self.faults = _check_faults(faults)
-        if accelerator.engine == "jax" and not all(isinstance(f, OutputBitFlip) for f in self.faults):
-            raise TypeError(f"faults must be OutputBitFlip values on engine='jax' (they act inside the JAX "
-                            f"computation; the other faults run on engine='numba' or through .trace().inject), "
-                            f"not {', '.join(sorted({type(f).__name__ for f in self.faults}))}")
+        if accelerator.engine == "jax" and not all(isinstance(f, (OutputBitFlip, ScaleBitFlip)) for f in self.faults):
+            raise TypeError(f"faults must be OutputBitFlip or ScaleBitFlip values on engine='jax' (they act inside "
+                            f"the JAX computation; the other faults run on engine='numba' or through "
+                            f".trace().inject), not {', '.join(sorted({type(f).__name__ for f in self.faults}))}")
         self._jaxprs: dict = {}
         self._round_cache: dict = {}
         self._jitted: dict = {}
@@ -333,59 +333,52 @@ class AcceleratedFunction:
         jax.eval_shape(fn, jnp.zeros((0, len(FLIP_FIELDS)), jnp.int32), *dyn)
         return info["sites"]
 
-    def inject_many(self, flips, *args, chunk: int = 64, **kwargs):
+    def inject_many(self, faults, *args, chunk: int = 64, **kwargs):
         """Many value-level trials in vmapped, jitted calls (engine='jax').
 
         Args:
-            flips: a sequence of :class:`OutputBitFlip` (one trial each), or an int
-                array (T, 5) or (T, F, 5) of rows (gemm, group, row, col, bit)
-                (:data:`models.FLIP_FIELDS`; F faults per trial; a row with gemm -1
-                flips nothing).  ``gemm`` indexes :meth:`jax_gemms`.
+            faults: a sequence of trials, each an :class:`OutputBitFlip` or
+                :class:`ScaleBitFlip` or a sequence of them (faults of one trial); or an
+                int array (T, 4) or (T, F, 4) of rows (gemm, target, index, bit)
+                (:data:`models.FLIP_FIELDS`, :func:`models.flip_array`; F faults per
+                trial; a row with gemm -1 does nothing).  ``gemm`` indexes
+                :meth:`jax_gemms`.
             args, kwargs: the function's arguments (shared by all trials).
             chunk: trials per vmapped call (memory grows with it).
         Returns:
             ``fn``'s output pytree with a leading axis of T trials; trial t equals
-            ``accelerated(fn, acc, faults=<its flips>)(*args)`` bit for bit.
+            ``accelerated(fn, acc, faults=<its faults>)(*args)`` bit for bit.
         Raises:
-            ValueError for a row outside the GEMMs or their shapes.
+            ValueError for a fault outside the GEMMs, their results or scales.
         """
         if self.accelerator.engine != "jax":
             raise ValueError("inject_many needs Accelerator(engine='jax'); on engine='numba' use "
                              "trace(...).inject per trial")
         if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
             raise ValueError(f"chunk must be an int >= 1, not {chunk!r}")
-        if isinstance(flips, (list, tuple)) and all(isinstance(f, OutputBitFlip) for f in flips):
-            rows = flip_array(flips)[:, None, :]
+        sites = self.jax_gemms(*args, **kwargs)
+        width = len(FLIP_FIELDS)
+        if isinstance(faults, (list, tuple)):
+            trials = [tuple(t) if isinstance(t, (list, tuple)) else (t,) for t in faults]
+            most = max((len(t) for t in trials), default=1)
+            rows = np.full((len(trials), most, width), -1, np.int32)
+            for i, t in enumerate(trials):
+                rows[i, :len(t)] = flip_array(t, sites, self.accelerator)
         else:
-            rows = np.asarray(flips)
+            rows = np.asarray(faults)
             if not np.issubdtype(rows.dtype, np.integer):
-                raise TypeError(f"flips must be OutputBitFlip values or an int array, not dtype {rows.dtype}")
+                raise TypeError(f"faults must be fault values or an int array, not dtype {rows.dtype}")
             if rows.ndim == 2:
                 rows = rows[:, None, :]
-            if rows.ndim != 3 or rows.shape[2] != len(FLIP_FIELDS):
-                raise ValueError(f"flips must have shape (T, 5) or (T, F, 5), not {rows.shape}")
-        rows = rows.astype(np.int32)
-        self._check_flips(rows.reshape(-1, len(FLIP_FIELDS)), self.jax_gemms(*args, **kwargs))
+            if rows.ndim != 3 or rows.shape[2] != width:
+                raise ValueError(f"faults must have shape (T, {width}) or (T, F, {width}), not {rows.shape}")
+            check_flip_rows(rows.reshape(-1, width), sites, self.accelerator)
+            rows = rows.astype(np.int32)
         fn, dyn, _ = self._traced(args, kwargs, True)
         batched = self._jitted.setdefault(("vmap", id(fn)), (jax.jit(jax.vmap(fn, in_axes=(0,) + (None,) * len(dyn))),
                                                              None))[0]
         outs = [batched(jnp.asarray(rows[i:i + chunk]), *dyn) for i in range(0, rows.shape[0], chunk)]
         return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *outs)
-
-    def _check_flips(self, rows: np.ndarray, sites) -> None:
-        for g, grp, r, c, bit in rows:
-            if g == -1:
-                continue
-            if not 0 <= g < len(sites):
-                raise ValueError(f"gemm must be in [0, {len(sites)}) (or -1: no flip), not {g}")
-            s = sites[g]
-            if s.where != "jax":
-                raise ValueError(f"faults must target GEMMs run on the simulator, not GEMM {g} ({s.name}), "
-                                 f"which ran natively")
-            width = self.accelerator.acc_dtype.itemsize * 8
-            for name, v, n in (("group", grp, s.groups), ("row", r, s.M), ("col", c, s.N), ("bit", bit, width)):
-                if not 0 <= v < n:
-                    raise ValueError(f"{name} must be in [0, {n}) for GEMM {g}, not {v}")
 
     def __call__(self, *args, **kwargs):
         """Run ``fn(*args, **kwargs)`` on the accelerator, with this function's faults.
@@ -398,9 +391,9 @@ class AcceleratedFunction:
         if self.accelerator.engine == "jax":
             with_flips = bool(self.faults)
             fn, dyn, _ = self._traced(args, kwargs, with_flips)
-            rows = flip_array(self.faults)
+            rows = np.zeros((0, len(FLIP_FIELDS)), np.int32)
             if with_flips:
-                self._check_flips(rows, self.jax_gemms(*args, **kwargs))
+                rows = flip_array(self.faults, self.jax_gemms(*args, **kwargs), self.accelerator)
             return fn(jnp.asarray(rows), *dyn)
         _, outs, _, out_tree = self._run(args, kwargs, faults_by_index=_by_index(self.faults),
                                          keep_operands=False)

@@ -28,145 +28,101 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from simulator import FORMATS, RoundingTarget, get_format
-
 from ._faults import GemmSite, OutputBitFlip
-from ._jax_engine import _f32_parts, _round, jax_matmul
+from ._jax_scaling import dequantize_jax, quantize_jax, scaled_gemm_jax
+from ._scale_faults import ScaleBitFlip
+from ._jax_engine import jax_matmul
+from ._jax_operands import round_operand_jax
 from ._jaxpr import JaxprEvaluator, _describe, is_floating
 from ._lowering import lower_conv, lower_dot_general, unroutable
 
-__all__ = ["round_operand_jax", "JaxInterpreter", "flip_array", "FLIP_FIELDS"]
+__all__ = ["JaxInterpreter", "flip_array", "check_flip_rows", "FLIP_FIELDS", "FLIP_TARGETS"]
 
 #: the columns of a fault row given as data (see :func:`flip_array`)
-FLIP_FIELDS = ("gemm", "group", "row", "col", "bit")
+FLIP_FIELDS = ("gemm", "target", "index", "bit")
+#: what a row's ``target`` (0, 1, 2) flips: D (accumulator bits), A's or B's scales
+FLIP_TARGETS = ("d", "scale_a", "scale_b")
 _U = jnp.uint32
 
 
-def round_operand_jax(acc, x):
-    """``acc.round_operand(x)`` in ``jax.numpy`` integer arithmetic (traceable).
-
-    Args:
-        acc: the :class:`models.Accelerator`.
-        x: a floating array (float32, or a dtype of a catalogue format: float16,
-            bfloat16, FP8), any shape.
-    Returns:
-        An array of ``acc.input_dtype`` (float32 for tf32, which the engine narrows),
-        bit for bit the eager bridge's rounding, NaN payloads aside (a NaN becomes the
-        format's NaN): round to nearest even from the exact value, saturating as
-        ``acc.saturates`` says.  Only integer operations and bitcasts touch the values:
-        XLA's float conversions may flush subnormals (the CPU backend does).
-    """
-    if acc.input_format == "tf32":
-        return lax.bitcast_convert_type(_f32_bits(x), jnp.float32)
-    fmt = get_format(acc.input_format)
-    if np.dtype(x.dtype) == fmt.dtype:
-        return x
-    bits = _f32_bits(x)
-    neg, mag, unit, fin, _ = _f32_parts(bits)
-    nan = ~fin & ((bits & 0x7FFFFF) != 0)
-    inf = ~fin & ~nan
-    # the same rounding the engine's steps use, with the format as the target; the
-    # format's own top (e4m3: 448, not all ones) and its lack of infinities are applied
-    # after, so the target overflows to inf and the result is settled here
-    target = RoundingTarget(fmt.man_bits, fmt.emin, fmt.emax, True, True)
-    r = _round(neg, mag, unit, jnp.zeros(bits.shape, bool), target)
-    top = _U(int(np.float32(fmt.max_finite).view(np.uint32)))
-    over = fin & ((r & 0x7FFFFFFF) > top)  # beyond the largest finite value (inf included)
-    code = _to_format_bits(jnp.where(over, top, r & 0x7FFFFFFF), fmt)  # magnitude codes
-    codes = _special_codes(fmt)
-    if acc.saturates:
-        code = jnp.where(over | inf, _U(codes["max"]), code)
-    elif codes["inf"] is None:  # no infinity: an overflow or an infinity is NaN
-        code = jnp.where(over | inf, _U(codes["nan"]), code)
-    else:
-        code = jnp.where(over | inf, _U(codes["inf"]), code)
-    # the sign (a zero result keeps it, as IEEE rounding does); NaN is the format's NaN
-    code = code | jnp.where(neg, _U(1 << (fmt.width - 1)), _U(0))
-    code = jnp.where(nan, _U(codes["nan"]), code)
-    return lax.bitcast_convert_type(code.astype(fmt.uint_dtype), fmt.dtype)
-
-
-@functools.lru_cache(maxsize=None)
-def _special_codes(fmt) -> dict:
-    """The format's codes (unsigned, sign bit clear) of its largest finite value, of
-    +inf (None when it has none) and of its NaN, from the catalogue's own encoder."""
-    def code(v, saturate=False):
-        return int(fmt.encode(np.array([v]), "rne", saturate=saturate)[0])
-    return {"max": code(fmt.max_finite), "inf": code(np.inf) if fmt.specials == "ieee" else None,
-            "nan": code(np.nan)}
-
-
-@functools.lru_cache(maxsize=None)
-def _widening_table(fmt):
-    """binary32 bits of every code of a format of at most 16 bits (exact; NaN quiet)."""
-    v = fmt.decode(fmt.all_bit_patterns()).astype(np.float32)
-    bits = v.view(np.uint32).copy()
-    bits[np.isnan(v)] = 0x7FC00000
-    return bits
-
-
-def _f32_bits(x):
-    """binary32 bits (uint32) of a float32 array, or of the exact binary32 widening of a
-    narrower catalogue format's array (by table: no float conversion)."""
-    dt = np.dtype(x.dtype)
-    if dt == np.float32:
-        return lax.bitcast_convert_type(x, _U)
-    fmt = next((f for f in FORMATS.values() if f.dtype == dt and f.container_bits <= 16), None)
-    if fmt is None:
-        raise TypeError(f"GEMM operands must be float32 or a catalogue format's dtype on engine='jax', not {dt}")
-    idx = lax.bitcast_convert_type(x, jnp.dtype(fmt.uint_dtype)).astype(jnp.int32)
-    return jnp.asarray(_widening_table(fmt))[idx]
-
-
-def _to_format_bits(mag_bits, fmt):
-    """binary32 bits of non-negative values of ``fmt`` (finite, each exactly one of the
-    format's values) -> the format's codes (uint32), by field arithmetic."""
-    _, mag, unit, _, zero = _f32_parts(mag_bits)
-    n = 32 - lax.clz(mag).astype(jnp.int32)
-    en = unit + n - 1  # the value's exponent
-    man_mask = _U((1 << fmt.man_bits) - 1)
-    normal = (lax.shift_left((en - fmt.emin + 1).astype(_U), _U(fmt.man_bits))
-              | (_shift(mag, fmt.man_bits - (n - 1)) & man_mask))
-    sub = _shift(mag, unit - (fmt.emin - fmt.man_bits))
-    return jnp.where(zero, _U(0), jnp.where(en >= fmt.emin, normal, sub))
-
-
-def _shift(x, s):
-    """x << s for s >= 0, x >> -s for s < 0 (|s| < 32), uint32."""
-    left = lax.shift_left(x, jnp.clip(s, 0, 31).astype(_U))
-    right = lax.shift_right_logical(x, jnp.clip(-s, 0, 31).astype(_U))
-    return jnp.where(s >= 0, left, right)
-
-
-def flip_array(faults) -> np.ndarray:
-    """Output-bit-flip faults as data: an (n, 5) int32 array of rows
-    (gemm, group, row, col, bit) (:data:`FLIP_FIELDS`), one per
-    :class:`models.OutputBitFlip` (a row with gemm -1 flips nothing)."""
+def flip_array(faults, sites, acc) -> np.ndarray:
+    """Value-level faults as data: an (n, 4) int32 array of rows (gemm, target, index,
+    bit) (:data:`FLIP_FIELDS`), one per :class:`models.OutputBitFlip` (target 0, index
+    the flat index of (group, row, col) in D (G, M, N)) or :class:`models.ScaleBitFlip`
+    (target 1 for A's scales, 2 for B's; index the flat index in the scale array).
+    ``sites``: the :class:`GemmSite` tuple the ``gemm`` fields index; ``acc``: the
+    :class:`models.Accelerator`.  Raises ValueError for a fault outside them."""
     rows = []
     for f in faults:
-        if not isinstance(f, OutputBitFlip):
-            raise TypeError(f"faults must be OutputBitFlip values, not {type(f).__name__}")
-        rows.append((f.gemm, f.group, f.row, f.col, f.bit))
-    return np.array(rows, np.int32).reshape(len(rows), len(FLIP_FIELDS))
+        if isinstance(f, OutputBitFlip):
+            _check_gemm(f.gemm, sites)
+            s = sites[f.gemm]
+            for name, v, n in (("group", f.group, s.groups), ("row", f.row, s.M), ("col", f.col, s.N)):
+                if not 0 <= v < n:
+                    raise ValueError(f"{name} must be in [0, {n}) for GEMM {f.gemm}, not {v}")
+            rows.append((f.gemm, 0, (f.group * s.M + f.row) * s.N + f.col, f.bit))
+        elif isinstance(f, ScaleBitFlip):
+            rows.append((f.gemm, 1 if f.operand == "a" else 2, f.index, f.bit))
+        else:
+            raise TypeError(f"faults must be OutputBitFlip or ScaleBitFlip values on engine='jax', "
+                            f"not {type(f).__name__}")
+    out = np.array(rows, np.int64).reshape(len(rows), len(FLIP_FIELDS))
+    check_flip_rows(out, sites, acc)
+    return out.astype(np.int32)
 
 
-def _flip(d, index: int, flips):
-    """D (G, M, N) with the bits of ``flips`` ((n, 5) int32 rows) that target GEMM
-    ``index`` flipped (traceable; rows naming other GEMMs or out of range do nothing:
-    :meth:`AcceleratedFunction.inject_many` checks ranges before tracing)."""
-    width = np.dtype(d.dtype).itemsize * 8
+def _check_gemm(g, sites):
+    if not 0 <= g < len(sites):
+        raise ValueError(f"gemm must be in [0, {len(sites)}) (or -1: no fault), not {g}")
+    if sites[g].where != "jax":
+        raise ValueError(f"faults must target GEMMs run on the simulator, not GEMM {g} ({sites[g].name}), "
+                         f"which ran natively")
+
+
+def check_flip_rows(rows: np.ndarray, sites, acc) -> None:
+    """ValueError unless every row (gemm, target, index, bit) names a GEMM of ``sites``
+    run on the engine, an existing element of its D or scales and a bit of it (gemm
+    -1: no fault)."""
+    kind, n = acc.scaling_kind
+    for g, target, index, bit in rows:
+        if g == -1:
+            continue
+        _check_gemm(g, sites)
+        s = sites[g]
+        if not 0 <= target < len(FLIP_TARGETS):
+            raise ValueError(f"target must be in [0, {len(FLIP_TARGETS)}) {FLIP_TARGETS}, not {target}")
+        if target == 0:
+            size, width = s.groups * s.M * s.N, acc.acc_dtype.itemsize * 8
+        elif kind == "none":
+            raise ValueError(f"gemm must be a scaled GEMM (Accelerator(scaling=...) not 'none') for a scale "
+                             f"fault, not GEMM {g} ({s.name})")
+        else:
+            nb = -(-s.K // n) if kind == "block" else 1
+            rows_of = {"tensor": (1, 1), "row": (s.groups * s.M, s.groups * s.N),
+                       "block": (s.groups * s.M * nb, s.groups * nb * s.N)}[kind]
+            size, width = rows_of[target - 1], 8 if kind == "block" else 32
+        if not 0 <= index < size:
+            raise ValueError(f"index must be in [0, {size}) for {FLIP_TARGETS[target]} of GEMM {g}, not {index}")
+        if not 0 <= bit < width:
+            raise ValueError(f"bit must be in [0, {width}) for {FLIP_TARGETS[target]} of GEMM {g}, not {bit}")
+
+
+def _flip(x, gemm: int, target: int, flips):
+    """x (any shape, a float or unsigned array) with the bits of the rows of ``flips``
+    ((n, 4) int32, :data:`FLIP_FIELDS`) that name GEMM ``gemm`` and ``target`` flipped
+    at their flat index (traceable; ranges are checked before tracing)."""
+    width = np.dtype(x.dtype).itemsize * 8
     ut = jnp.dtype(f"uint{width}")
-    bits = lax.bitcast_convert_type(d, ut)
-    G, M, N = d.shape
-    g = jnp.arange(G)[:, None, None]
-    r = jnp.arange(M)[None, :, None]
-    c = jnp.arange(N)[None, None, :]
+    bits = lax.bitcast_convert_type(x, ut) if np.dtype(x.dtype) != ut else x
+    flat = bits.reshape(-1)
+    iota = jnp.arange(flat.shape[0])
     for i in range(flips.shape[0]):
         f = flips[i]
-        hit = (f[0] == index) & (g == f[1]) & (r == f[2]) & (c == f[3])
-        mask = lax.shift_left(jnp.ones((), ut), jnp.clip(f[4], 0, width - 1).astype(ut))
-        bits = jnp.where(hit, bits ^ mask, bits)
-    return lax.bitcast_convert_type(bits, d.dtype)
+        hit = (f[0] == gemm) & (f[1] == target) & (iota == f[2])
+        mask = lax.shift_left(jnp.ones((), ut), jnp.clip(f[3], 0, width - 1).astype(ut))
+        flat = jnp.where(hit, flat ^ mask, flat)
+    bits = flat.reshape(x.shape)
+    return lax.bitcast_convert_type(bits, x.dtype) if np.dtype(x.dtype) != ut else bits
 
 
 class JaxInterpreter(JaxprEvaluator):
@@ -175,7 +131,7 @@ class JaxInterpreter(JaxprEvaluator):
     Args:
         acc: the :class:`models.Accelerator` (``engine="jax"``).
         flips: None, or an (n, 5) int32 array (possibly traced) of output bit flips
-            (see :func:`flip_array`).
+            (see :func:`flip_array`) applied inside the traced GEMMs.
         fallback: ``"error"`` or ``"native"``, as :func:`models.accelerated`.
         matmul: None (the JAX engine: :func:`models.jax_matmul` with the
             accelerator's profile and split_k), or a traceable ``matmul(a, b)`` of the
@@ -228,16 +184,27 @@ class JaxInterpreter(JaxprEvaluator):
         shape_box = []
 
         def simulated(x, y, flips, zero):
-            qa, qb = round_operand_jax(acc, x), round_operand_jax(acc, y)
+            scaled = acc.scaling != "none"
+            if not scaled:  # round first: the lowering may duplicate elements (im2col)
+                x, y = round_operand_jax(acc, x), round_operand_jax(acc, y)
             if prim.name == "dot_general":
-                a, b, assemble = lower_dot_general(qa, qb, params["dimension_numbers"], xp=jnp)
+                a, b, assemble = lower_dot_general(x, y, params["dimension_numbers"], xp=jnp)
             else:
-                a, b, assemble = lower_conv(qa, qb, xp=jnp, **params)
+                a, b, assemble = lower_conv(x, y, xp=jnp, **params)
             shape_box.append((a.shape[0], a.shape[1], a.shape[2], b.shape[2]))
-            d = self.matmul(a, b)
+            if not scaled:
+                d = self.matmul(a, b)
+                if flips is not None:
+                    d = _flip(d, index, 0, flips)
+                return _pin_floating(assemble(d).astype(out_dtype), zero)
+            # the scales follow the GEMM's layout (rows of A, columns of B, blocks of K)
+            qa, qb, sc = quantize_jax(acc, a, b)
             if flips is not None:
-                d = _flip(d, index, flips)
-            return _pin_floating(assemble(d).astype(out_dtype), zero)
+                sc = sc._replace(a=_flip(sc.a, index, 1, flips), b=_flip(sc.b, index, 2, flips))
+            d = scaled_gemm_jax(acc, qa, qb, sc, self.matmul)
+            if flips is not None:  # D faults act on D before the epilogue, as in the eager bridge
+                d = _flip(d, index, 0, flips)
+            return _pin_floating(assemble(dequantize_jax(acc, d, sc)).astype(out_dtype), zero)
 
         def exact(x, y):
             return prim.bind(x, y, **prim.get_bind_params(params))

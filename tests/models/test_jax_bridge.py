@@ -12,7 +12,8 @@ from jax import lax
 import models
 from simulator import get_format
 from models import MODELS_DIR_ENV, Accelerator, OutputBitFlip, ReplaceTile, accelerated, get_model, load_params
-from models._jax_bridge import round_operand_jax
+from models._jax_operands import round_operand_jax
+from models._jax_scaling import mul_f32
 from models._lowering import lower_conv, lower_dot_general
 
 DATA = Path(os.environ.get(MODELS_DIR_ENV) or Path(models.__file__).resolve().parent.parent.parent / "shared" / "models")
@@ -198,9 +199,55 @@ def test_inject_many_runs_trials_in_one_vmapped_call():
     for t, f in enumerate(flips):
         assert _same(out[t], trace.inject(f))
     # rows as data, with a no-op row (gemm -1) giving the fault-free output
-    rows = np.array([[-1, 0, 0, 0, 0], [flips[0].gemm, 0, flips[0].row, flips[0].col, flips[0].bit]])
+    rows = np.concatenate([[[-1, 0, 0, 0]], models.flip_array(flips[:1], sites, acc)])
+    s0 = sites[flips[0].gemm]
+    assert rows[1].tolist() == [flips[0].gemm, 0, flips[0].row * s0.N + flips[0].col, flips[0].bit]
     out2 = fn.inject_many(rows, p, x)
     assert _same(out2[0], trace.outputs) and _same(out2[1], out[0])
+    # two faults in one trial
+    both = fn.inject_many([flips[:2]], p, x)
+    assert _same(both[0], trace.inject(flips[:2]))
+
+
+# ---- scaling recipes ------------------------------------------------------------------------
+def test_binary32_multiply_is_ieee():
+    # the epilogue's multiply against numpy's binary32 (which keeps subnormals)
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 2 ** 32, 200000, dtype=np.uint64).astype(np.uint32)
+    y = rng.integers(0, 2 ** 32, 200000, dtype=np.uint64).astype(np.uint32)
+    # products near the subnormal and overflow boundaries, and the specials
+    e = rng.integers(1, 254, 200000).astype(np.uint32)
+    y2 = ((254 - e) << 23) | (y & 0x807FFFFF)
+    sp = np.array([0, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 1, 0x80000001, 0x7F7FFFFF, 0x00800000],
+                  np.uint32)
+    xs = np.concatenate([x, x, np.repeat(sp, len(sp))])
+    ys = np.concatenate([y, y2, np.tile(sp, len(sp))])
+    got = np.asarray(jax.jit(mul_f32)(jnp.asarray(xs), jnp.asarray(ys)))
+    with np.errstate(all="ignore"):
+        want = (xs.view(np.float32) * ys.view(np.float32)).view(np.uint32)
+    nan = np.isnan(want.view(np.float32))
+    assert np.array_equal(np.isnan(got.view(np.float32)), nan)
+    assert np.array_equal(got[~nan], want[~nan])
+
+
+@pytest.mark.parametrize("scaling", ["tensor", "row", "block:32", "block:16"])
+def test_scaled_cnn_equals_the_numba_engine_with_scale_faults(scaling):
+    m, p, x = get_model("cnn"), load_params("cnn"), _digits(16)
+    kw = dict(profile="hopper", input_format="e4m3", scaling=scaling)
+    eager = accelerated(m.apply, Accelerator(**kw))
+    fn = accelerated(m.apply, Accelerator(**kw, engine="jax"))
+    assert _same(jax.jit(fn)(p, x), eager(p, x))
+    trace = eager.trace(p, x)
+    kind = scaling.split(":")[0]
+    bits = (3, 7) if kind == "block" else (23, 30)
+    faults = [models.ScaleBitFlip(gemm=g, operand=o, index=0, bit=b) for g in (0, 2) for o in "ab" for b in bits]
+    faults.append([OutputBitFlip(gemm=1, row=2, col=3, bit=26), models.ScaleBitFlip(1, "b", 0, bits[0])])
+    out = fn.inject_many(faults, p, x, chunk=5)
+    for t, f in enumerate(faults):
+        want = np.asarray(trace.inject(f))
+        got = np.asarray(out[t])
+        nan = np.isnan(want)
+        assert np.array_equal(np.isnan(got), nan) and np.array_equal(_bits(got)[~nan], _bits(want)[~nan]), f
 
 
 # ---- bad input ---------------------------------------------------------------------------
@@ -209,10 +256,8 @@ def test_bad_engine_and_unsupported_combinations_are_refused():
         Accelerator(engine="torch")
     with pytest.raises(TypeError, match="engine must be a str"):
         Accelerator(engine=1)
-    with pytest.raises(ValueError, match="scaling must be 'none' with engine='jax'"):
-        Accelerator("hopper", "e4m3", scaling="tensor", engine="jax")
     m = get_model("mlp")
-    with pytest.raises(TypeError, match="OutputBitFlip values on engine='jax'"):
+    with pytest.raises(TypeError, match="OutputBitFlip or ScaleBitFlip values on engine='jax'"):
         accelerated(m.apply, Accelerator(engine="jax"), [ReplaceTile(0, (0, 1), (0, 1), lambda a, b, d: d)])
     p, x = load_params("mlp"), _digits(4)
     with pytest.raises(ValueError, match="needs Accelerator\\(engine='jax'\\)"):
@@ -224,8 +269,15 @@ def test_bad_engine_and_unsupported_combinations_are_refused():
         fn.inject_many([OutputBitFlip(gemm=0, row=4, col=0, bit=0)], p, x)
     with pytest.raises(ValueError, match="bit must be in"):
         fn.inject_many([OutputBitFlip(gemm=0, row=0, col=0, bit=32)], p, x)
-    with pytest.raises(ValueError, match="flips must have shape"):
-        fn.inject_many(np.zeros((2, 4), np.int32), p, x)
+    with pytest.raises(ValueError, match="faults must have shape"):
+        fn.inject_many(np.zeros((2, 5), np.int32), p, x)
+    with pytest.raises(ValueError, match="index must be in"):
+        s0 = fn.jax_gemms(p, x)[0]
+        fn.inject_many(np.array([[0, 0, s0.groups * s0.M * s0.N, 0]]), p, x)
+    with pytest.raises(ValueError, match="target must be in"):
+        fn.inject_many(np.array([[0, 3, 0, 0]]), p, x)
+    with pytest.raises(ValueError, match="scaled GEMM"):
+        fn.inject_many([models.ScaleBitFlip(gemm=0, operand="a", index=0, bit=1)], p, x)
     with pytest.raises(ValueError, match="gemm must be in"):
         jax.jit(accelerated(m.apply, Accelerator(engine="jax"), [OutputBitFlip(gemm=5, row=0, col=0, bit=0)]))(p, x)
 
