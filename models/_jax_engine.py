@@ -35,12 +35,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from simulator import FORMATS, Format, RoundingTarget, StepRule, check_split_k, get_profile, rounding_targets
+from simulator import FORMATS, Format, RoundingTarget, check_scales, check_split_k, get_profile, rounding_targets, scale_table
 
 __all__ = ["jax_matmul", "JAX_INPUT_FORMATS"]
 
-#: input formats the JAX engine takes (one format for A and B)
-JAX_INPUT_FORMATS = ("fp16", "bf16", "e4m3", "e5m2", "tf32")
+#: input formats the JAX engine takes (A and B of one format, or two formats of at most 8
+#: bits that one rule covers)
+JAX_INPUT_FORMATS = ("fp16", "bf16", "e4m3", "e5m2", "tf32", "e4m3fnuz", "e5m2fnuz", "e2m1", "e2m3", "e3m2")
+# formats XLA cannot compute on (no CPU code for 6-bit floats): NumPy arrays of them are
+# taken as their codes (uint8) on the host; inside a trace they must come as uint8 codes
+_HOST_ONLY = ("e2m3", "e3m2")
 # alignment exponent of a term that takes no part (zero, inf, NaN): far below any real
 # exponent; two of them and a zero_exp still fit int32 with room
 _SENTINEL = -16000
@@ -56,8 +60,9 @@ _QNAN32 = 0x7FC00000  # a NaN's bits between steps (its payload never reaches D)
 @dataclass(frozen=True)
 class _Config:
     """Everything static about one GEMM: hashable, the jit cache key."""
+    kind: str  # "classic" (the classic fused step), "fma" (k=1, frac_bits None), "pairwise"
     fmt: Format
-    fmt_b: Format  # B's format (A's, or another FP8 of the same rule)
+    fmt_b: Format  # B's format (A's, or another of at most 8 bits of the same rule)
     k: int
     passes: tuple
     frac: int
@@ -70,23 +75,44 @@ class _Config:
     acc: str
     nan_bits: int
     group: int  # products summed per int32 partial sum
+    tf32_rne: bool = False  # float32 operands narrowed to tf32 to nearest even (else toward zero)
+    scale_fmt: Format | None = None  # block scales folded into the operands' exponents (power-of-two)
+    flush: frozenset = frozenset()  # pairwise: StepRule.flush
 
 
 def _not_yet(what: str) -> ValueError:
     return ValueError(f"{what} is not yet in the JAX engine (models.jax_matmul); use simulator.matmul")
 
 
-def _config(profile, fmt: Format, fmt_b: Format, acc_name: str) -> _Config:
+def _config(profile, fmt: Format, fmt_b: Format, acc_name: str, variant=None, scale_fmt=None) -> _Config:
     prof = get_profile(profile)
-    rule = prof.rule(fmt.name, fmt_b.name)
-    if rule.frac_bits is None or not rule.classic_form:
-        raise _not_yet(f"profile {prof.name!r} {fmt.name if fmt == fmt_b else fmt.name + ' x ' + fmt_b.name} (a rule beyond the classic fused kernel: "
-                       f"frac_bits={rule.frac_bits}, tree={rule.tree!r}, c_mode={rule.c_mode!r})")
-    if fmt.name == "tf32" and rule.operand_rounding != "rz":
-        raise _not_yet(f"profile {prof.name!r} tf32 with operand_rounding={rule.operand_rounding!r}")
+    rule = prof.rule(fmt.name, fmt_b.name, variant=variant)
+    what = f"profile {prof.name!r} {fmt.name if fmt == fmt_b else fmt.name + ' x ' + fmt_b.name}"
+    if variant is not None:
+        what += f" variant {variant!r}"
     if acc_name not in prof.accumulators:
         raise ValueError(f"profile {prof.name!r} supports accumulators {prof.accumulators}, not {acc_name}")
     acc = FORMATS[acc_name]
+    pas, out, f32 = rounding_targets(rule, acc)
+    nan = prof.nan_fp32 if acc_name == "fp32" else prof.nan_fp16
+    nan = (0x7FC00000 if acc_name == "fp32" else 0x7E00) if nan is None else nan
+    zero = _SENTINEL if rule.zero_exp is None else rule.zero_exp
+    base = dict(fmt=fmt, fmt_b=fmt_b, k=rule.k, passes=tuple(rule.passes), c_fused=rule.c_mode == "fused",
+                c_zero=zero, zero_exp=rule.zero_exp, pas=pas, out=out, f32=f32, acc=acc_name, nan_bits=nan,
+                tf32_rne=rule.operand_rounding == "rne")
+    if scale_fmt is not None and (not rule.classic_form or scale_fmt.man_bits):
+        raise _not_yet(f"{what} with {scale_fmt.name} block scales (only power-of-two scales on rules of the "
+                       f"classic fused kernel are)")
+    if rule.frac_bits is None or rule.tree == "pairwise":
+        # binary32 products and sums: every product of two significands of at most 12 bits
+        # is below 2**24 (an fp32 input's product is not)
+        if max(fmt.man_bits, fmt_b.man_bits) > 11:
+            raise _not_yet(f"{what} (products of {fmt.man_bits + 1}-bit significands)")
+        kind = "fma" if rule.frac_bits is None else "pairwise"
+        return _Config(kind=kind, frac=0, group=1, flush=rule.flush, **base)
+    if not rule.classic_form:
+        raise _not_yet(f"{what} (a rule beyond the classic fused kernel: frac_bits={rule.frac_bits}, "
+                       f"c_mode={rule.c_mode!r}, group_k={rule.group_k}, pass_merge={rule.pass_merge!r})")
     # int32/uint32 headroom: a pass sums its products' magnitudes (each below
     # max_sig_a * max_sig_b * 2**(frac - man_a - man_b) after alignment) and the carried term's (below
     # 2**(frac + 1)) in uint32; positives and negatives apart, so each sum must stay
@@ -97,17 +123,11 @@ def _config(profile, fmt: Format, fmt_b: Format, acc_name: str) -> _Config:
     max_term = ((1 << (fmt.man_bits + 1)) - 1) * ((1 << (fmt_b.man_bits + 1)) - 1) << max(0, lsh)
     bound = per_pass * max_term + (1 << (rule.frac_bits + 1))
     if bound >= 1 << 32 or lsh < 0:
-        raise _not_yet(f"profile {prof.name!r} {fmt.name} (a pass of {per_pass} terms at frac_bits="
-                       f"{rule.frac_bits} exceeds the uint32 sums)")
+        raise _not_yet(f"{what} (a pass of {per_pass} terms at frac_bits={rule.frac_bits} exceeds the uint32 sums)")
     # int32 group sums of signed products: the largest group size dividing the pass
     # length (laid out as in _gemm) whose sum stays below 2**31
     group = max(g for g in range(1, per_pass + 1) if per_pass % g == 0 and g * max_term < 1 << 31)
-    pas, out, f32 = rounding_targets(rule, acc)
-    nan = prof.nan_fp32 if acc_name == "fp32" else prof.nan_fp16
-    nan = (0x7FC00000 if acc_name == "fp32" else 0x7E00) if nan is None else nan
-    return _Config(fmt, fmt_b, rule.k, tuple(rule.passes), rule.frac_bits, rule.c_mode == "fused",
-                   _SENTINEL if rule.zero_exp is None else rule.zero_exp, rule.zero_exp, pas, out, f32, acc_name,
-                   nan, group)
+    return _Config(kind="classic", frac=rule.frac_bits, group=group, scale_fmt=scale_fmt, **base)
 
 
 @functools.lru_cache(maxsize=None)
@@ -241,6 +261,46 @@ def _f32_to_f16_bits(bits):
     return (out | jnp.where(neg & ~zero, _U(0x8000), _U(0))).astype(jnp.uint16)
 
 
+def _add_ieee(x, y, f32: RoundingTarget):
+    """One IEEE binary32 round-to-nearest-even addition x + y of binary32 bits, signed
+    zeros included (-0 + -0 = -0; a nonzero exact sum of two binary32 values never
+    rounds to zero)."""
+    both = ((x | y) & 0x7FFFFFFF) == 0
+    return jnp.where(both, x & y, _add_f32(x, y, f32))
+
+
+def _norm24(m, u):
+    """(mag, unit) with mag < 2**24 -> the same value with mag in [2**23, 2**24); a zero
+    magnitude gets a unit far below every real one."""
+    sh = 24 - _bitlen(m)
+    return _shl(m, sh), jnp.where(m == 0, _I(-(1 << 20)), u - sh)
+
+
+def _add_exact(xn, xm, xu, yn, ym, yu, t: RoundingTarget):
+    """The exact sum of +-xm * 2**xu and +-ym * 2**yu (magnitudes uint32 below 2**24,
+    units int32, any exponents) rounded once to ``t``, as ``simulator._kernels.round_sum``:
+    three guard bits and a sticky bit below the larger term's 24 bits.  Returns (bits,
+    the exact sum is nonzero, its sign); a zero result is +0 here (see :func:`_zero_sign`)."""
+    xm, xu = _norm24(xm, xu)
+    ym, yu = _norm24(ym, yu)
+    swap = (yu > xu) | ((yu == xu) & (ym > xm))
+    bn, bm, bu = jnp.where(swap, yn, xn), jnp.where(swap, ym, xm), jnp.where(swap, yu, xu)
+    sn, sm, su = jnp.where(swap, xn, yn), jnp.where(swap, xm, ym), jnp.where(swap, xu, yu)
+    d = bu - su
+    ms_full = sm << 3
+    ms = _shr(ms_full, d)
+    sticky = (ms_full & jnp.where(d >= 31, _U(0xFFFFFFFF), _shl(_U(1), d) - 1)) != 0
+    m = jnp.where(bn == sn, (bm << 3) + ms, (bm << 3) - ms - sticky.astype(_U))
+    return _round(bn, m, bu - 3, sticky, t), (m != 0) | sticky, bn
+
+
+def _zero_sign(r, nonzero, neg, zneg):
+    """IEEE signs of a rounded sum r (+0 when zero): a nonzero exact sum that rounded to
+    zero keeps its sign ``neg``; an exact zero is -0 only where ``zneg`` (every term -0)."""
+    zsign = jnp.where(nonzero, neg, zneg)
+    return jnp.where(r == 0, jnp.where(zsign, _U(0x80000000), _U(0)), r)
+
+
 # ---- one pass of a fused step --------------------------------------------------------
 def _pass(cfg: _Config, a, b, carry, c_emin, c_zero, bad):
     """One pass: a = (sig, exp, flags) each (P, M), b each (P, N); carry (M, N) binary32
@@ -324,12 +384,31 @@ def _step(cfg: _Config, acc, a_step, b_step):
             return jnp.where(fin, _round(neg, m, u, no_sticky, cfg.out), s)
 
 
-def _decode_tf32(x, zero_exp):
+def _target(fmt: Format, rne=True) -> RoundingTarget:
+    """A format's range as a rounding target (to nearest even, overflow to inf)."""
+    return RoundingTarget(fmt.man_bits, fmt.emin, fmt.emax, rne, True)
+
+
+def _narrow_rne(bits, fmt: Format):
+    """binary32 bits -> binary32 bits of their RNE value in ``fmt`` (same exponent range
+    or narrower: tf32, bf16), as ``Format.encode(x, "rne")`` / ml_dtypes' cast: zeros
+    (and values that round to zero) keep their sign, overflow gives inf, NaN a quiet NaN."""
+    neg, mag, unit, fin, _ = _f32_parts(bits)
+    r = _round(neg, mag, unit, jnp.zeros(bits.shape, bool), _target(fmt)) | (bits & _U(0x80000000))
+    nan = ~fin & ((bits & 0x7FFFFF) != 0)
+    return jnp.where(fin, r, jnp.where(nan, _U(_QNAN32), bits))
+
+
+def _decode_tf32(x, zero_exp, rne=False):
     """float32 array -> its tf32 operands (narrowed toward zero: the top 19 bits kept,
-    as ``operand_rounding="rz"``) as (sig uint32, exp int32, flags uint8), the fields of
-    the table of :func:`_operand_table`, by bit arithmetic."""
+    as ``operand_rounding="rz"``, or to nearest even, ``"rne"``) as (sig uint32, exp
+    int32, flags uint8), the fields of the table of :func:`_operand_table`, by bit
+    arithmetic."""
     f = FORMATS["tf32"]
-    bits = lax.bitcast_convert_type(x, _U) & _U(((1 << f.width) - 1) << f.container_shift)
+    bits = lax.bitcast_convert_type(x, _U)
+    if rne:
+        bits = _narrow_rne(bits, f)
+    bits = bits & _U(((1 << f.width) - 1) << f.container_shift)
     man = (bits >> f.container_shift) & ((1 << f.man_bits) - 1)
     be = ((bits >> (f.container_shift + f.man_bits)) & ((1 << f.exp_bits) - 1)).astype(_I)
     special = be == (1 << f.exp_bits) - 1
@@ -343,19 +422,150 @@ def _decode_tf32(x, zero_exp):
     return sig, e.astype(_I), flags.astype(jnp.uint8)
 
 
-def _decode(x, fmt: Format, zero_exp):
-    """Input array -> (sig uint32, exp int32, flags uint8) by table lookup of its codes."""
+def _decode(x, fmt: Format, zero_exp, tf32_rne=False):
+    """Input array -> (sig uint32, exp int32, flags uint8) by table lookup of its codes
+    (x of the format's dtype, or uint8 codes of a format of at most 8 bits)."""
     if fmt.name == "tf32":
-        return _decode_tf32(x, zero_exp)
+        return _decode_tf32(x, zero_exp, tf32_rne)
     sig, e, fl = _operand_table(fmt, zero_exp)
-    idx = lax.bitcast_convert_type(x, jnp.dtype(fmt.uint_dtype)).astype(_I)
+    if x.dtype == jnp.uint8:
+        idx = x.astype(_I)
+    elif fmt.width == 4:  # FP4: XLA bitcasts a 4-bit float only to a 4-bit integer
+        idx = lax.bitcast_convert_type(x, jnp.uint4).astype(_I)
+    else:
+        idx = lax.bitcast_convert_type(x, jnp.dtype(fmt.uint_dtype)).astype(_I)
+    if fmt.width < 8 * fmt.uint_dtype.itemsize:
+        idx = idx & ((1 << fmt.width) - 1)  # FP4/FP6 codes: the low bits of their byte
     return jnp.asarray(sig)[idx], jnp.asarray(e)[idx], jnp.asarray(fl)[idx]
 
 
+@functools.lru_cache(maxsize=None)
+def _scale_tables(sfmt: Format):
+    """(exponent int32, NaN bool) of each of the 256 codes of a power-of-two scale format
+    (:func:`simulator.scale_table`: the value 2**exponent, or NaN)."""
+    v, e = scale_table(sfmt)
+    return e.astype(np.int32), np.isnan(v)
+
+
+def _fold_scales(ops, s, sfmt: Format, axis: int):
+    """Power-of-two block scales folded into operands (sig, exp, flags) of A (axis 1: s
+    (M, K / block)) or B (axis 0: s (K / block, N)): each exponent plus its block's
+    scale's (a zero operand's ``zero_exp`` too), a NaN scale making its block NaN, as
+    ``simulator.matmul`` multiplies them in."""
+    se, snan = _scale_tables(sfmt)
+    codes = (s if s.dtype == jnp.uint8 else lax.bitcast_convert_type(s, jnp.uint8)).astype(_I)
+    blk = ops[0].shape[axis] // s.shape[axis]
+    e = jnp.repeat(jnp.asarray(se)[codes], blk, axis=axis)
+    nan = jnp.repeat(jnp.asarray(snan)[codes], blk, axis=axis)
+    sig, exp, fl = ops
+    return sig, exp + e, jnp.where(nan, fl | _NAN, fl)
+
+
+def _flush_inputs(ops, fmt: Format):
+    """Operands below the format's smallest normal (subnormals) made +0 (``flush`` "inputs")."""
+    sig, exp, fl = ops
+    tiny = (sig != 0) & (sig < (1 << fmt.man_bits))
+    return (jnp.where(tiny, _U(0), sig), jnp.where(tiny, _I(_SENTINEL), exp),
+            jnp.where(tiny, jnp.uint8(_ZERO), fl))
+
+
+def _operands(cfg: _Config, a, b, sa, sb):
+    """Decoded operands of A (M, K) and B (K, N), scales folded in, flushed by the rule."""
+    ad = _decode(a, cfg.fmt, cfg.zero_exp, cfg.tf32_rne)
+    bd = _decode(b, cfg.fmt_b, cfg.zero_exp, cfg.tf32_rne)
+    if sa is not None:
+        ad, bd = _fold_scales(ad, sa, cfg.scale_fmt, 1), _fold_scales(bd, sb, cfg.scale_fmt, 0)
+    if "inputs" in cfg.flush:
+        ad, bd = _flush_inputs(ad, cfg.fmt), _flush_inputs(bd, cfg.fmt_b)
+    return ad, bd
+
+
+def _product(cfg: _Config, a, b):
+    """Exact products of operand columns a (sig, exp, flags each (M,)) and rows b (N,):
+    (neg, mag uint32 < 2**24, unit int32) each (M, N), and their classes (NaN, inf)."""
+    asig, aexp, afl = a
+    bsig, bexp, bfl = b
+    mag = asig[:, None] * bsig[None, :]
+    unit = (aexp - cfg.fmt.man_bits)[:, None] + (bexp - cfg.fmt_b.man_bits)[None, :]
+    neg = ((afl & _NEG) != 0)[:, None] ^ ((bfl & _NEG) != 0)[None, :]
+    an, bn = (afl & _NAN) != 0, (bfl & _NAN) != 0
+    ai, bi = (afl & _INF) != 0, (bfl & _INF) != 0
+    az, bz = (afl & _ZERO) != 0, (bfl & _ZERO) != 0
+    nan = an[:, None] | bn[None, :] | (ai[:, None] & bz[None, :]) | (az[:, None] & bi[None, :])
+    inf = (ai[:, None] | bi[None, :]) & ~nan
+    return neg, mag, unit, nan, inf
+
+
+def _fma_gemm(cfg: _Config, ad, bd, c_bits):
+    """An exact (IEEE fused) multiply-add per K position, in K order: D = round(C + a*b)
+    once per position into the accumulator (``simulator._kernels.fma_gemm``)."""
+    def body(c, xs):
+        pn, pm, pu, pnan, pinf = _product(cfg, xs[0], xs[1])
+        cn, cm, cu, cfin, cz = _f32_parts(c)
+        r, nz, sneg = _add_exact(pn, pm, pu, cn, jnp.where(cfin, cm, _U(0)), cu, cfg.out)
+        r = _zero_sign(r, nz, sneg, pn & (pm == 0) & cn & cz)
+        cnan = ~cfin & ((c & 0x7FFFFF) != 0)
+        cinf = ~cfin & ~cnan
+        return _classify(r, pnan | cnan, (pinf & ~pn) | (cinf & ~cn), (pinf & pn) | (cinf & cn)), None
+
+    d, _ = lax.scan(body, c_bits, (tuple(x.T for x in ad), bd))
+    return d
+
+
+def _flush_tiny(bits):
+    """binary32 bits below 2**-126 in magnitude -> a zero of their sign (NaN, inf kept)."""
+    return jnp.where((bits & 0x7F800000) == 0, bits & _U(0x80000000), bits)
+
+
+def _pairwise_gemm(cfg: _Config, ad, bd, c_bits):
+    """Pairwise binary32 trees (AMD CDNA1/2, ``simulator._kernels.pairwise_step_cols``):
+    per step of k positions, each product rounded to binary32 (an exact zero product
+    +0), a balanced tree of binary32 RNE additions (neighbours first), then C + tree;
+    subnormal nodes and results flushed as the rule says."""
+    k = cfg.k
+    Kd = ad[0].shape[1]
+    steps = -(-Kd // k)
+    if steps == 0:
+        return c_bits
+    pad = steps * k - Kd
+    fills = (_U(0), _I(_SENTINEL), jnp.uint8(_ZERO))
+    a_l = tuple(jnp.pad(x, ((0, 0), (0, pad)), constant_values=f).T.reshape(steps, k, -1) for x, f in zip(ad, fills))
+    b_l = tuple(jnp.pad(x, ((0, pad), (0, 0)), constant_values=f).reshape(steps, k, -1) for x, f in zip(bd, fills))
+    nodes, acc = "nodes" in cfg.flush, "accumulator" in cfg.flush
+    no_sticky = jnp.zeros(c_bits.shape, bool)
+
+    def body(c, xs):
+        leaves = []
+        for t in range(k):
+            pn, pm, pu, pnan, pinf = _product(cfg, tuple(x[t] for x in xs[0]), tuple(x[t] for x in xs[1]))
+            r = _round(pn, pm, pu, no_sticky, cfg.f32)
+            r = jnp.where((r == 0) & (pm != 0) & pn, _U(0x80000000), r)  # a product below binary32 keeps its sign
+            r = _classify(r, pnan, pinf & ~pn, pinf & pn)
+            leaves.append(_flush_tiny(r) if nodes else r)
+        while len(leaves) > 1:
+            leaves = [_add_ieee(leaves[i], leaves[i + 1], cfg.f32) for i in range(0, len(leaves), 2)]
+            leaves = [_flush_tiny(x) for x in leaves] if nodes else leaves
+        d = _add_ieee(c, leaves[0], cfg.f32)
+        return (_flush_tiny(d) if acc else d), None
+
+    d, _ = lax.scan(body, c_bits, (a_l, b_l))
+    return d
+
+
 @functools.partial(jax.jit, static_argnums=0)
-def _gemm(cfg: _Config, a, b, c_bits):
+def _gemm(cfg: _Config, a, b, c_bits, sa=None, sb=None):
     """D bits = A @ B + C: a (M, K), b (K, N) input arrays, c_bits (M, N) binary32 bits
-    of C; returns (M, N) binary32 bits of D (NaN as 0x7FC00000)."""
+    of C, sa (M, K / block) and sb (K / block, N) scale codes or None; returns (M, N)
+    binary32 bits of D (NaN as 0x7FC00000)."""
+    ad, bd = _operands(cfg, a, b, sa, sb)
+    if cfg.kind == "fma":
+        return _fma_gemm(cfg, ad, bd, c_bits)
+    if cfg.kind == "pairwise":
+        if "inputs" in cfg.flush:
+            # C below the accumulator's smallest normal is +0 (a zero too)
+            small = ((c_bits >> 23) & 0xFF).astype(_I) < FORMATS[cfg.acc].emin + _F32.bias
+            c_bits = jnp.where(small, _U(0), c_bits)
+        return _pairwise_gemm(cfg, ad, bd, c_bits)
     M, Kd = a.shape
     N = b.shape[1]
     k = cfg.k
@@ -380,8 +590,8 @@ def _gemm(cfg: _Config, a, b, c_bits):
             out.append(xk[index.reshape(-1)].reshape(steps, n_pass, plen, xk.shape[1]))
         return tuple(out)
 
-    ad = lay(_decode(a, cfg.fmt, cfg.zero_exp), False)
-    bd = lay(_decode(b, cfg.fmt_b, cfg.zero_exp), True)
+    ad = lay(ad, False)
+    bd = lay(bd, True)
 
     def body(acc, xs):
         return _step(cfg, acc, xs[0], xs[1]), None
@@ -399,23 +609,39 @@ def _gemm(cfg: _Config, a, b, c_bits):
 
 
 def _input_format(x, input_format) -> Format:
+    """The input format of array x: its dtype's, or ``input_format`` (needed for float32
+    (tf32) and for uint8 code arrays of a format of at most 8 bits)."""
     dt = np.dtype(x.dtype)
-    fmt = next((FORMATS[n] for n in JAX_INPUT_FORMATS if n != "tf32" and FORMATS[n].dtype == dt), None)
     if input_format is not None:
         if not isinstance(input_format, str):
             raise TypeError(f"input_format must be a format name such as 'fp16', not {type(input_format).__name__}")
         if input_format not in JAX_INPUT_FORMATS:
             raise _not_yet(f"input_format {input_format!r} (the engine takes {JAX_INPUT_FORMATS})")
         want = FORMATS[input_format]
-        if dt != want.dtype:
-            raise TypeError(f"input_format={input_format!r} needs {want.dtype} arrays, not {dt}")
+        if dt != want.dtype and not (dt == np.uint8 and want.container_bits <= 8):
+            codes = " (or uint8 codes)" if want.container_bits <= 8 else ""
+            raise TypeError(f"input_format={input_format!r} needs {want.dtype} arrays{codes}, not {dt}")
         return want
     if dt == np.float32:
         raise TypeError("float32 inputs need input_format='tf32' (the matrix units take tf32, not binary32)")
+    if dt == np.uint8:
+        raise TypeError("uint8 inputs are codes: they need input_format naming their format (such as 'e2m3')")
+    fmt = next((FORMATS[n] for n in JAX_INPUT_FORMATS if n != "tf32" and FORMATS[n].dtype == dt), None)
     if fmt is None:
-        raise _not_yet(f"inputs of dtype {dt} (the engine takes float16, bfloat16, float8_e4m3fn, float8_e5m2 "
+        raise _not_yet(f"inputs of dtype {dt} (the engine takes "
+                       f"{', '.join(str(FORMATS[n].dtype) for n in JAX_INPUT_FORMATS if n != 'tf32')}, uint8 codes "
                        f"and float32 as tf32)")
     return fmt
+
+
+def _host_codes(x, fmt: Format, name: str):
+    """A 6-bit-float array -> its uint8 codes (XLA computes no 6-bit floats); others as they are."""
+    if fmt.name not in _HOST_ONLY or np.dtype(x.dtype) == np.uint8:
+        return x
+    if isinstance(x, jax.core.Tracer):
+        raise TypeError(f"{name} of dtype {x.dtype} cannot enter a traced computation (XLA computes no 6-bit "
+                        f"floats): pass its uint8 codes with input_format={fmt.name!r}")
+    return np.asarray(x).view(np.uint8)
 
 
 def _reduce(parts, how: str, f32: RoundingTarget):
@@ -425,44 +651,69 @@ def _reduce(parts, how: str, f32: RoundingTarget):
     if how == "sequential":
         total = p[0]
         for x in p[1:]:
-            total = _add_f32(total, x, f32)
+            total = _add_ieee(total, x, f32)
         return total
     if how == "butterfly":  # halving strides: p[i] += p[i + S/2], then S/4, ...
         s = len(p) // 2
         while s >= 1:
-            p[:s] = [_add_f32(p[i], p[i + s], f32) for i in range(s)]
+            p[:s] = [_add_ieee(p[i], p[i + s], f32) for i in range(s)]
             s //= 2
         return p[0]
     while len(p) > 1:  # pairwise: neighbours, level by level
-        p = [_add_f32(p[i], p[i + 1], f32) for i in range(0, len(p), 2)]
+        p = [_add_ieee(p[i], p[i + 1], f32) for i in range(0, len(p), 2)]
     return p[0]
 
 
-def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, split_reduce="sequential"):
-    """D = A @ B + C bit for bit as ``simulator.matmul`` (no split_k, scales, precision or
-    variant), in ``jax.numpy`` integer arithmetic: jit-able, vmap-able, no x64 needed.
+def _scale_args(scale_a, scale_b, scale_format, M, Kd, N, fmt: Format):
+    """Validate block scales as ``simulator.matmul`` does (its own check, on stand-ins of
+    their shapes: the arrays may be JAX tracers) -> None or the scale Format."""
+    if scale_a is None and scale_b is None and scale_format is None:
+        return None
+    for name, x in (("scale_a", scale_a), ("scale_b", scale_b)):
+        if x is not None:
+            if not hasattr(x, "dtype") or not hasattr(x, "shape"):
+                raise TypeError(f"{name} must be a JAX or NumPy array, not {type(x).__name__}")
+            if np.dtype(x.dtype).itemsize != 1 or np.dtype(x.dtype).kind == "i":
+                raise TypeError(f"{name} must be uint8 codes (or float8_e8m0fnu), not {x.dtype}")
+    stand_in = [None if x is None else np.broadcast_to(np.uint8(0), x.shape) for x in (scale_a, scale_b)]
+    return check_scales(*stand_in, scale_format, M, Kd, N, fmt)[2]
+
+
+def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, split_reduce="sequential",
+               scale_a=None, scale_b=None, scale_format=None, variant=None):
+    """D = A @ B + C bit for bit as ``simulator.matmul``, in ``jax.numpy`` integer
+    arithmetic: jit-able, vmap-able, no x64 needed.
 
     Args:
         a: (M, K) or (G, M, K) array (JAX or NumPy) of float16, bfloat16, float8_e4m3fn,
-            float8_e5m2, or float32 with ``input_format="tf32"`` (narrowed toward zero).
-        b: (K, N) or (G, K, N) array of the same dtype, or the other FP8 (e4m3 x e5m2).
+            float8_e5m2, float8_e4m3fnuz, float8_e5m2fnuz, float4_e2m1fn, float6_e2m3fn /
+            float6_e3m2fn (NumPy only: XLA computes no 6-bit floats; inside a trace pass
+            them as uint8 codes), uint8 codes of a format of at most 8 bits with
+            ``input_format`` naming it, or float32 with ``input_format="tf32"`` (narrowed
+            by the rule's ``operand_rounding``).
+        b: (K, N) or (G, K, N) array of the same dtype, or another format of at most 8
+            bits that the rule for a's format also covers (e4m3 x e5m2, e4m3 x e2m1, ...).
         c: (M, N) / (G, M, N) float32 or float16 accumulator, or None (+0, float32);
             its dtype picks the accumulator format.
-        profile: a name in :data:`simulator.PROFILES` or a DatapathProfile whose rule for
-            the format runs on the classic fused kernel (``StepRule.classic_form``).
-        input_format: the format's name; needed only for float32 (``"tf32"``).
+        profile: a name in :data:`simulator.PROFILES` or a DatapathProfile.
+        input_format: the format's name; needed for float32 (``"tf32"``) and uint8 codes.
         split_k, split_reduce: as ``simulator.matmul``: K cut into ``split_k`` equal
             chunks, each accumulated from zero, the partial results summed by binary32
             RNE additions in the order ``split_reduce`` (``"sequential"``, ``"butterfly"``,
             ``"pairwise"``), then C added the same way (then RNE into float16 for a
             float16 accumulator).
+        scale_a, scale_b, scale_format: block scales as ``simulator.matmul``: (M, K/block)
+            and (K/block, N) uint8 codes of ``"ue8m0"`` (power-of-two scales, on rules of
+            the classic fused kernel).
+        variant: an instruction variant of the profile (``"legacy"``: CDNA2's non-_1k bf16).
     Returns:
         D as a JAX array of c's dtype (float32 when c is None), NaNs carrying the
-        profile's NaN bits.
+        profile's NaN bits (host-NaN profiles: 0x7FC00000 / 0x7E00).
     Raises:
         TypeError/ValueError for bad arguments; ValueError naming what is not yet in
-        the JAX engine (fp32 inputs, FP4/FP6, fnuz FP8, pairwise,
-        aligned-C, exact-FMA and grouped rules).
+        the JAX engine: fp32 inputs (and ``precision``), block scales with significands
+        (ue4m3) and grouped FP4 (``group_k``), C re-aligned after the products
+        (``c_mode="aligned"``, CDNA3).
     """
     for name, x in (("a", a), ("b", b)):
         if not hasattr(x, "dtype") or not hasattr(x, "shape"):
@@ -472,24 +723,36 @@ def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, 
     fmt = _input_format(a, input_format)
     fmt_b = fmt
     if np.dtype(a.dtype) != np.dtype(b.dtype):
-        # mixed operands exist only among the formats of at most 8 bits (e4m3 x e5m2)
+        # mixed operands exist only among the formats of at most 8 bits (e4m3 x e5m2, f8f6f4)
         fmt_b = _input_format(b, None)
         if fmt.container_bits > 8 or fmt_b.container_bits > 8:
             raise TypeError(f"a and b must have the same dtype, or both be formats of at most 8 bits, "
                             f"not {a.dtype} and {b.dtype}")
+    a, b = _host_codes(a, fmt, "a"), _host_codes(b, fmt_b, "b")
     if a.ndim == 3:
-        if b.shape[0] != a.shape[0] or (c is not None and (c.ndim != 3 or c.shape[0] != a.shape[0])):
+        G = a.shape[0]
+        if b.shape[0] != G or (c is not None and (c.ndim != 3 or c.shape[0] != G)):
             raise ValueError(f"a, b and c must hold the same number of GEMMs along axis 0, not "
                              f"{a.shape}, {b.shape}{'' if c is None else f' and {c.shape}'}")
-        kw = dict(profile=profile, input_format=input_format, split_k=split_k, split_reduce=split_reduce)
-        if c is None:
-            return jax.vmap(lambda x, y: jax_matmul(x, y, **kw))(a, b)
-        return jax.vmap(lambda x, y, z: jax_matmul(x, y, z, **kw))(a, b, c)
+        for name, x in (("scale_a", scale_a), ("scale_b", scale_b)):
+            if x is not None and (np.ndim(x) != 3 or np.shape(x)[0] != G):
+                raise ValueError(f"{name} of a batch must be 3-D with {G} along axis 0, not shape {np.shape(x)}")
+        ifa = fmt.name if np.dtype(a.dtype) == np.uint8 else input_format
+        kw = dict(profile=profile, input_format=ifa, split_k=split_k, split_reduce=split_reduce,
+                  scale_format=scale_format, variant=variant)
+
+        def one(x, y, z, u, v):
+            return jax_matmul(x, y, z, scale_a=u, scale_b=v, **kw)
+        return jax.vmap(one, in_axes=tuple(None if x is None else 0 for x in (a, b, c, scale_a, scale_b)))(
+            a, b, c, scale_a, scale_b)
     M, Kd = a.shape
     if b.shape[0] != Kd:
         raise ValueError(f"b must have shape ({Kd}, N) to match a's K={Kd}, not {b.shape}")
     N = b.shape[1]
+    sfmt = _scale_args(scale_a, scale_b, scale_format, M, Kd, N, fmt)
     check_split_k(split_k, split_reduce, Kd)
+    if sfmt is not None and split_k > 1 and (Kd // split_k) % (Kd // scale_a.shape[1]):
+        raise ValueError(f"split_k must cut K on scale-block boundaries, not {split_k}")
     if c is None:
         c = jnp.zeros((M, N), jnp.float32)
     if not hasattr(c, "dtype") or np.dtype(c.dtype) not in (np.dtype(np.float32), np.dtype(np.float16)):
@@ -497,22 +760,31 @@ def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, 
     if tuple(c.shape) != (M, N):
         raise ValueError(f"c must have shape {(M, N)}, not {tuple(c.shape)}")
     acc = "fp32" if np.dtype(c.dtype) == np.float32 else "fp16"
-    cfg = _config(profile, fmt, fmt_b, acc)
+    prof = get_profile(profile)
+    if prof.rule(fmt.name, fmt_b.name, variant=variant).group_k > 1 and sfmt is None:
+        raise ValueError(f"profile {prof.name!r} computes {fmt.name} in scaled groups: scale_a and scale_b must be "
+                         f"given, not None")
+    cfg = _config(prof, fmt, fmt_b, acc, variant, sfmt)
     if acc == "fp32":
         cb = lax.bitcast_convert_type(jnp.asarray(c), _U)
     else:
         cb = jnp.asarray(_fp16_to_f32_table())[lax.bitcast_convert_type(jnp.asarray(c), jnp.uint16).astype(_I)]
     a, b = jnp.asarray(a), jnp.asarray(b)
+    sa, sb = (None, None) if sfmt is None else (jnp.asarray(scale_a), jnp.asarray(scale_b))
     if split_k == 1:
-        d = _gemm(cfg, a, b, cb)
+        d = _gemm(cfg, a, b, cb, sa, sb)
     else:
         ch = Kd // split_k
         zero = jnp.zeros((M, N), _U)
-        parts = [_gemm(cfg, a[:, s * ch:(s + 1) * ch], b[s * ch:(s + 1) * ch], zero) for s in range(split_k)]
-        d = _add_f32(_reduce(parts, split_reduce, cfg.f32), cb, cfg.f32)  # the partial sum is never -0
+        nb = 0 if sa is None else (ch * sa.shape[1]) // Kd  # scale blocks per chunk
+        parts = [_gemm(cfg, a[:, s * ch:(s + 1) * ch], b[s * ch:(s + 1) * ch], zero,
+                       None if sa is None else sa[:, s * nb:(s + 1) * nb], None if sb is None else sb[s * nb:(s + 1) * nb])
+                 for s in range(split_k)]
+        d = _add_ieee(_reduce(parts, split_reduce, cfg.f32), cb, cfg.f32)
         if acc == "fp16":
             neg, m, u, fin, _ = _f32_parts(d)
-            d = jnp.where(fin, _round(neg, m, u, jnp.zeros(d.shape, bool), cfg.out), d)
+            # as a cast: a value that rounds to zero keeps its sign
+            d = jnp.where(fin, _round(neg, m, u, jnp.zeros(d.shape, bool), cfg.out) | (d & _U(0x80000000)), d)
     nan = (d & 0x7FFFFFFF) > 0x7F800000
     if acc == "fp32":
         return lax.bitcast_convert_type(jnp.where(nan, _U(cfg.nan_bits), d), jnp.float32)

@@ -21,14 +21,14 @@ from ._fault import FAULT_KINDS, Fault, OutputFault, apply_output_faults, flip_b
 from ._faultmap import STUCK_KINDS, FaultMap
 from ._formats import FORMATS, ROUNDING_MODES, Format, get_format
 from ._golden import ArrayGoldenRun, Injection
-from ._matmul import SPLIT_REDUCTIONS, RoundingTarget, check_split_k, matmul, rounding_targets
+from ._matmul import SPLIT_REDUCTIONS, RoundingTarget, check_split_k, matmul, rounding_targets, scale_table, check_scales
 from ._pe import REGISTER_ROLES, Register
 from ._profiles import C_MODES, PROFILES, DatapathProfile, StepRule, get_profile
 from ._results import ArrayResult, FaultSites, SiteGroup
 from ._schedule import Schedule
 
 __all__ = ["FORMATS", "ROUNDING_MODES", "Format", "get_format", "matmul", "RoundingTarget", "rounding_targets",
-           "SPLIT_REDUCTIONS", "check_split_k",
+           "SPLIT_REDUCTIONS", "check_split_k", "scale_table", "check_scales",
            "C_MODES", "PROFILES", "DatapathProfile", "StepRule", "get_profile",
            "DATAFLOWS", "SystolicArray", "TensorCoreArray", "ArrayResult",
            "REGISTER_ROLES", "Register", "Schedule", "FaultSites", "SiteGroup",
