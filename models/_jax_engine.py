@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from simulator import FORMATS, Format, RoundingTarget, check_scales, check_split_k, get_profile, rounding_targets, scale_table
+from simulator import FORMATS, Format, RoundingTarget, PRECISION_TERMS, check_scales, check_split_k, get_profile, rounding_targets, scale_table
 
 __all__ = ["jax_matmul", "JAX_INPUT_FORMATS"]
 
@@ -608,13 +608,18 @@ def _gemm(cfg: _Config, a, b, c_bits, sa=None, sb=None):
     return out[0] if len(out) == 1 else jnp.concatenate(out, axis=1)
 
 
-def _input_format(x, input_format) -> Format:
+def _input_format(x, input_format, precision=None) -> Format:
     """The input format of array x: its dtype's, or ``input_format`` (needed for float32
-    (tf32) and for uint8 code arrays of a format of at most 8 bits)."""
+    (tf32, or fp32 split into bf16 parts by ``precision``) and for uint8 code arrays of a
+    format of at most 8 bits)."""
     dt = np.dtype(x.dtype)
     if input_format is not None:
         if not isinstance(input_format, str):
             raise TypeError(f"input_format must be a format name such as 'fp16', not {type(input_format).__name__}")
+        if input_format == "fp32" and precision is not None:
+            if dt != np.float32:
+                raise TypeError(f"input_format='fp32' needs float32 arrays, not {dt}")
+            return FORMATS["fp32"]
         if input_format not in JAX_INPUT_FORMATS:
             raise _not_yet(f"input_format {input_format!r} (the engine takes {JAX_INPUT_FORMATS})")
         want = FORMATS[input_format]
@@ -664,6 +669,19 @@ def _reduce(parts, how: str, f32: RoundingTarget):
     return p[0]
 
 
+def _split_bf16(x, n: int):
+    """float32 array -> n bf16 arrays: each the RNE bf16 of what the parts before it left
+    (exact binary32 subtractions), as ``simulator.matmul``'s ``precision`` split."""
+    bf16 = FORMATS["bf16"]
+    rest = lax.bitcast_convert_type(x, _U)
+    parts = []
+    for _ in range(n):
+        p = _narrow_rne(rest, bf16)
+        parts.append(lax.bitcast_convert_type((p >> 16).astype(jnp.uint16), jnp.bfloat16))
+        rest = _add_ieee(rest, p ^ _U(0x80000000), _target(FORMATS["fp32"]))
+    return parts
+
+
 def _scale_args(scale_a, scale_b, scale_format, M, Kd, N, fmt: Format):
     """Validate block scales as ``simulator.matmul`` does (its own check, on stand-ins of
     their shapes: the arrays may be JAX tracers) -> None or the scale Format."""
@@ -680,7 +698,7 @@ def _scale_args(scale_a, scale_b, scale_format, M, Kd, N, fmt: Format):
 
 
 def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, split_reduce="sequential",
-               scale_a=None, scale_b=None, scale_format=None, variant=None):
+               scale_a=None, scale_b=None, scale_format=None, precision=None, variant=None):
     """D = A @ B + C bit for bit as ``simulator.matmul``, in ``jax.numpy`` integer
     arithmetic: jit-able, vmap-able, no x64 needed.
 
@@ -705,13 +723,17 @@ def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, 
         scale_a, scale_b, scale_format: block scales as ``simulator.matmul``: (M, K/block)
             and (K/block, N) uint8 codes of ``"ue8m0"`` (power-of-two scales, on rules of
             the classic fused kernel).
+        precision: float32 inputs (``input_format="fp32"``) on a profile with a bf16 rule
+            (``"tpu"``): each value split into 1, 2 or 3 bf16 parts (``"x1"``, ``"x3"``,
+            ``"x6"``) and the partial GEMMs (:data:`simulator.PRECISION_TERMS`) summed in
+            binary32, smallest first, then C, as ``simulator.matmul``.
         variant: an instruction variant of the profile (``"legacy"``: CDNA2's non-_1k bf16).
     Returns:
         D as a JAX array of c's dtype (float32 when c is None), NaNs carrying the
         profile's NaN bits (host-NaN profiles: 0x7FC00000 / 0x7E00).
     Raises:
         TypeError/ValueError for bad arguments; ValueError naming what is not yet in
-        the JAX engine: fp32 inputs (and ``precision``), block scales with significands
+        the JAX engine: fp32 inputs (unsplit), block scales with significands
         (ue4m3) and grouped FP4 (``group_k``), C re-aligned after the products
         (``c_mode="aligned"``, CDNA3).
     """
@@ -720,7 +742,9 @@ def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, 
             raise TypeError(f"{name} must be a JAX or NumPy array, not {type(x).__name__}")
     if a.ndim not in (2, 3) or b.ndim != a.ndim:
         raise ValueError(f"a and b must both be 2-D (or both 3-D, a batch), not {a.ndim}-D and {b.ndim}-D")
-    fmt = _input_format(a, input_format)
+    if precision is not None and precision not in PRECISION_TERMS:
+        raise ValueError(f"precision must be one of {tuple(PRECISION_TERMS)} or None, not {precision!r}")
+    fmt = _input_format(a, input_format, precision)
     fmt_b = fmt
     if np.dtype(a.dtype) != np.dtype(b.dtype):
         # mixed operands exist only among the formats of at most 8 bits (e4m3 x e5m2, f8f6f4)
@@ -739,7 +763,7 @@ def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, 
                 raise ValueError(f"{name} of a batch must be 3-D with {G} along axis 0, not shape {np.shape(x)}")
         ifa = fmt.name if np.dtype(a.dtype) == np.uint8 else input_format
         kw = dict(profile=profile, input_format=ifa, split_k=split_k, split_reduce=split_reduce,
-                  scale_format=scale_format, variant=variant)
+                  scale_format=scale_format, precision=precision, variant=variant)
 
         def one(x, y, z, u, v):
             return jax_matmul(x, y, z, scale_a=u, scale_b=v, **kw)
@@ -761,6 +785,16 @@ def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, 
         raise ValueError(f"c must have shape {(M, N)}, not {tuple(c.shape)}")
     acc = "fp32" if np.dtype(c.dtype) == np.float32 else "fp16"
     prof = get_profile(profile)
+    if precision is not None:
+        if fmt.name != "fp32" or fmt_b.name != "fp32" or "bf16" not in prof.rules:
+            raise ValueError(f"precision needs float32 inputs with input_format='fp32' and a profile with a bf16 "
+                             f"rule, not {fmt.name} x {fmt_b.name} on {prof.name!r}")
+        if sfmt is not None:
+            raise _not_yet("precision with block scales")
+        fmt = fmt_b = FORMATS["bf16"]
+    elif fmt.name == "fp32" and "fp32" not in prof.rules and "bf16" in prof.rules:
+        raise ValueError(f"profile {prof.name!r} takes float32 inputs only split into bf16 parts: "
+                         f"precision must be 'x1', 'x3' or 'x6', not None")
     if prof.rule(fmt.name, fmt_b.name, variant=variant).group_k > 1 and sfmt is None:
         raise ValueError(f"profile {prof.name!r} computes {fmt.name} in scaled groups: scale_a and scale_b must be "
                          f"given, not None")
@@ -771,14 +805,25 @@ def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, 
         cb = jnp.asarray(_fp16_to_f32_table())[lax.bitcast_convert_type(jnp.asarray(c), jnp.uint16).astype(_I)]
     a, b = jnp.asarray(a), jnp.asarray(b)
     sa, sb = (None, None) if sfmt is None else (jnp.asarray(scale_a), jnp.asarray(scale_b))
+
+    def gemm(x, y, acc_bits, u, v):
+        if precision is None:
+            return _gemm(cfg, x, y, acc_bits, u, v)
+        terms = PRECISION_TERMS[precision]
+        n = 1 + max(max(t) for t in terms)
+        px, py = _split_bf16(x, n), _split_bf16(y, n)
+        zero = jnp.zeros(acc_bits.shape, _U)
+        return _reduce([_gemm(cfg, px[i], py[j], zero, None, None) for i, j in terms] + [acc_bits], "sequential",
+                       cfg.f32)
+
     if split_k == 1:
-        d = _gemm(cfg, a, b, cb, sa, sb)
+        d = gemm(a, b, cb, sa, sb)
     else:
         ch = Kd // split_k
         zero = jnp.zeros((M, N), _U)
         nb = 0 if sa is None else (ch * sa.shape[1]) // Kd  # scale blocks per chunk
-        parts = [_gemm(cfg, a[:, s * ch:(s + 1) * ch], b[s * ch:(s + 1) * ch], zero,
-                       None if sa is None else sa[:, s * nb:(s + 1) * nb], None if sb is None else sb[s * nb:(s + 1) * nb])
+        parts = [gemm(a[:, s * ch:(s + 1) * ch], b[s * ch:(s + 1) * ch], zero,
+                      None if sa is None else sa[:, s * nb:(s + 1) * nb], None if sb is None else sb[s * nb:(s + 1) * nb])
                  for s in range(split_k)]
         d = _add_ieee(_reduce(parts, split_reduce, cfg.f32), cb, cfg.f32)
         if acc == "fp16":
