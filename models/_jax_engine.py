@@ -78,6 +78,14 @@ class _Config:
     tf32_rne: bool = False  # float32 operands narrowed to tf32 to nearest even (else toward zero)
     scale_fmt: Format | None = None  # block scales folded into the operands' exponents (power-of-two)
     flush: frozenset = frozenset()  # pairwise: StepRule.flush
+    # c_mode "aligned" (CDNA3): StepRule's fields of that name
+    sum_fb: int = 0
+    c_fb: int = 0
+    align_rd: bool = True
+    merge_rd: bool = True
+    c_drop: int = -1  # -1: never dropped
+    prod_ovf: bool = False
+    zero_signed: bool = False
 
 
 def _not_yet(what: str) -> ValueError:
@@ -106,10 +114,26 @@ def _config(profile, fmt: Format, fmt_b: Format, acc_name: str, variant=None, sc
     if rule.frac_bits is None or rule.tree == "pairwise":
         # binary32 products and sums: every product of two significands of at most 12 bits
         # is below 2**24 (an fp32 input's product is not)
-        if max(fmt.man_bits, fmt_b.man_bits) > 11:
-            raise _not_yet(f"{what} (products of {fmt.man_bits + 1}-bit significands)")
         kind = "fma" if rule.frac_bits is None else "pairwise"
+        if max(fmt.man_bits, fmt_b.man_bits) > 11 and kind == "pairwise":
+            raise _not_yet(f"{what} (products of {fmt.man_bits + 1}-bit significands in a pairwise tree)")
         return _Config(kind=kind, frac=0, group=1, flush=rule.flush, **base)
+    if rule.c_mode == "aligned" and rule.tree == "fused" and rule.group_k == 1 and not rule.flush:
+        # every pass's terms below 2**(frac + 2) once aligned, summed in int32; the passes
+        # merged in int32; the sum with C (below 2**(sum_fb + 7)) in two 32-bit words
+        n_pass = max(rule.passes) + 1
+        per_pass = max(sum(1 for t in range(rule.k) if rule.passes[t % len(rule.passes)] == p)
+                       for p in range(n_pass))
+        lsh = rule.frac_bits - fmt.man_bits - fmt_b.man_bits
+        up, cup = rule.sum_frac_bits - rule.frac_bits, rule.sum_frac_bits - rule.c_frac_bits
+        if lsh < 0 or n_pass * per_pass << (rule.frac_bits + 2) >= 1 << 31 or not 0 <= up <= 31 \
+                or not 0 <= cup <= 31 or rule.c_frac_bits > 29:
+            raise _not_yet(f"{what} (c_mode='aligned' with {per_pass} terms per pass at frac_bits="
+                           f"{rule.frac_bits}, sum_frac_bits={rule.sum_frac_bits}: past the engine's 32-bit sums)")
+        return _Config(kind="aligned", frac=rule.frac_bits, group=per_pass, sum_fb=rule.sum_frac_bits,
+                       c_fb=rule.c_frac_bits, align_rd=rule.align_rounding == "rd",
+                       merge_rd=rule.merge_rounding == "rd", c_drop=-1 if rule.c_drop is None else rule.c_drop,
+                       prod_ovf=rule.product_overflow == "inf", zero_signed=rule.zero_result == "signed", **base)
     if not rule.classic_form:
         raise _not_yet(f"{what} (a rule beyond the classic fused kernel: frac_bits={rule.frac_bits}, "
                        f"c_mode={rule.c_mode!r}, group_k={rule.group_k}, pass_merge={rule.pass_merge!r})")
@@ -301,6 +325,175 @@ def _zero_sign(r, nonzero, neg, zneg):
     return jnp.where(r == 0, jnp.where(zsign, _U(0x80000000), _U(0)), r)
 
 
+# ---- 64-bit integers as two uint32 words (hi, lo), two's complement --------------------
+def _w_from_i32(x):
+    """int32 -> (hi, lo)."""
+    return jnp.where(x < 0, _U(0xFFFFFFFF), _U(0)), lax.bitcast_convert_type(x, _U)
+
+
+def _w_add(a, b):
+    lo = a[1] + b[1]
+    return a[0] + b[0] + (lo < a[1]).astype(_U), lo
+
+
+def _w_shl(a, s):
+    """a << s for s in [0, 31] (int32 array or int)."""
+    s = jnp.asarray(s, _I)
+    return _shl(a[0], s) | _shr(a[1], 32 - s), _shl(a[1], s)
+
+
+def _w_mag(a):
+    """(neg, (hi, lo) magnitude) of a two's-complement pair."""
+    neg = (a[0] >> 31) == 1
+    lo = ~a[1] + 1
+    hi = ~a[0] + (lo == 0).astype(_U)
+    return neg, (jnp.where(neg, hi, a[0]), jnp.where(neg, lo, a[1]))
+
+
+def _w_bitlen(m):
+    return jnp.where(m[0] != 0, 32 + _bitlen(m[0]), _bitlen(m[1]))
+
+
+def _w_shr_sticky(m, s):
+    """Magnitude m >> s (s >= 0, logical) and whether a one bit fell off."""
+    s = jnp.minimum(s, 64)
+    hi, lo = m
+    out_hi = _shr(hi, s)
+    out_lo = jnp.where(s >= 32, _shr(hi, s - 32), _shr(lo, s) | _shl(hi, 32 - s) * (s > 0))
+    lo_mask = jnp.where(s >= 32, _U(0xFFFFFFFF), _shl(_U(1), s) - 1)
+    hi_mask = jnp.where(s >= 64, _U(0xFFFFFFFF), jnp.where(s > 32, _shl(_U(1), s - 32) - 1, _U(0)))
+    sticky = ((lo & lo_mask) != 0) | ((hi & hi_mask) != 0)
+    return (out_hi, out_lo), sticky
+
+
+def _round_w(neg, m, w, t: RoundingTarget, sticky=False):
+    """Round +-m * 2**w (m a (hi, lo) magnitude below 2**64; ``sticky``: the true value
+    lies strictly above m, set only when m has at least 34 bits) to ``t`` (:func:`_round`):
+    m cut to its top 32 bits and a sticky bit first."""
+    sh = jnp.maximum(_w_bitlen(m) - 32, 0)
+    (_, m32), cut = _w_shr_sticky(m, sh)
+    return _round(neg, m32, w + sh, cut | sticky, t)
+
+
+def _w_shl_any(m, s):
+    """m << s for s in [0, 63]."""
+    return jax.tree.map(lambda x, y: jnp.where(s >= 32, x, y), (_shl(m[1], s - 32), jnp.zeros_like(m[1])),
+                        _w_shl(m, jnp.minimum(s, 31)))
+
+
+def _w_mul24(x, y):
+    """Exact product of two uint32 below 2**24 as (hi, lo), by 12-bit halves."""
+    x1, x0, y1, y0 = x >> 12, x & 0xFFF, y >> 12, y & 0xFFF
+    mid = x1 * y0 + x0 * y1  # below 2**25
+    return _w_add(_w_add((_U(0) * x, x0 * y0), (mid >> 20, mid << 12)), ((x1 * y1) >> 8, (x1 * y1) << 24))
+
+
+def _add_exact_w(xn, xm, xu, yn, ym, yu, t: RoundingTarget):
+    """As :func:`_add_exact` for magnitudes (hi, lo) below 2**62: each normalised to its
+    top bit at bit 61, the smaller shifted to the larger's with a sticky bit."""
+    def norm(m, u):
+        sh = 62 - _w_bitlen(m)
+        return _w_shl_any(m, jnp.minimum(sh, 63)), jnp.where(sh >= 62, _I(-(1 << 20)), u - sh)
+
+    xm, xu = norm(xm, xu)
+    ym, yu = norm(ym, yu)
+    ygt = (ym[0] > xm[0]) | ((ym[0] == xm[0]) & (ym[1] > xm[1]))
+    swap = (yu > xu) | ((yu == xu) & ygt)
+    pick = functools.partial(jax.tree.map, lambda p, q: jnp.where(swap, p, q))
+    bn, bm, bu = pick((yn, ym, yu), (xn, xm, xu))
+    sn, sm, su = pick((xn, xm, xu), (yn, ym, yu))
+    ms, sticky = _w_shr_sticky(sm, bu - su)
+    lo = bm[1] - ms[1] - sticky.astype(_U)
+    borrow = (bm[1] < ms[1]) | ((bm[1] == ms[1]) & sticky)
+    diff = (bm[0] - ms[0] - borrow.astype(_U), lo)
+    m = jax.tree.map(lambda p, q: jnp.where(bn == sn, p, q), _w_add(bm, ms), diff)
+    return _round_w(bn, m, bu, t, sticky), (m[0] != 0) | (m[1] != 0) | sticky, bn
+
+
+# ---- c_mode "aligned" (AMD CDNA3) -----------------------------------------------------
+def _aligned_step(cfg: _Config, c, a_step, b_step):
+    """One step of a c_mode "aligned" rule (``simulator._kernels.general_sum_cols`` /
+    ``general_round_cols``): c (M, N) binary32 bits of C; a_step arrays (n_pass, P, M),
+    b_step (n_pass, P, N); returns D's binary32 bits.
+
+    Each pass aligned to its own largest product exponent and truncated toward zero to
+    ``frac`` bits (int32 sums); the passes re-aligned to the largest (``merge_rd``); the
+    products' sum and C re-aligned to E = max(Ep, exponent of C) with ``sum_fb`` and
+    ``c_fb`` bits (``align_rd``), C dropped ``c_drop`` binades below E; their exact sum
+    (64 bits) rounded once; IEEE classes and overflowing products decide the rest."""
+    n_pass = a_step[0].shape[0]
+    lsh = cfg.frac - cfg.fmt.man_bits - cfg.fmt_b.man_bits
+    pes, pss = [], []
+    nan = jnp.zeros(c.shape, bool)
+    pinf, ninf, pbig, nbig = nan, nan, nan, nan
+    for p in range(n_pass):
+        asig, aexp, afl = (x[p] for x in a_step)
+        bsig, bexp, bfl = (x[p] for x in b_step)
+        pe = aexp[:, :, None] + bexp[:, None, :]  # (P, M, N)
+        pmax = jnp.max(pe, axis=0)
+        term = lax.shift_right_logical((asig << lsh)[:, :, None] * bsig[:, None, :],
+                                       jnp.minimum(pmax[None] - pe, 31).astype(_U))
+        neg = ((afl & _NEG) != 0)[:, :, None] ^ ((bfl & _NEG) != 0)[:, None, :]
+        t = lax.bitcast_convert_type(term, _I)
+        pss.append(jnp.sum(jnp.where(neg, -t, t), axis=0, dtype=_I))
+        pes.append(pmax)
+        an, bn = (afl & _NAN) != 0, (bfl & _NAN) != 0
+        ai, bi = (afl & _INF) != 0, (bfl & _INF) != 0
+        az, bz = (afl & _ZERO) != 0, (bfl & _ZERO) != 0
+        pn = an[:, :, None] | bn[:, None, :] | (ai[:, :, None] & bz[:, None, :]) | (az[:, :, None] & bi[:, None, :])
+        pi = (ai[:, :, None] | bi[:, None, :]) & ~pn
+        nan = nan | jnp.any(pn, axis=0)
+        pinf, ninf = pinf | jnp.any(pi & ~neg, axis=0), ninf | jnp.any(pi & neg, axis=0)
+        if cfg.prod_ovf:  # finite products of 2**128 or more
+            prod = asig[:, :, None] * bsig[:, None, :]
+            big = (prod != 0) & ~pn & ~pi & \
+                (_bitlen(prod) - 1 + pe - cfg.fmt.man_bits - cfg.fmt_b.man_bits >= _F32.emax + 1)
+            pbig, nbig = pbig | jnp.any(big & ~neg, axis=0), nbig | jnp.any(big & neg, axis=0)
+    emx = functools.reduce(jnp.maximum, pes)
+    sp = _I(0)
+    for pe_p, ps_p in zip(pes, pss):
+        sh = jnp.minimum(emx - pe_p, 31)
+        down = lax.shift_right_arithmetic(ps_p, sh)
+        if not cfg.merge_rd:  # toward zero
+            down = jnp.where(ps_p < 0, -lax.shift_right_arithmetic(-ps_p, sh), down)
+        sp = sp + down
+    cneg, cm, cu, cfin, czero = _f32_parts(c)
+    cbe = ((c >> 23) & 0xFF).astype(_I)
+    c_exp = jnp.where(czero, cfg.c_zero, jnp.where(cfin, jnp.maximum(cbe - _F32.bias, cfg.out.emin), _SENTINEL))
+    E = jnp.maximum(emx, c_exp)
+    # the products' sum at sum_fb bits below 2**E: sp * 2**(up - d), d = E - Ep >= 0
+    up = cfg.sum_fb - cfg.frac
+    d = E - emx
+    r = jnp.minimum(d - up, 31)
+    s_dn = lax.shift_right_arithmetic(sp, jnp.maximum(r, 0))
+    if not cfg.align_rd:
+        s_dn = jnp.where(sp < 0, -lax.shift_right_arithmetic(-sp, jnp.maximum(r, 0)), s_dn)
+    s31 = jax.tree.map(lambda x, y: jnp.where(d >= up, x, y), _w_from_i32(s_dn),
+                       _w_shl(_w_from_i32(sp), jnp.clip(up - d, 0, 31)))
+    # C at c_fb bits below 2**E (C's magnitude is below 2**(c_exp + 1) <= 2**(E + 1))
+    rc = cu + cfg.c_fb - E
+    cmag = jnp.where(rc >= 0, _shl(cm, rc), _shr(cm, -rc))
+    lost = (rc < 0) & ((cm & jnp.where(-rc >= 32, _U(0xFFFFFFFF), _shl(_U(1), -rc) - 1)) != 0)
+    if cfg.align_rd:  # floor: a negative C with bits below the cut goes one further down
+        cmag = cmag + (cneg & lost).astype(_U)
+    keep = cfin & ~czero
+    if cfg.c_drop >= 0:
+        keep = keep & ~(c_exp < E - cfg.c_drop)
+    sc = lax.bitcast_convert_type(jnp.where(keep, cmag, _U(0)), _I)
+    sc = jnp.where(cneg, -sc, sc)
+    total = _w_add(s31, _w_shl(_w_from_i32(sc), cfg.sum_fb - cfg.c_fb))
+    neg, mag = _w_mag(total)
+    bits = _round_w(neg, mag, E - cfg.sum_fb, cfg.out)
+    if cfg.zero_signed:  # a nonzero sum that rounds to zero keeps its sign
+        bits = jnp.where((bits == 0) & neg, _U(0x80000000), bits)
+    if cfg.prod_ovf:
+        bits = jnp.where(pbig & nbig, _U(_QNAN32), jnp.where(pbig, _U(0x7F800000), jnp.where(nbig, _U(0xFF800000),
+                                                                                              bits)))
+    cnan = ~cfin & ((c & 0x7FFFFF) != 0)
+    cinf = ~cfin & ~cnan
+    return _classify(bits, nan | cnan, pinf | (cinf & ~cneg), ninf | (cinf & cneg))
+
+
 # ---- one pass of a fused step --------------------------------------------------------
 def _pass(cfg: _Config, a, b, carry, c_emin, c_zero, bad):
     """One pass: a = (sig, exp, flags) each (P, M), b each (P, N); carry (M, N) binary32
@@ -399,14 +592,13 @@ def _narrow_rne(bits, fmt: Format):
     return jnp.where(fin, r, jnp.where(nan, _U(_QNAN32), bits))
 
 
-def _decode_tf32(x, zero_exp, rne=False):
+def _decode_tf32(x, zero_exp, rne=False, f=FORMATS["tf32"]):
     """float32 array -> its tf32 operands (narrowed toward zero: the top 19 bits kept,
     as ``operand_rounding="rz"``, or to nearest even, ``"rne"``) as (sig uint32, exp
     int32, flags uint8), the fields of the table of :func:`_operand_table`, by bit
     arithmetic."""
-    f = FORMATS["tf32"]
     bits = lax.bitcast_convert_type(x, _U)
-    if rne:
+    if rne and f.width < 32:
         bits = _narrow_rne(bits, f)
     bits = bits & _U(((1 << f.width) - 1) << f.container_shift)
     man = (bits >> f.container_shift) & ((1 << f.man_bits) - 1)
@@ -425,8 +617,8 @@ def _decode_tf32(x, zero_exp, rne=False):
 def _decode(x, fmt: Format, zero_exp, tf32_rne=False):
     """Input array -> (sig uint32, exp int32, flags uint8) by table lookup of its codes
     (x of the format's dtype, or uint8 codes of a format of at most 8 bits)."""
-    if fmt.name == "tf32":
-        return _decode_tf32(x, zero_exp, tf32_rne)
+    if fmt.name in ("tf32", "fp32"):
+        return _decode_tf32(x, zero_exp, tf32_rne, fmt)
     sig, e, fl = _operand_table(fmt, zero_exp)
     if x.dtype == jnp.uint8:
         idx = x.astype(_I)
@@ -499,11 +691,20 @@ def _product(cfg: _Config, a, b):
 def _fma_gemm(cfg: _Config, ad, bd, c_bits):
     """An exact (IEEE fused) multiply-add per K position, in K order: D = round(C + a*b)
     once per position into the accumulator (``simulator._kernels.fma_gemm``)."""
+    wide = max(cfg.fmt.man_bits, cfg.fmt_b.man_bits) > 11  # binary32 inputs: 48-bit products
+
     def body(c, xs):
         pn, pm, pu, pnan, pinf = _product(cfg, xs[0], xs[1])
         cn, cm, cu, cfin, cz = _f32_parts(c)
-        r, nz, sneg = _add_exact(pn, pm, pu, cn, jnp.where(cfin, cm, _U(0)), cu, cfg.out)
-        r = _zero_sign(r, nz, sneg, pn & (pm == 0) & cn & cz)
+        cm = jnp.where(cfin, cm, _U(0))
+        if wide:
+            pw = _w_mul24(xs[0][0][:, None], xs[1][0][None, :])
+            r, nz, sneg = _add_exact_w(pn, pw, pu, cn, (jnp.zeros_like(cm), cm), cu, cfg.out)
+            pzero = (pw[0] == 0) & (pw[1] == 0)
+        else:
+            r, nz, sneg = _add_exact(pn, pm, pu, cn, cm, cu, cfg.out)
+            pzero = pm == 0
+        r = _zero_sign(r, nz, sneg, pn & pzero & cn & cz)
         cnan = ~cfin & ((c & 0x7FFFFF) != 0)
         cinf = ~cfin & ~cnan
         return _classify(r, pnan | cnan, (pinf & ~pn) | (cinf & ~cn), (pinf & pn) | (cinf & cn)), None
@@ -594,6 +795,8 @@ def _gemm(cfg: _Config, a, b, c_bits, sa=None, sb=None):
     bd = lay(bd, True)
 
     def body(acc, xs):
+        if cfg.kind == "aligned":
+            return _aligned_step(cfg, acc, xs[0], xs[1]), None
         return _step(cfg, acc, xs[0], xs[1]), None
 
     # on the CPU, independent column blocks: each block's (P, M, cols) working set stays
@@ -608,7 +811,7 @@ def _gemm(cfg: _Config, a, b, c_bits, sa=None, sb=None):
     return out[0] if len(out) == 1 else jnp.concatenate(out, axis=1)
 
 
-def _input_format(x, input_format, precision=None) -> Format:
+def _input_format(x, input_format) -> Format:
     """The input format of array x: its dtype's, or ``input_format`` (needed for float32
     (tf32, or fp32 split into bf16 parts by ``precision``) and for uint8 code arrays of a
     format of at most 8 bits)."""
@@ -616,7 +819,7 @@ def _input_format(x, input_format, precision=None) -> Format:
     if input_format is not None:
         if not isinstance(input_format, str):
             raise TypeError(f"input_format must be a format name such as 'fp16', not {type(input_format).__name__}")
-        if input_format == "fp32" and precision is not None:
+        if input_format == "fp32":
             if dt != np.float32:
                 raise TypeError(f"input_format='fp32' needs float32 arrays, not {dt}")
             return FORMATS["fp32"]
@@ -744,7 +947,7 @@ def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, 
         raise ValueError(f"a and b must both be 2-D (or both 3-D, a batch), not {a.ndim}-D and {b.ndim}-D")
     if precision is not None and precision not in PRECISION_TERMS:
         raise ValueError(f"precision must be one of {tuple(PRECISION_TERMS)} or None, not {precision!r}")
-    fmt = _input_format(a, input_format, precision)
+    fmt = _input_format(a, input_format)
     fmt_b = fmt
     if np.dtype(a.dtype) != np.dtype(b.dtype):
         # mixed operands exist only among the formats of at most 8 bits (e4m3 x e5m2, f8f6f4)
@@ -811,10 +1014,12 @@ def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, 
             return _gemm(cfg, x, y, acc_bits, u, v)
         terms = PRECISION_TERMS[precision]
         n = 1 + max(max(t) for t in terms)
-        px, py = _split_bf16(x, n), _split_bf16(y, n)
+        px, py = jnp.stack(_split_bf16(x, n)), jnp.stack(_split_bf16(y, n))
         zero = jnp.zeros(acc_bits.shape, _U)
-        return _reduce([_gemm(cfg, px[i], py[j], zero, None, None) for i, j in terms] + [acc_bits], "sequential",
-                       cfg.f32)
+        # the partial GEMMs as one batch (one compiled loop), summed in order
+        ix, iy = (np.array(v) for v in zip(*terms))
+        parts = jax.vmap(lambda u, v: _gemm(cfg, u, v, zero))(px[ix], py[iy])
+        return _reduce([parts[t] for t in range(len(terms))] + [acc_bits], "sequential", cfg.f32)
 
     if split_k == 1:
         d = gemm(a, b, cb, sa, sb)

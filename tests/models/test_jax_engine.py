@@ -21,11 +21,8 @@ CATALOGUE = [(p.name, key, acc) for p in simulator.PROFILES.values() for key in 
 SCALED = [(p.name, key, acc, sf) for p in simulator.PROFILES.values() if p.mx_block for key in p.rules
           for acc in p.accumulators for sf in (("ue8m0", "ue4m3") if key == "e2m1" else ("ue8m0",))]
 # what the engine refuses (a ValueError naming it), by (profile, rule key[, scale format]):
-# binary32 inputs (48-bit products), CDNA3's C re-aligned after the products, grouped FP4
-# (35 fraction bits) and scales with significands (ue4m3)
-REFUSED = ({(p, "fp32") for p in ("cdna1", "cdna2", "cdna3")}
-           | {("cdna3", f) for f in ("fp16", "bf16", "tf32", "e4m3fnuz", "e5m2fnuz")}
-           | {("blackwell_mx", "e2m1"), ("blackwell_mx", "e2m1", "ue8m0"), ("blackwell_mx", "e2m1", "ue4m3")})
+# grouped FP4 (35 fraction bits), which simulator.matmul itself runs only with scales
+REFUSED = {("blackwell_mx", "e2m1"), ("blackwell_mx", "e2m1", "ue8m0"), ("blackwell_mx", "e2m1", "ue4m3")}
 # FP6 (XLA computes no 6-bit floats): inside jax.jit the operands travel as uint8 codes
 _CODES = ("e2m3", "e3m2")
 M, K, N = 6, 37, 5  # K not a multiple of any step (2, 4, 8, 16, 32)
@@ -52,9 +49,11 @@ DISTINCT_SCALED = [c for c in _FIRST.values() if len(c) == 4 and not _refused(c)
 
 
 @functools.lru_cache(maxsize=None)
-def _jitted(profile, input_format=None, variant=None, scale_format=None, split_k=1, split_reduce="sequential"):
+def _jitted(profile, input_format=None, variant=None, scale_format=None, split_k=1, split_reduce="sequential",
+            precision=None):
     return jax.jit(functools.partial(jax_matmul, profile=profile, input_format=input_format, variant=variant,
-                                     scale_format=scale_format, split_k=split_k, split_reduce=split_reduce))
+                                     scale_format=scale_format, split_k=split_k, split_reduce=split_reduce,
+                                     precision=precision))
 
 
 def _bits(x):
@@ -62,9 +61,10 @@ def _bits(x):
     return x.view(np.uint32 if x.dtype == np.float32 else np.uint16)
 
 
-def _check(profile, a, b, c, variant=None, sa=None, sb=None, sf=None, **kw):
-    """jax_matmul under jax.jit == simulator.matmul, bit for bit."""
-    fmt = "tf32" if a.dtype == np.float32 else None  # float32 inputs: tf32, narrowed by the rule
+def _check(profile, a, b, c, variant=None, sa=None, sb=None, sf=None, fmt=None, **kw):
+    """jax_matmul under jax.jit == simulator.matmul, bit for bit (float32 inputs: tf32
+    unless ``fmt`` says "fp32")."""
+    fmt = fmt or ("tf32" if a.dtype == np.float32 else None)
     want = simulator.matmul(a, b, c, profile=profile, input_format=fmt, variant=variant, scale_a=sa, scale_b=sb,
                             scale_format=sf, **kw)
     fa, fb = (simulator.FORMATS[n] for n in (_fmt_of(a), _fmt_of(b)))
@@ -73,6 +73,10 @@ def _check(profile, a, b, c, variant=None, sa=None, sb=None, sf=None, **kw):
         fmt, a, b = fa.name, a.view(np.uint8), b.view(np.uint8)
     kw_s = {} if sa is None else dict(scale_a=sa, scale_b=sb)
     got = np.asarray(_jitted(profile, fmt, variant, sf, **kw)(a, b, c, **kw_s))
+    _same(got, want, profile, a, c)
+
+
+def _same(got, want, profile, a, c):
     assert got.dtype == want.dtype
     diff = np.flatnonzero(_bits(got) != _bits(want))
     assert diff.size == 0, (f"{profile} {a.dtype} acc {c.dtype}: {diff.size} of {want.size} differ, first at "
@@ -82,7 +86,7 @@ def _check(profile, a, b, c, variant=None, sa=None, sb=None, sf=None, **kw):
 
 def _fmt_of(x):
     if x.dtype == np.float32:
-        return "tf32"
+        return "fp32"
     return next(n for n in JAX_INPUT_FORMATS if n != "tf32" and simulator.FORMATS[n].dtype == x.dtype)
 
 
@@ -157,7 +161,7 @@ def test_equals_simulator(profile, key, acc):
     fmt, _, variant = key.partition("/")
     rng = np.random.default_rng(abs(hash((profile, key, acc))) % 2 ** 32)
     for mode in ("random", "special", "subnormal"):
-        _check(profile, *_operands(rng, fmt, acc, mode), variant=variant or None)
+        _check(profile, *_operands(rng, fmt, acc, mode), variant=variant or None, fmt="fp32" if fmt == "fp32" else None)
 
 
 @pytest.mark.parametrize("profile,key,acc,sf", DISTINCT_SCALED)
@@ -235,6 +239,20 @@ def test_split_k_equals_simulator(profile, fmt, acc, split_k, how):
         a, b, c = _operands(rng, fmt, acc, mode)
         a, b = np.concatenate([a, a[:, :11]], axis=1), np.concatenate([b, b[:11]], axis=0)  # K = 48
         _check(profile, a, b, c, split_k=split_k, split_reduce=how)
+
+
+@pytest.mark.parametrize("precision", list(simulator.PRECISION_TERMS))
+def test_precision_equals_simulator(precision):
+    """float32 inputs split into bf16 parts on every profile with a bf16 rule and no
+    fp32 rule (tpu), random, special and subnormal values, with split_k."""
+    for profile in [p.name for p in simulator.PROFILES.values() if "bf16" in p.rules and "fp32" not in p.rules
+                    and p.rules["bf16"].frac_bits is None]:
+        rng = np.random.default_rng(12)
+        for mode in ("random", "special", "subnormal"):
+            a, b, c = _operands(rng, "fp32", "fp32", mode)
+            a, b = a[:, :36], b[:36]
+            _check(profile, a, b, c, fmt="fp32", precision=precision)
+            _check(profile, a, b, c, fmt="fp32", precision=precision, split_k=2)
 
 
 def test_scaled_split_k_and_batch():
