@@ -108,9 +108,28 @@ def _config(profile, fmt: Format, fmt_b: Format, acc_name: str, variant=None, sc
     base = dict(fmt=fmt, fmt_b=fmt_b, k=rule.k, passes=tuple(rule.passes), c_fused=rule.c_mode == "fused",
                 c_zero=zero, zero_exp=rule.zero_exp, pas=pas, out=out, f32=f32, acc=acc_name, nan_bits=nan,
                 tf32_rne=rule.operand_rounding == "rne")
-    if scale_fmt is not None and (not rule.classic_form or scale_fmt.man_bits):
-        raise _not_yet(f"{what} with {scale_fmt.name} block scales (only power-of-two scales on rules of the "
-                       f"classic fused kernel are)")
+    general = (rule.frac_bits is not None and rule.tree == "fused" and rule.c_mode == "fused" and max(rule.passes) == 0
+               and not rule.flush and rule.product_overflow == "none"
+               and (rule.group_k > 1 or (scale_fmt is not None and scale_fmt.man_bits)))
+    if general:
+        # the terms of the general fused step with block scales: a product of four
+        # significands (or a group's exact sum times two) in uint32, aligned sums in 64 bits
+        ms = 0 if scale_fmt is None else scale_fmt.man_bits
+        if rule.group_k > 1:
+            span = (fmt.emax - fmt.emin) + (fmt_b.emax - fmt_b.emin)
+            gbits = (rule.group_k * ((1 << (fmt.man_bits + 1)) - 1) * ((1 << (fmt_b.man_bits + 1)) - 1) << span)
+            ok = (gbits.bit_length() + 2 * (ms + 1) <= 32 and gbits < 1 << 31 and scale_fmt is not None
+                  and not (fmt.has_inf or fmt.has_nan or fmt_b.has_inf or fmt_b.has_nan))
+        else:
+            ok = (fmt.man_bits + 1) + (fmt_b.man_bits + 1) + 2 * (ms + 1) <= 32
+        if not ok or rule.frac_bits + 8 + rule.k.bit_length() > 62:
+            raise _not_yet(f"{what} with {getattr(scale_fmt, 'name', 'no')} block scales (terms past the engine's "
+                           f"32-bit products)")
+        return _Config(kind="general", frac=rule.frac_bits, group=rule.group_k, scale_fmt=scale_fmt,
+                       zero_signed=rule.zero_result == "signed", **base)
+    if scale_fmt is not None and not rule.classic_form:
+        raise _not_yet(f"{what} with {scale_fmt.name} block scales (scales are taken on rules of the classic fused "
+                       f"kernel and on the general fused step)")
     if rule.frac_bits is None or rule.tree == "pairwise":
         # binary32 products and sums: every product of two significands of at most 12 bits
         # is below 2**24 (an fp32 input's product is not)
@@ -753,11 +772,118 @@ def _pairwise_gemm(cfg: _Config, ad, bd, c_bits):
     return d
 
 
+def _scale_parts(s, sfmt: Format, blk: int, axis: int):
+    """Scale codes (M, K / blk) or (K / blk, N) -> per K position (sig uint32, exp int32,
+    NaN bool), the scale's value sig * 2**(exp - man_bits) (a zero scale: sig 0, exp 0),
+    as ``simulator.scale_table``."""
+    v, e = scale_table(sfmt)
+    fin = np.isfinite(v)
+    sig = np.where(fin, np.ldexp(np.where(fin, v, 0.0), (sfmt.man_bits - e.astype(np.int64)).astype(np.int32)), 0)
+    assert np.all(sig == np.floor(sig)) and sig.max() < 1 << (sfmt.man_bits + 1)
+    codes = (s if s.dtype == jnp.uint8 else lax.bitcast_convert_type(s, jnp.uint8)).astype(_I)
+    return tuple(jnp.repeat(jnp.asarray(t)[codes], blk, axis=axis)
+                 for t in (sig.astype(np.uint32), e.astype(np.int32), np.isnan(v)))
+
+
+def _general_gemm(cfg: _Config, ad, bd, c_bits, sa, sb):
+    """The general fused step with block scales (``simulator._kernels.general_sum_cols``,
+    c_mode "fused", one pass): per step of k positions, terms of one product times its
+    two scales (group_k 1) or of a group's exact sum times them (its exponent the
+    scales' alone), each truncated to ``frac`` bits below the largest exponent (C's
+    included), summed exactly in 64 bits, rounded once."""
+    k, G = cfg.k, cfg.group
+    T = k // G
+    Kd = ad[0].shape[1]
+    steps = -(-Kd // k)
+    if steps == 0:
+        return c_bits
+    blk = Kd // sa.shape[1]
+    sad, sbd = _scale_parts(sa, cfg.scale_fmt, blk, 1), _scale_parts(sb, cfg.scale_fmt, blk, 0)
+    index = np.arange(steps * k)
+    valid = index < Kd  # positions past K (a partial last step) take no part
+    index = np.where(valid, index, Kd)
+
+    def lay(arrs, fills, rows_first):
+        out = []
+        for x, f in zip(arrs, fills):
+            xk = x.T if rows_first else x  # (K, rows)
+            xk = jnp.concatenate([xk, jnp.full((1, xk.shape[1]), f, xk.dtype)], axis=0)
+            out.append(xk[index].reshape(steps, k, xk.shape[1]))
+        return tuple(out)
+
+    op_fill, sc_fill = (_U(0), _I(_SENTINEL), jnp.uint8(0)), (_U(0), _I(0), False)
+    xs = (lay(ad, op_fill, True), lay(sad, sc_fill, True), lay(bd, op_fill, False), lay(sbd, sc_fill, False),
+          valid.reshape(steps, k)[:, ::G])
+    fa, fb, ms = cfg.fmt, cfg.fmt_b, cfg.scale_fmt.man_bits
+
+    def body(c, x):
+        (asig, aexp, afl), (ssa, sea, sna), (bsig, bexp, bfl), (ssb, seb, snb), gvalid = x
+        an, bn = (afl & _NEG) != 0, (bfl & _NEG) != 0
+        if G == 1:
+            mag = (asig * ssa)[:, :, None] * (bsig * ssb)[:, None, :]  # (T, M, N)
+            ua, ub = aexp + sea, bexp + seb
+            te = ua[:, :, None] + ub[:, None, :]
+            u = te - (fa.man_bits + fb.man_bits + 2 * ms)
+            neg = an[:, :, None] ^ bn[:, None, :]
+            fnan_a, fnan_b = ((afl & _NAN) != 0) | sna, ((bfl & _NAN) != 0) | snb
+            finf_a, finf_b = (afl & _INF) != 0, (bfl & _INF) != 0
+            fz_a = ((afl & _ZERO) != 0) | ((ssa == 0) & ~sna)
+            fz_b = ((bfl & _ZERO) != 0) | ((ssb == 0) & ~snb)
+            nan = (fnan_a[:, :, None] | fnan_b[:, None, :]
+                   | ((finf_a[:, :, None] | finf_b[:, None, :]) & (fz_a[:, :, None] | fz_b[:, None, :])))
+            inf = (finf_a[:, :, None] | finf_b[:, None, :]) & ~nan
+        else:
+            # each group's products summed exactly in int32, in units of the smallest product's
+            sh_a, sh_b = jnp.maximum(aexp - fa.emin, 0), jnp.maximum(bexp - fb.emin, 0)
+            p = _shl(asig[:, :, None] * bsig[:, None, :], sh_a[:, :, None] + sh_b[:, None, :])
+            p = lax.bitcast_convert_type(p, _I)
+            p = jnp.where(an[:, :, None] ^ bn[:, None, :], -p, p)
+            gs = jnp.sum(p.reshape((T, G) + p.shape[1:]), axis=1, dtype=_I)  # (T, M, N)
+            # a group's scales: those of its first position (a group lies in one block)
+            ssa, sea, sna, ssb, seb, snb = (x[::G] for x in (ssa, sea, sna, ssb, seb, snb))
+            neg = gs < 0
+            mag = lax.bitcast_convert_type(jnp.abs(gs), _U) * (ssa[:, :, None] * ssb[:, None, :])
+            te = sea[:, :, None] + seb[:, None, :]
+            u = te + (fa.emin - fa.man_bits + fb.emin - fb.man_bits - 2 * ms)
+            take = gvalid[:, None, None] & ((gs != 0) | (cfg.zero_exp is not None))
+            te = jnp.where(take, te, _I(_SENTINEL))
+            nan = gvalid[:, None, None] & (sna[:, :, None] | snb[:, None, :])
+            inf = jnp.zeros_like(nan)
+        cneg, cm, cu, cfin, czero = _f32_parts(c)
+        cbe = ((c >> 23) & 0xFF).astype(_I)
+        c_exp = jnp.where(czero, cfg.c_zero, jnp.where(cfin, jnp.maximum(cbe - _F32.bias, cfg.out.emin), _SENTINEL))
+        E = jnp.maximum(jnp.max(te, axis=0), c_exp)
+        total = (jnp.zeros_like(c), jnp.zeros_like(c))
+        terms = [(neg[t], mag[t], u[t] + cfg.frac - E) for t in range(T)]
+        terms.append((cneg, jnp.where(cfin, cm, _U(0)), cu + cfg.frac - E))
+        for tn, tm, sh in terms:  # each truncated toward zero, then added with its sign
+            w = jax.tree.map(lambda x, y: jnp.where(sh >= 0, x, y), _w_shl_any((jnp.zeros_like(tm), tm),
+                                                                              jnp.clip(sh, 0, 63)),
+                             (jnp.zeros_like(tm), _shr(tm, -sh)))
+            lo = ~w[1] + 1
+            wneg = (~w[0] + (lo == 0).astype(_U), lo)
+            total = _w_add(total, jax.tree.map(lambda x, y: jnp.where(tn, x, y), wneg, w))
+        neg_s, mag_s = _w_mag(total)
+        bits = _round_w(neg_s, mag_s, E - cfg.frac, cfg.out)
+        if cfg.zero_signed:
+            bits = jnp.where((bits == 0) & neg_s, _U(0x80000000), bits)
+        cnan = ~cfin & ((c & 0x7FFFFF) != 0)
+        cinf = ~cfin & ~cnan
+        return _classify(bits, jnp.any(nan, axis=0) | cnan, jnp.any(inf & ~neg, axis=0) | (cinf & ~cneg),
+                         jnp.any(inf & neg, axis=0) | (cinf & cneg)), None
+
+    d, _ = lax.scan(body, c_bits, xs)
+    return d
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _gemm(cfg: _Config, a, b, c_bits, sa=None, sb=None):
     """D bits = A @ B + C: a (M, K), b (K, N) input arrays, c_bits (M, N) binary32 bits
     of C, sa (M, K / block) and sb (K / block, N) scale codes or None; returns (M, N)
     binary32 bits of D (NaN as 0x7FC00000)."""
+    if cfg.kind == "general":
+        ad, bd = _operands(cfg, a, b, None, None)
+        return _general_gemm(cfg, ad, bd, c_bits, sa, sb)
     ad, bd = _operands(cfg, a, b, sa, sb)
     if cfg.kind == "fma":
         return _fma_gemm(cfg, ad, bd, c_bits)

@@ -18,11 +18,12 @@ from models import JAX_INPUT_FORMATS, jax_matmul
 # themselves (a rule key is a format name or "FORMAT/VARIANT"); block-scaled cases for the
 # profiles whose units apply block scales (mx_block > 0), per scale format the rule takes
 CATALOGUE = [(p.name, key, acc) for p in simulator.PROFILES.values() for key in p.rules for acc in p.accumulators]
+SCALE_BLOCK = {"ue8m0": 32, "ue4m3": 16}  # OCP MX blocks; NVFP4's ue4m3 blocks of 16
 SCALED = [(p.name, key, acc, sf) for p in simulator.PROFILES.values() if p.mx_block for key in p.rules
-          for acc in p.accumulators for sf in (("ue8m0", "ue4m3") if key == "e2m1" else ("ue8m0",))]
-# what the engine refuses (a ValueError naming it), by (profile, rule key[, scale format]):
-# grouped FP4 (35 fraction bits), which simulator.matmul itself runs only with scales
-REFUSED = {("blackwell_mx", "e2m1"), ("blackwell_mx", "e2m1", "ue8m0"), ("blackwell_mx", "e2m1", "ue4m3")}
+          for acc in p.accumulators for sf in SCALE_BLOCK]
+# what the engine refuses, by (profile, rule key[, scale format]): grouped FP4 without scales
+# (simulator.matmul refuses it too: the unit has no such instruction)
+REFUSED = {("blackwell_mx", "e2m1")}
 # FP6 (XLA computes no 6-bit floats): inside jax.jit the operands travel as uint8 codes
 _CODES = ("e2m3", "e3m2")
 M, K, N = 6, 37, 5  # K not a multiple of any step (2, 4, 8, 16, 32)
@@ -36,7 +37,7 @@ def _signature(profile, key, acc, sf=None):
 
 
 def _refused(case):
-    return (case[0], case[1]) in REFUSED or (len(case) == 4 and case[:2] + case[3:] in REFUSED)
+    return case[:2] + case[3:] in REFUSED
 
 
 # profiles that hand the engine the same data (rtx_blackwell = blackwell, turing fp16 = ampere
@@ -134,12 +135,17 @@ def _operands(rng, fmt, acc, mode, k=K):
     return a.astype(dt), b.astype(dt), c.astype(cdt)
 
 
-def _scales(rng, k, mode):
-    """ue8m0 codes (M, k / 32) and (k / 32, N): near 2**0, or (special) the extremes and NaN."""
-    sa = rng.integers(117, 137, (M, k // 32)).astype(np.uint8)
-    sb = rng.integers(117, 137, (k // 32, N)).astype(np.uint8)
+def _scales(rng, k, mode, sf="ue8m0"):
+    """Scale codes (M, k / block) and (k / block, N): near 1.0 (ue8m0: 2**-10 .. 2**9;
+    ue4m3: every normal code), or (special) also the extremes, zero, subnormals and NaN."""
+    blk = SCALE_BLOCK[sf]
+    lo, hi = (117, 137) if sf == "ue8m0" else (0x08, 0x7F)
+    sa = rng.integers(lo, hi, (M, k // blk)).astype(np.uint8)
+    sb = rng.integers(lo, hi, (k // blk, N)).astype(np.uint8)
     if mode == "special":
-        sa[0, 0], sa[1, -1], sb[0, 1], sb[-1, 2], sa[2, 0], sb[0, 3] = 255, 254, 0, 254, 1, 200
+        pick = [255, 254, 0, 1, 200] if sf == "ue8m0" else [0x7F, 0x7E, 0x00, 0x01, 0x80, 0x07]
+        sa.flat[rng.choice(sa.size, 4, replace=False)] = rng.choice(pick, 4)
+        sb.flat[rng.choice(sb.size, 4, replace=False)] = rng.choice(pick, 4)
     return sa, sb
 
 
@@ -166,11 +172,13 @@ def test_equals_simulator(profile, key, acc):
 
 @pytest.mark.parametrize("profile,key,acc,sf", DISTINCT_SCALED)
 def test_scaled_equals_simulator(profile, key, acc, sf):
-    """Block scales (ue8m0 codes: 2**-127 .. 2**127 and NaN) folded into the terms."""
+    """Block scales (ue8m0: powers of two 2**-127 .. 2**127 and NaN, folded into the terms'
+    exponents; ue4m3: significands, zero and NaN, on the general fused step; FP4 in exact
+    groups of 16)."""
     rng = np.random.default_rng(abs(hash((profile, key, acc, sf))) % 2 ** 32)
     for mode in ("random", "special", "subnormal"):
         a, b, c = _operands(rng, key, acc, mode, K_SCALED)
-        _check(profile, a, b, c, None, *_scales(rng, K_SCALED, mode), sf)
+        _check(profile, a, b, c, None, *_scales(rng, K_SCALED, mode, sf), sf)
 
 
 @pytest.mark.parametrize("case", [c for c in CATALOGUE + SCALED if _refused(c)])
@@ -181,9 +189,7 @@ def test_refuses_the_rest_by_name(case):
     f = simulator.FORMATS[fmt]
     kw = dict(profile=profile, variant=variant or None,
               input_format=fmt if f.dtype == np.float32 or fmt in _CODES else None)
-    if len(case) == 4:
-        kw.update(scale_a=np.full((2, 2), 127, np.uint8), scale_b=np.full((2, 2), 127, np.uint8),
-                  scale_format=case[3])
+    assert len(case) == 3
     match = f"(profile '{profile}' {fmt}|input_format '{fmt}').* not yet in the JAX"
     if len(case) == 3 and simulator.PROFILES[profile].rules[key].group_k > 1:
         match = "in scaled groups: scale_a and scale_b must be given"  # simulator.matmul's refusal too
@@ -261,6 +267,9 @@ def test_scaled_split_k_and_batch():
     a, b, c = _operands(rng, "e4m3", "fp32", "random", 128)
     sa, sb = _scales(rng, 128, "random")
     _check("blackwell_mx", a, b, c, None, sa, sb, "ue8m0", split_k=2)
+    a4, b4, c4 = _operands(rng, "e2m1", "fp32", "special", 128)
+    sa4, sb4 = _scales(rng, 128, "special", "ue4m3")
+    _check("blackwell_mx", a4, b4, c4, None, sa4, sb4, "ue4m3", split_k=2, split_reduce="butterfly")
     with pytest.raises(ValueError, match="split_k must cut K on scale-block boundaries"):
         jax_matmul(a, b, c, profile="blackwell_mx", scale_a=sa, scale_b=sb, scale_format="ue8m0", split_k=8)
     want = simulator.matmul(np.stack([a, a]), np.stack([b, -b]), np.stack([c, c]), profile="blackwell_mx",
