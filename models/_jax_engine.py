@@ -853,16 +853,23 @@ def _general_gemm(cfg: _Config, ad, bd, c_bits, sa, sb):
         cbe = ((c >> 23) & 0xFF).astype(_I)
         c_exp = jnp.where(czero, cfg.c_zero, jnp.where(cfin, jnp.maximum(cbe - _F32.bias, cfg.out.emin), _SENTINEL))
         E = jnp.maximum(jnp.max(te, axis=0), c_exp)
-        total = (jnp.zeros_like(c), jnp.zeros_like(c))
-        terms = [(neg[t], mag[t], u[t] + cfg.frac - E) for t in range(T)]
-        terms.append((cneg, jnp.where(cfin, cm, _U(0)), cu + cfg.frac - E))
-        for tn, tm, sh in terms:  # each truncated toward zero, then added with its sign
-            w = jax.tree.map(lambda x, y: jnp.where(sh >= 0, x, y), _w_shl_any((jnp.zeros_like(tm), tm),
-                                                                              jnp.clip(sh, 0, 63)),
-                             (jnp.zeros_like(tm), _shr(tm, -sh)))
-            lo = ~w[1] + 1
-            wneg = (~w[0] + (lo == 0).astype(_U), lo)
-            total = _w_add(total, jax.tree.map(lambda x, y: jnp.where(tn, x, y), wneg, w))
+        # every term (and C) truncated toward zero at frac bits below 2**E: (hi, lo) words
+        tn = jnp.concatenate([neg, cneg[None]])
+        tm = jnp.concatenate([mag, jnp.where(cfin, cm, _U(0))[None]])
+        sh = jnp.concatenate([u + cfg.frac - E[None], (cu + cfg.frac - E)[None]])
+        w = jax.tree.map(lambda x, y: jnp.where(sh >= 0, x, y), _w_shl_any((jnp.zeros_like(tm), tm),
+                                                                          jnp.clip(sh, 0, 63)),
+                         (jnp.zeros_like(tm), _shr(tm, -sh)))
+        # summed exactly by 16-bit limbs (T + 1 terms below 2**(frac + 8): the limb sums fit
+        # uint32), positives and negatives apart
+        def limb_sum(sel):
+            parts = [jnp.sum(jnp.where(sel, x, _U(0)), axis=0, dtype=_U)
+                     for x in (w[1] & 0xFFFF, w[1] >> 16, w[0])]
+            return _w_add(_w_add((_U(0) * parts[0], parts[0]), _w_shl((_U(0) * parts[1], parts[1]), 16)),
+                          (parts[2], _U(0) * parts[2]))
+        pos, negs = limb_sum(~tn), limb_sum(tn)
+        lo = ~negs[1] + 1
+        total = _w_add(pos, (~negs[0] + (lo == 0).astype(_U), lo))
         neg_s, mag_s = _w_mag(total)
         bits = _round_w(neg_s, mag_s, E - cfg.frac, cfg.out)
         if cfg.zero_signed:

@@ -213,11 +213,12 @@ def test_fnuz_operands(profile, fmt):
     """The fnuz FP8 formats (no -0, NaN = 0x80) through the engine's operand tables, on a
     profile the catalogue lacks (its only fnuz rules are CDNA3's, refused above)."""
     rng = np.random.default_rng(4)
+    f = jax.jit(functools.partial(jax_matmul, profile=profile))
     for mode in ("random", "special", "subnormal"):
         a, b, c = _operands(rng, fmt, "fp32", mode)
         a.view(np.uint8)[1, ::5] = 0x80  # NaN
         want = simulator.matmul(a, b, c, profile=profile)
-        got = jax.jit(functools.partial(jax_matmul, profile=profile))(a, b, c)
+        got = f(a, b, c)
         assert (_bits(got) == _bits(want)).all()
 
 
@@ -250,7 +251,7 @@ def test_split_k_equals_simulator(profile, fmt, acc, split_k, how):
 @pytest.mark.parametrize("precision", list(simulator.PRECISION_TERMS))
 def test_precision_equals_simulator(precision):
     """float32 inputs split into bf16 parts on every profile with a bf16 rule and no
-    fp32 rule (tpu), random, special and subnormal values, with split_k."""
+    fp32 rule (tpu), random, special and subnormal values (x3: with split_k too)."""
     for profile in [p.name for p in simulator.PROFILES.values() if "bf16" in p.rules and "fp32" not in p.rules
                     and p.rules["bf16"].frac_bits is None]:
         rng = np.random.default_rng(12)
@@ -258,7 +259,8 @@ def test_precision_equals_simulator(precision):
             a, b, c = _operands(rng, "fp32", "fp32", mode)
             a, b = a[:, :36], b[:36]
             _check(profile, a, b, c, fmt="fp32", precision=precision)
-            _check(profile, a, b, c, fmt="fp32", precision=precision, split_k=2)
+            if precision == "x3":
+                _check(profile, a, b, c, fmt="fp32", precision=precision, split_k=2)
 
 
 def test_scaled_split_k_and_batch():
@@ -298,7 +300,7 @@ _HYP_CASES = [("hopper", "fp16", "fp32"), ("hopper", "e4m3", "fp16"), ("blackwel
               ("blackwell", "e2m1", "fp16"), ("blackwell", "e3m2", "fp32"), ("tpu", "bf16", "fp32")]
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(case=st.sampled_from(_HYP_CASES), seed=st.integers(0, 2 ** 32 - 1), special=st.booleans())
 def test_hypothesis_random_codes(case, seed, special):
     """Operands as random bit patterns (every code: NaNs, infs, subnormals included) or
