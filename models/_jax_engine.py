@@ -1,29 +1,32 @@
-"""The JAX engine of the numerics core: :func:`jax_matmul` (issue 15, first slice).
+"""The JAX engine of the numerics core: :func:`jax_matmul` (issue 15).
 
 ``simulator.matmul``'s fast path re-expressed in ``jax.numpy`` with 32-bit integer
-arithmetic only (int32/uint32 bit patterns, shifts, ``lax.clz``, bitcasts): it needs no
-``jax_enable_x64`` and no float arithmetic at all, so it gives the same bits under
-``jax.jit`` and ``jax.vmap`` on any device.  It is bit-identical to
-``simulator.matmul`` for the rules the classic fused kernel runs
-(:attr:`simulator.StepRule.classic_form`: one alignment to the largest exponent per
-pass, chained passes, C fused or added after, RZ or RNE into binary32 with
-``result_man_bits``, ``zero_exp`` as data) on fp16, bf16, e4m3, e5m2 (e4m3 x e5m2
-too) and tf32 inputs, float32 or float16 accumulators, ``split_k`` with its three
-reductions.  Everything else raises a ValueError naming what is not yet in the engine.
+arithmetic only (int32/uint32 bit patterns, shifts, ``lax.clz``, bitcasts; 64-bit sums
+as two uint32 words): it needs no ``jax_enable_x64`` and no float arithmetic at all, so
+it gives the same bits under ``jax.jit`` and ``jax.vmap`` on any device.  It is
+bit-identical to ``simulator.matmul`` on every profile x input format x accumulator of
+the catalogue, block scales and ``precision`` splits included.  One engine per kind of
+rule, as the Numba path has one kernel per kind (``_config`` picks it from the rule's
+fields, never from a profile's name):
+
+* ``"classic"`` (:attr:`simulator.StepRule.classic_form`, ``simulator._kernels.
+  fused_step_rows``): per pass, E = max of the products' alignment exponents and the
+  carried term's; each term truncated toward zero to ``frac_bits`` bits below 2**E,
+  summed in int32 groups and uint32 halves; passes chained; C fused or added after;
+  power-of-two (ue8m0) block scales folded into the operands' exponents;
+* ``"general"`` (the general fused step with scales of significands, ue4m3, and FP4 in
+  exact groups of ``group_k``: ``general_sum_cols``): 64-bit sums by 16-bit limbs;
+* ``"aligned"`` (CDNA3, ``c_mode="aligned"``): passes aligned to their own maxima and
+  merged, then re-aligned with C, product overflow, signed zero results;
+* ``"fma"`` (``frac_bits=None``: an IEEE fused multiply-add per K position, binary32
+  inputs' 48-bit products in two words) and ``"pairwise"`` (CDNA1/2 binary32 trees,
+  subnormal flushing).
 
 Every constant comes from the frozen profile data (:func:`simulator.get_profile`,
-:class:`simulator.StepRule`, :data:`simulator.FORMATS`), and the roundings of a step
-from :func:`simulator.rounding_targets`, the function the Numba kernels' step
-parameters are built from.
-
-Numerics of one pass (as ``simulator._kernels.fused_step_rows``), per output element:
-E = max of the products' alignment exponents (ea + eb) and the carried term's
-(floor(log2|c|) at least its floor; a zero C counts with ``zero_exp`` when the rule has
-one); each term truncated toward zero to ``frac_bits`` fractional bits below 2**E, as
-an unsigned magnitude, signed again and summed in int32 groups, the groups' positive
-and negative parts summed apart in uint32 (bounds checked per rule in ``_config``); the
-difference rounded.  Non-finite products (and a non-finite carried
-term) decide the result's class as an IEEE sum of them would.
+:class:`simulator.StepRule`, :data:`simulator.FORMATS`, :func:`simulator.scale_table`,
+:data:`simulator.PRECISION_TERMS`), and the roundings of a step from
+:func:`simulator.rounding_targets`, the function the Numba kernels' step parameters are
+built from.  Non-finite terms decide a result's class as an IEEE sum of them would.
 """
 from __future__ import annotations
 
@@ -35,13 +38,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from simulator import FORMATS, Format, RoundingTarget, PRECISION_TERMS, check_scales, check_split_k, get_profile, rounding_targets, scale_table
+from simulator import (FORMATS, PRECISION_TERMS, Format, RoundingTarget, check_scales, check_split_k, get_profile,
+                       rounding_targets, scale_table)
 
 __all__ = ["jax_matmul", "JAX_INPUT_FORMATS"]
 
 #: input formats the JAX engine takes (A and B of one format, or two formats of at most 8
 #: bits that one rule covers)
-JAX_INPUT_FORMATS = ("fp16", "bf16", "e4m3", "e5m2", "tf32", "e4m3fnuz", "e5m2fnuz", "e2m1", "e2m3", "e3m2")
+JAX_INPUT_FORMATS = ("fp16", "bf16", "e4m3", "e5m2", "tf32", "e4m3fnuz", "e5m2fnuz", "e2m1", "e2m3", "e3m2", "fp32")
 # formats XLA cannot compute on (no CPU code for 6-bit floats): NumPy arrays of them are
 # taken as their codes (uint8) on the host; inside a trace they must come as uint8 codes
 _HOST_ONLY = ("e2m3", "e3m2")
@@ -946,32 +950,28 @@ def _gemm(cfg: _Config, a, b, c_bits, sa=None, sb=None):
 
 def _input_format(x, input_format) -> Format:
     """The input format of array x: its dtype's, or ``input_format`` (needed for float32
-    (tf32, or fp32 split into bf16 parts by ``precision``) and for uint8 code arrays of a
-    format of at most 8 bits)."""
+    (tf32, or fp32) and for uint8 code arrays of a format of at most 8 bits)."""
     dt = np.dtype(x.dtype)
     if input_format is not None:
         if not isinstance(input_format, str):
             raise TypeError(f"input_format must be a format name such as 'fp16', not {type(input_format).__name__}")
-        if input_format == "fp32":
-            if dt != np.float32:
-                raise TypeError(f"input_format='fp32' needs float32 arrays, not {dt}")
-            return FORMATS["fp32"]
         if input_format not in JAX_INPUT_FORMATS:
-            raise _not_yet(f"input_format {input_format!r} (the engine takes {JAX_INPUT_FORMATS})")
+            raise ValueError(f"input_format must be one of {JAX_INPUT_FORMATS}, not {input_format!r}")
         want = FORMATS[input_format]
         if dt != want.dtype and not (dt == np.uint8 and want.container_bits <= 8):
             codes = " (or uint8 codes)" if want.container_bits <= 8 else ""
             raise TypeError(f"input_format={input_format!r} needs {want.dtype} arrays{codes}, not {dt}")
         return want
     if dt == np.float32:
-        raise TypeError("float32 inputs need input_format='tf32' (the matrix units take tf32, not binary32)")
+        raise TypeError("float32 inputs need input_format='tf32' or 'fp32' (the matrix units take tf32, not "
+                        "binary32, except where a profile has an fp32 rule or precision splits them)")
     if dt == np.uint8:
         raise TypeError("uint8 inputs are codes: they need input_format naming their format (such as 'e2m3')")
-    fmt = next((FORMATS[n] for n in JAX_INPUT_FORMATS if n != "tf32" and FORMATS[n].dtype == dt), None)
+    fmt = next((FORMATS[n] for n in JAX_INPUT_FORMATS if FORMATS[n].dtype == dt and dt != np.float32), None)
     if fmt is None:
-        raise _not_yet(f"inputs of dtype {dt} (the engine takes "
-                       f"{', '.join(str(FORMATS[n].dtype) for n in JAX_INPUT_FORMATS if n != 'tf32')}, uint8 codes "
-                       f"and float32 as tf32)")
+        raise TypeError(f"inputs must be "
+                        f"{', '.join(str(FORMATS[n].dtype) for n in JAX_INPUT_FORMATS if FORMATS[n].dtype != np.float32)}"
+                        f", uint8 codes or float32 (with input_format='tf32' or 'fp32'), not {dt}")
     return fmt
 
 

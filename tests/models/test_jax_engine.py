@@ -364,6 +364,32 @@ def test_no_64_bit_types():
     assert re.search(r"\b[iuf]64\[", text) is None and "float64" not in text
 
 
+def test_refuses_combinations_outside_the_catalogue():
+    """Block scales on rules whose Numba kernels take none (simulator.matmul ignores them
+    there), precision with scales, FP6 inside a trace: errors that say so."""
+    e4 = simulator.FORMATS["e4m3"].dtype
+    s = np.full((2, 1), 127, np.uint8), np.full((1, 2), 127, np.uint8)
+    with pytest.raises(ValueError, match="profile 'systolic_fma' e4m3 with ue8m0 block scales .* not yet in the JAX"):
+        jax_matmul(np.zeros((2, 32), e4), np.zeros((32, 2), e4), profile="systolic_fma", scale_a=s[0],
+                   scale_b=s[1], scale_format="ue8m0")
+    with pytest.raises(ValueError, match="profile 'cdna2' fp16 with ue4m3 block scales .* not yet in the JAX"):
+        jax_matmul(np.zeros((2, 32), np.float16), np.zeros((32, 2), np.float16), profile="cdna2", scale_a=s[0],
+                   scale_b=s[1], scale_format="ue4m3")
+    with pytest.raises(ValueError, match="precision with block scales is not yet in the JAX engine"):
+        jax_matmul(np.zeros((2, 32), np.float32), np.zeros((32, 2), np.float32), profile="tpu", input_format="fp32",
+                   precision="x3", scale_a=s[0], scale_b=s[1], scale_format="ue8m0")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        jax_matmul(np.zeros((2, 32), np.float32), np.zeros((32, 2), np.float32), profile="tpu", input_format="fp32",
+                   precision="x2")
+    with pytest.raises(ValueError, match="profile 'tpu' takes float32 inputs only split into bf16 parts"):
+        jax_matmul(np.zeros((2, 32), np.float32), np.zeros((32, 2), np.float32), profile="tpu", input_format="fp32")
+    with pytest.raises(ValueError, match="scale_format must be 'ue8m0' or 'ue4m3'"):
+        jax_matmul(np.zeros((2, 32), e4), np.zeros((32, 2), e4), profile="blackwell_mx", scale_a=s[0],
+                   scale_b=s[1], scale_format="e4m3")
+    with pytest.raises(ValueError, match="input_format must be one of"):
+        jax_matmul(np.zeros((2, 32), np.float32), np.zeros((32, 2), np.float32), input_format="ue8m0")
+
+
 def test_bad_arguments():
     a = np.zeros((2, 16), np.float16)
     with pytest.raises(ValueError, match="b must have shape \\(16, N\\)"):
