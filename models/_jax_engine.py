@@ -654,24 +654,12 @@ def _decode(x, fmt: Format, zero_exp, tf32_rne=False):
     return jnp.asarray(sig)[idx], jnp.asarray(e)[idx], jnp.asarray(fl)[idx]
 
 
-@functools.lru_cache(maxsize=None)
-def _scale_tables(sfmt: Format):
-    """(exponent int32, NaN bool) of each of the 256 codes of a power-of-two scale format
-    (:func:`simulator.scale_table`: the value 2**exponent, or NaN)."""
-    v, e = scale_table(sfmt)
-    return e.astype(np.int32), np.isnan(v)
-
-
 def _fold_scales(ops, s, sfmt: Format, axis: int):
     """Power-of-two block scales folded into operands (sig, exp, flags) of A (axis 1: s
     (M, K / block)) or B (axis 0: s (K / block, N)): each exponent plus its block's
     scale's (a zero operand's ``zero_exp`` too), a NaN scale making its block NaN, as
     ``simulator.matmul`` multiplies them in."""
-    se, snan = _scale_tables(sfmt)
-    codes = (s if s.dtype == jnp.uint8 else lax.bitcast_convert_type(s, jnp.uint8)).astype(_I)
-    blk = ops[0].shape[axis] // s.shape[axis]
-    e = jnp.repeat(jnp.asarray(se)[codes], blk, axis=axis)
-    nan = jnp.repeat(jnp.asarray(snan)[codes], blk, axis=axis)
+    _, e, nan = _scale_parts(s, sfmt, ops[0].shape[axis] // s.shape[axis], axis)
     sig, exp, fl = ops
     return sig, exp + e, jnp.where(nan, fl | _NAN, fl)
 
@@ -776,17 +764,22 @@ def _pairwise_gemm(cfg: _Config, ad, bd, c_bits):
     return d
 
 
-def _scale_parts(s, sfmt: Format, blk: int, axis: int):
-    """Scale codes (M, K / blk) or (K / blk, N) -> per K position (sig uint32, exp int32,
-    NaN bool), the scale's value sig * 2**(exp - man_bits) (a zero scale: sig 0, exp 0),
-    as ``simulator.scale_table``."""
+@functools.lru_cache(maxsize=None)
+def _scale_table(sfmt: Format):
+    """(sig uint32, exp int32, NaN bool) of the 256 codes of a scale format: the value
+    sig * 2**(exp - man_bits) of :func:`simulator.scale_table` (a zero scale: sig 0, exp 0)."""
     v, e = scale_table(sfmt)
     fin = np.isfinite(v)
     sig = np.where(fin, np.ldexp(np.where(fin, v, 0.0), (sfmt.man_bits - e.astype(np.int64)).astype(np.int32)), 0)
     assert np.all(sig == np.floor(sig)) and sig.max() < 1 << (sfmt.man_bits + 1)
+    return sig.astype(np.uint32), e.astype(np.int32), np.isnan(v)
+
+
+def _scale_parts(s, sfmt: Format, blk: int, axis: int):
+    """Scale codes (M, K / blk) or (K / blk, N) -> per K position (sig, exp, NaN) of
+    :func:`_scale_table`."""
     codes = (s if s.dtype == jnp.uint8 else lax.bitcast_convert_type(s, jnp.uint8)).astype(_I)
-    return tuple(jnp.repeat(jnp.asarray(t)[codes], blk, axis=axis)
-                 for t in (sig.astype(np.uint32), e.astype(np.int32), np.isnan(v)))
+    return tuple(jnp.repeat(jnp.asarray(t)[codes], blk, axis=axis) for t in _scale_table(sfmt))
 
 
 def _general_gemm(cfg: _Config, ad, bd, c_bits, sa, sb):

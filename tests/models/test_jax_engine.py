@@ -272,6 +272,9 @@ def test_scaled_split_k_and_batch():
     a4, b4, c4 = _operands(rng, "e2m1", "fp32", "special", 128)
     sa4, sb4 = _scales(rng, 128, "special", "ue4m3")
     _check("blackwell_mx", a4, b4, c4, None, sa4, sb4, "ue4m3", split_k=2, split_reduce="butterfly")
+    a8, _, c8 = _operands(rng, "e4m3", "fp32", "special", 128)
+    _, b8, _ = _operands(rng, "e5m2", "fp32", "special", 128)
+    _check("blackwell_mx", a8, b8, c8, None, sa4, sb4, "ue4m3")  # mixed formats on the general step
     with pytest.raises(ValueError, match="split_k must cut K on scale-block boundaries"):
         jax_matmul(a, b, c, profile="blackwell_mx", scale_a=sa, scale_b=sb, scale_format="ue8m0", split_k=8)
     want = simulator.matmul(np.stack([a, a]), np.stack([b, -b]), np.stack([c, c]), profile="blackwell_mx",
