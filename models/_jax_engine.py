@@ -295,7 +295,8 @@ def _add_f32(x, c, f32: RoundingTarget):
 
 
 def _f32_to_f16_bits(bits):
-    """binary32 bits of binary16 values (or inf/NaN) -> binary16 bits (uint16), exact."""
+    """binary32 bits of binary16 values (or inf/NaN) -> binary16 bits (uint16), exact
+    (signed zeros kept)."""
     neg, mag, unit, fin, zero = _f32_parts(bits)
     n = _bitlen(mag)
     en = unit + n - 1
@@ -305,7 +306,7 @@ def _f32_to_f16_bits(bits):
     out = jnp.where(en >= f16.emin, normal, sub)
     out = jnp.where(fin, out, _U(0x7C00))
     out = jnp.where(zero, _U(0), out)
-    return (out | jnp.where(neg & ~zero, _U(0x8000), _U(0))).astype(jnp.uint16)
+    return (out | jnp.where(neg, _U(0x8000), _U(0))).astype(jnp.uint16)  # -0 stays -0
 
 
 def _add_ieee(x, y, f32: RoundingTarget):
@@ -896,7 +897,11 @@ def _gemm(cfg: _Config, a, b, c_bits, sa=None, sb=None):
             # C below the accumulator's smallest normal is +0 (a zero too)
             small = ((c_bits >> 23) & 0xFF).astype(_I) < FORMATS[cfg.acc].emin + _F32.bias
             c_bits = jnp.where(small, _U(0), c_bits)
-        return _pairwise_gemm(cfg, ad, bd, c_bits)
+        d = _pairwise_gemm(cfg, ad, bd, c_bits)
+        if cfg.acc != "fp32":  # binary32 sums throughout, then cast (RNE) into the accumulator
+            neg, m, u, fin, _ = _f32_parts(d)
+            d = jnp.where(fin, _round(neg, m, u, jnp.zeros(d.shape, bool), cfg.out) | (d & _U(0x80000000)), d)
+        return d
     M, Kd = a.shape
     N = b.shape[1]
     k = cfg.k

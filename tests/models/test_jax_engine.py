@@ -263,6 +263,19 @@ def test_precision_equals_simulator(precision):
                 _check(profile, a, b, c, fmt="fp32", precision=precision, split_k=2)
 
 
+def test_pairwise_into_a_float16_accumulator():
+    """A pairwise tree (binary32 sums, flushes) into float16 (not a catalogue entry: the
+    CDNA profiles accumulate in float32): rounded into the accumulator once, at the end."""
+    prof = simulator.DatapathProfile("pairwise_fp16_acc", "custom", {"fp16": simulator.StepRule(
+        4, tree="pairwise", c_mode="after", rounding="rne", overflow="ieee",
+        flush=frozenset({"inputs", "nodes", "accumulator"}))})
+    rng = np.random.default_rng(6)
+    f = jax.jit(functools.partial(jax_matmul, profile=prof))
+    for mode in ("random", "special", "subnormal"):
+        a, b, c = _operands(rng, "fp16", "fp16", mode)
+        assert (_bits(f(a, b, c)) == _bits(simulator.matmul(a, b, c, profile=prof))).all()
+
+
 def test_scaled_split_k_and_batch():
     """Scales cut along K with split_k (on block boundaries), and a batch of scaled GEMMs."""
     rng = np.random.default_rng(8)
