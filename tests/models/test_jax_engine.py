@@ -370,13 +370,21 @@ def test_vmap_equals_items_and_batched_simulator():
     assert (_bits(np.asarray(jax_matmul(a, b, c))) == _bits(items)).all()  # 3-D arrays: a batch
 
 
-def test_no_64_bit_types():
-    """The whole computation is 32-bit or narrower: it runs without jax_enable_x64."""
+@pytest.mark.parametrize("profile,fmt,acc,kw", [
+    ("hopper", "bf16", "fp16", {}), ("cdna3", "bf16", "fp32", {}), ("cdna2", "fp16", "fp32", {}),
+    ("cdna1", "fp32", "fp32", dict(input_format="fp32")), ("tpu", "fp32", "fp32", dict(input_format="fp32",
+                                                                                          precision="x6")),
+    ("blackwell_mx", "e2m1", "fp32", dict(scale_format="ue4m3"))])
+def test_no_64_bit_types(profile, fmt, acc, kw):
+    """The whole computation is 32-bit or narrower, every kind of rule: it runs without
+    jax_enable_x64 (wider sums are two uint32 words)."""
     assert not jax.config.jax_enable_x64
-    a = jnp.ones((4, 16), jnp.bfloat16)
-    b = jnp.ones((16, 4), jnp.bfloat16)
-    c = jnp.ones((4, 4), jnp.float16)
-    text = str(jax.make_jaxpr(functools.partial(jax_matmul, profile="hopper"))(a, b, c))
+    dt = simulator.FORMATS[fmt].dtype
+    a, b = jnp.ones((4, 64), dt), jnp.ones((64, 4), dt)
+    c = jnp.ones((4, 4), jnp.float32 if acc == "fp32" else jnp.float16)
+    if "scale_format" in kw:
+        kw = dict(kw, scale_a=jnp.ones((4, 4), jnp.uint8), scale_b=jnp.ones((4, 4), jnp.uint8))
+    text = str(jax.make_jaxpr(functools.partial(jax_matmul, profile=profile, **kw))(a, b, c))
     assert re.search(r"\b[iuf]64\[", text) is None and "float64" not in text
 
 
