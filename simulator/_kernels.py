@@ -807,6 +807,104 @@ def _max_term_exps(dst, direct, ae, be, i, kk, j0, j1, tet):
             dst[j] = max(dst[j], tet[j])
 
 
+@njit(cache=True, inline="always")
+def _aligned_with_c(sp, ep, c, c_exp, frac_bits, sum_fb, c_fb, align_rd, c_drop):
+    """Step 3's end for c_mode "aligned", one column: the products' aligned sum sp
+    (int64, units of 2**(ep - frac_bits), ep their exponent) and C (binary64 value c,
+    alignment exponent c_exp) re-aligned to E = max(ep, c_exp) (``sum_fb`` and ``c_fb``
+    fraction bits, rounded down when ``align_rd``, else toward zero; C dropped when more
+    than ``c_drop`` >= 0 below E) and added exactly.  Returns (the exact sum, binary64;
+    its unit's exponent, int64)."""
+    E = max(ep, c_exp)
+    Ec = max(E, E_FLOOR)
+    s31 = _shr_nonneg(sp << (sum_fb - frac_bits), E - ep, align_rd)
+    cs = c * pow2(c_fb - Ec)
+    sc = np.int64(np.floor(cs) if align_rd else np.trunc(cs))
+    sc = np.int64(0) if (c_drop >= 0 and c_exp < E - c_drop) else sc
+    return float(s31 + (sc << (sum_fb - c_fb))) * pow2(Ec - sum_fb), Ec - sum_fb
+
+
+@njit(cache=True)
+def _aligned_clean_cols(ops, i, j0, j1, k0, k1, c, g, pe, psc, ps, xs):
+    """:func:`general_step_cols` for a clean step (``ops.clean``; no block scales, no
+    groups) of a single-pass c_mode "aligned" rule, in five sweeps instead of the
+    stages' seventeen: the same scalar arithmetic (:func:`_aligned_with_c`,
+    :func:`_round_fast`, :func:`round_bits`), the stages fused.  A clean step has no
+    non-finite term and no product past 2**128, so a non-finite C alone decides a
+    column's class: the result is C.  pe (int16), psc (float64), ps (int64), xs
+    (float64): scratch of at least j1 - j0 columns."""
+    av, ae, bv, be = ops.av, ops.ae, ops.bv, ops.be
+    frac_bits, sum_fb, c_fb, align_rd, c_drop = g.frac, g.sum_fb, g.c_fb, g.align_rd, g.c_drop
+    o_man, o_emin, o_max, o_rne = g.out.man, g.out.emin, g.out.max, g.out.rne
+    zero_signed = g.zero_signed
+    c_zero_exp = g.c_zero_exp
+    nc = j1 - j0
+    nt = k1 - k0
+    # 1. the products' alignment exponent: four positions per sweep (int16 lanes)
+    pe[:nc] = SENTINEL
+    t = 0
+    while t + 4 <= nt:
+        _max_exps(ae, i, k0 + t, be, pe, j0, j1)
+        t += 4
+    for t in range(t, nt):
+        _max_term_exps(pe, True, ae, be, i, k0 + t, j0, j1, pe)
+    # 2. every term aligned to it and truncated toward zero, summed exactly (int64);
+    # the first sweep also sets the scale
+    t = 0
+    if nt < 4:
+        for j in range(nc):
+            psc[j] = pow2(frac_bits - max(np.int64(pe[j]), E_FLOOR))
+            ps[j] = 0
+    while t + 4 <= nt:
+        kk = k0 + t
+        x0, x1, x2, x3 = av[i, kk], av[i, kk + 1], av[i, kk + 2], av[i, kk + 3]
+        u0 = bv[kk, j0:j1]
+        u1 = bv[kk + 1, j0:j1]
+        u2 = bv[kk + 2, j0:j1]
+        u3 = bv[kk + 3, j0:j1]
+        if t == 0:
+            for j in range(nc):
+                sc_ = pow2(frac_bits - max(np.int64(pe[j]), E_FLOOR))
+                psc[j] = sc_
+                ps[j] = ((np.int64(x0 * u0[j] * sc_) + np.int64(x1 * u1[j] * sc_))
+                         + (np.int64(x2 * u2[j] * sc_) + np.int64(x3 * u3[j] * sc_)))
+        else:
+            for j in range(nc):
+                sc_ = psc[j]
+                ps[j] += ((np.int64(x0 * u0[j] * sc_) + np.int64(x1 * u1[j] * sc_))
+                          + (np.int64(x2 * u2[j] * sc_) + np.int64(x3 * u3[j] * sc_)))
+        t += 4
+    for t in range(t, nt):
+        x = av[i, k0 + t]
+        u = bv[k0 + t, j0:j1]
+        for j in range(nc):
+            ps[j] += np.int64(x * u[j] * psc[j])
+    # 3-4. C re-aligned and added, rounded into the accumulator; a non-finite C is the
+    # result (xs holds it there: the second pass, for values the first cannot round,
+    # leaves it alone)
+    o_ovf = g.out.ovf
+    slow = 0
+    for j in range(nc):
+        cj = c[j]
+        fin = np.isfinite(cj)
+        x, _ = _aligned_with_c(ps[j], np.int64(pe[j]), cj, c_align_exp(cj, o_emin, c_zero_exp), frac_bits,
+                               sum_fb, c_fb, align_rd, c_drop)
+        x = x if fin else cj
+        xs[j] = x
+        r, sl = _round_fast(as_bits(x), o_man, o_emin, o_max, o_rne)
+        rv = from_bits(r)
+        rv = -0.0 if (zero_signed and rv == 0.0 and x < 0.0) else rv
+        c[j] = rv if fin else cj
+        slow += sl if fin else 0
+    if slow:
+        for j in range(nc):
+            x = xs[j]
+            r, sl = _round_fast(as_bits(x), o_man, o_emin, o_max, o_rne)
+            if sl and np.isfinite(x):
+                rv = from_bits(round_bits(as_bits(x), o_man, o_emin, o_max, o_rne, o_ovf))
+                c[j] = -0.0 if (zero_signed and rv == 0.0 and x < 0.0) else rv
+
+
 @njit(cache=True)
 def general_step_cols(ops, i, j0, j1, k0, k1, c, g, tv, te, pe, ps, vec, ivec):
     """One step of row i over K positions [k0, k1) for columns [j0, j1), any rule: the
@@ -824,6 +922,10 @@ def general_step_cols(ops, i, j0, j1, k0, k1, c, g, tv, te, pe, ps, vec, ivec):
     and every aligned term and sum below 2**53.  The fast path calls it on blocks of
     columns, the cycle-level unit on one column.
     """
+    if (g.c_mode == C_ALIGNED and g.n_pass == 1 and g.group_k == 1 and ops.blk == 0 and i < ops.clean.shape[0]
+            and ops.clean[i, k0 // g.k_step]):
+        _aligned_clean_cols(ops, i, j0, j1, k0, k1, c, g, pe[0], vec[3], ps[0], vec[1])
+        return
     n_big = general_sum_cols(ops, i, j0, j1, k0, k1, c, g, tv, te, pe, ps, vec, ivec)
     general_round_cols(c, j1 - j0, (k1 - k0 + g.group_k - 1) // g.group_k, n_big, g, tv, vec)
 
@@ -978,16 +1080,8 @@ def general_sum_cols(ops, i, j0, j1, k0, k1, c, g, tv, te, pe, ps, vec, ivec):
                 for j in range(nc):
                     sp[j] += _shr_nonneg(psp[j], emx[j] - pep[j], merge_rd)
         for j in range(nc):
-            ep = np.int64(emx[j])
-            c_exp = cex[j]
-            E = max(ep, c_exp)
-            Ec = max(E, E_FLOOR)
-            s31 = _shr_nonneg(sp[j] << (sum_fb - frac_bits), E - ep, align_rd)
-            cs = c[j] * pow2(c_fb - Ec)
-            sc = np.int64(np.floor(cs) if align_rd else np.trunc(cs))
-            sc = np.int64(0) if (c_drop >= 0 and c_exp < E - c_drop) else sc
-            xs[j] = float(s31 + (sc << (sum_fb - c_fb))) * pow2(Ec - sum_fb)
-            cex[j] = Ec - sum_fb
+            xs[j], cex[j] = _aligned_with_c(sp[j], np.int64(emx[j]), c[j], cex[j], frac_bits, sum_fb, c_fb,
+                                            align_rd, c_drop)
     else:
         for j in range(nc):
             emx[j] = cex[j] if c_mode == C_FUSED else np.int64(SENTINEL)
