@@ -807,6 +807,39 @@ def _max_term_exps(dst, direct, ae, be, i, kk, j0, j1, tet):
             dst[j] = max(dst[j], tet[j])
 
 
+@njit(cache=True)
+def clean_steps_into(av, bv, k_step, out):
+    """out[i, s] = True where step s of row i (K positions [s * k_step, (s + 1) * k_step))
+    meets only finite operand values whose products stay below 2**128 in magnitude
+    (:class:`GeneralOperands`' ``clean``).  av (M, K), bv (K, N) float64; out (M,
+    ceil(K / k_step)) bool.  Magnitudes compared as bit patterns (uint64 lanes; inf and
+    NaN above every finite one); the slow reference is
+    :func:`simulator._matmul.clean_steps_reference`."""
+    M, K = av.shape
+    N = bv.shape[1]
+    ns = out.shape[1]
+    col = np.empty(N, np.uint64)
+    mb = np.empty(ns, np.float64)
+    for s in range(ns):
+        # largest |b| of the step's rows: column by column (a sweep that vectorises), then across
+        col[:] = _U0
+        for k in range(s * k_step, min((s + 1) * k_step, K)):
+            row = bv[k]
+            for j in range(N):
+                col[j] = max(col[j], as_bits(row[j]) & _MAG)
+        m = _U0
+        for j in range(N):
+            m = max(m, col[j])
+        mb[s] = from_bits(m) if m < _INF else np.inf  # NaN counts as inf: never clean
+    for i in range(M):
+        for s in range(ns):
+            m = _U0
+            for k in range(s * k_step, min((s + 1) * k_step, K)):
+                m = max(m, as_bits(av[i, k]) & _MAG)
+            ma = from_bits(m) if m < _INF else np.inf
+            out[i, s] = ma * mb[s] < _TWO128  # False for inf * 0 (NaN) as well
+
+
 @njit(cache=True, inline="always")
 def _aligned_with_c(sp, ep, c, c_exp, frac_bits, sum_fb, c_fb, align_rd, c_drop):
     """Step 3's end for c_mode "aligned", one column: the products' aligned sum sp

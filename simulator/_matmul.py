@@ -417,7 +417,16 @@ def clean_steps(av: np.ndarray, bv: np.ndarray, k_step: int) -> np.ndarray:
     """(M, ceil(K / k_step)) bool: True where step s of row i (K positions
     [s * k_step, (s + 1) * k_step)) meets only finite operand values (av (M, K), bv
     (K, N) float64) whose products stay below 2**128 in magnitude, so that the general
-    kernel has no IEEE class to sort out there (:class:`simulator._kernels.GeneralOperands`)."""
+    kernel has no IEEE class to sort out there (:class:`simulator._kernels.GeneralOperands`).
+    One pass of :func:`simulator._kernels.clean_steps_into` over the operands."""
+    av, bv = np.ascontiguousarray(av, np.float64), np.ascontiguousarray(bv, np.float64)
+    out = np.empty((av.shape[0], -(-av.shape[1] // k_step)), bool)
+    K.clean_steps_into(av, bv, np.int64(k_step), out)
+    return out
+
+
+def clean_steps_reference(av: np.ndarray, bv: np.ndarray, k_step: int) -> np.ndarray:
+    """:func:`clean_steps` in NumPy (the slow reference of its kernel)."""
     M, Kd = av.shape
     ns = -(-Kd // k_step)
     pad = ns * k_step - Kd

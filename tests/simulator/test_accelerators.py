@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from simulator import FORMATS, PROFILES, StepRule, matmul, verify
-from simulator._matmul import clean_steps
+from simulator._matmul import clean_steps, clean_steps_reference
 from simulator._reference import reference_general_matmul
 
 sf = pytest.importorskip("softfloatpy")
@@ -368,3 +368,24 @@ def test_clean_steps_and_the_others_agree(fmt):
     nan = np.isnan(want)
     assert (np.isnan(got) == nan).all()
     np.testing.assert_array_equal(got[~nan].view(np.uint64), want[~nan].view(np.uint64))
+
+
+@pytest.mark.parametrize("k_step", [4, 8, 16])
+def test_clean_steps_kernel_matches_its_reference(k_step):
+    # the Numba kernel against the NumPy reference: infinities, NaNs, zeros beside them,
+    # products just below and past 2**128, a last partial step
+    rng = np.random.default_rng(5)
+    M, K, N = 7, 3 * k_step + 3, 9
+    av = rng.standard_normal((M, K)) * 2.0 ** rng.integers(-140, 70, (M, K))
+    bv = rng.standard_normal((K, N)) * 2.0 ** rng.integers(-140, 70, (K, N))
+    av[rng.random((M, K)) < 0.2] = 0.0
+    bv[rng.random((K, N)) < 0.2] = 0.0
+    av[0, 1], av[2, k_step], bv[k_step + 1, 3] = np.inf, np.nan, -np.inf
+    av[3, :k_step] = 0.0
+    bv[:k_step, 0] = np.inf  # inf * 0 is NaN: not clean either
+    av[4, 2 * k_step], bv[2 * k_step + 1, 2] = 2.0 ** 64, 2.0 ** 63.9
+    av[5, K - 1] = 2.0 ** 70
+    got = clean_steps(av, bv, k_step)
+    want = clean_steps_reference(av, bv, k_step)
+    assert want.any() and not want.all()
+    np.testing.assert_array_equal(got, want)
