@@ -743,6 +743,8 @@ def _fma_gemm_f32(a32, b32, acc32, nq):
 # c_mode codes of general_fused_gemm
 C_FUSED, C_AFTER, C_ALIGNED = 0, 1, 2
 _TWO128 = float.fromhex("0x1p128")
+# binary64 bits of binary32's largest finite value, (2 - 2**-23) * 2**127
+_F32_MAX = np.uint64(0x47EFFFFFE0000000)
 _TINY32 = np.float32(float.fromhex("0x1p-126"))
 
 
@@ -808,6 +810,21 @@ def _max_term_exps(dst, direct, ae, be, i, kk, j0, j1, tet):
 
 
 @njit(cache=True)
+def nonzero_floor(v, e):
+    """(the smallest exponent e[x] (int16) among nonzero finite values v[x], the smallest
+    nonzero finite |v[x]|) over 1-D arrays v (float64) and e; (32767, inf) when there is
+    none."""
+    em = np.int64(32767)
+    vm = np.inf
+    for x in range(v.shape[0]):
+        a = abs(v[x])
+        live = a != 0.0 and a < np.inf
+        em = min(em, np.int64(e[x]) if live else np.int64(32767))
+        vm = min(vm, a if live else np.inf)
+    return em, vm
+
+
+@njit(cache=True)
 def clean_steps_into(av, bv, k_step, out):
     """out[i, s] = True where step s of row i (K positions [s * k_step, (s + 1) * k_step))
     meets only finite operand values whose products stay below 2**128 in magnitude
@@ -857,16 +874,40 @@ def _aligned_with_c(sp, ep, c, c_exp, frac_bits, sum_fb, c_fb, align_rd, c_drop)
     return float(s31 + (sc << (sum_fb - c_fb))) * pow2(Ec - sum_fb), Ec - sum_fb
 
 
+@njit(cache=True, inline="always")
+def _add_four(ps, psc, pe, p_floor, frac_bits, x0, x1, x2, x3, u0, u1, u2, u3, nc, first, narrow):
+    """ps[j] (+)= the four terms x_t * u_t[j] aligned by psc[j] and truncated toward
+    zero, j < nc (:func:`_aligned_clean_cols`); ``first``: psc[j] set from pe[j] first
+    and ps[j] set, not added to; ``narrow``: binary32 terms, summed in int32 lanes."""
+    for j in range(nc):
+        if first:
+            psc[j] = pow2(frac_bits - max(np.int64(pe[j]), p_floor))
+        sc_ = psc[j]
+        if narrow:
+            four = np.int64((np.int32(x0 * u0[j] * sc_) + np.int32(x1 * u1[j] * sc_))
+                            + (np.int32(x2 * u2[j] * sc_) + np.int32(x3 * u3[j] * sc_)))
+        else:
+            four = ((np.int64(x0 * u0[j] * sc_) + np.int64(x1 * u1[j] * sc_))
+                    + (np.int64(x2 * u2[j] * sc_) + np.int64(x3 * u3[j] * sc_)))
+        ps[j] = four if first else ps[j] + four
+
+
 @njit(cache=True)
-def _aligned_clean_cols(ops, i, j0, j1, k0, k1, c, g, pe, psc, ps, xs):
-    """:func:`general_step_cols` for a clean step (``ops.clean``; no block scales, no
-    groups) of a single-pass c_mode "aligned" rule, in five sweeps instead of the
-    stages' seventeen: the same scalar arithmetic (:func:`_aligned_with_c`,
-    :func:`_round_fast`, :func:`round_bits`), the stages fused.  A clean step has no
-    non-finite term and no product past 2**128, so a non-finite C alone decides a
-    column's class: the result is C.  pe (int16), psc (float64), ps (int64), xs
-    (float64): scratch of at least j1 - j0 columns."""
-    av, ae, bv, be = ops.av, ops.ae, ops.bv, ops.be
+def _aligned_clean_cols(av, ae, bv, be, p_floor, i, j0, j1, k0, k1, c, g, pe, psc, ps, xs):
+    """:func:`general_step_cols` for a clean step (:class:`GeneralOperands`' ``clean``; no
+    block scales, no groups) of a single-pass c_mode "aligned" rule, in five sweeps
+    instead of the stages' seventeen: the same scalar arithmetic
+    (:func:`_aligned_with_c`, :func:`_round_fast`, :func:`round_bits`), the stages fused.
+    A clean step has no non-finite term and no product past 2**128, so a non-finite C
+    alone decides a column's class: the result is C.
+
+    av (M, K), bv (K, N): operand values, binary64, or binary32 (with psc) where every
+    product is a normal binary32 number and every aligned term below 2**(31 - 2) (the
+    caller checks: :func:`simulator._matmul.narrow_floor`); ae, be int16 exponents;
+    p_floor (int64) at most the exponent of any nonzero product, 2**(frac - p_floor)
+    finite in psc's dtype (a step whose E lies below it has only zero products).
+    pe (int16), psc (av's dtype), ps (int64), xs (float64): scratch of at least
+    j1 - j0 columns."""
     frac_bits, sum_fb, c_fb, align_rd, c_drop = g.frac, g.sum_fb, g.c_fb, g.align_rd, g.c_drop
     o_man, o_emin, o_max, o_rne = g.out.man, g.out.emin, g.out.max, g.out.rne
     zero_signed = g.zero_signed
@@ -881,12 +922,13 @@ def _aligned_clean_cols(ops, i, j0, j1, k0, k1, c, g, pe, psc, ps, xs):
         t += 4
     for t in range(t, nt):
         _max_term_exps(pe, True, ae, be, i, k0 + t, j0, j1, pe)
-    # 2. every term aligned to it and truncated toward zero, summed exactly (int64);
-    # the first sweep also sets the scale
+    # 2. every term aligned to it and truncated toward zero, summed exactly (int64; four
+    # binary32 terms in int32 lanes); the first sweep also sets the scale
+    narrow = psc.itemsize == 4
     t = 0
     if nt < 4:
         for j in range(nc):
-            psc[j] = pow2(frac_bits - max(np.int64(pe[j]), E_FLOOR))
+            psc[j] = pow2(frac_bits - max(np.int64(pe[j]), p_floor))
             ps[j] = 0
     while t + 4 <= nt:
         kk = k0 + t
@@ -895,40 +937,63 @@ def _aligned_clean_cols(ops, i, j0, j1, k0, k1, c, g, pe, psc, ps, xs):
         u1 = bv[kk + 1, j0:j1]
         u2 = bv[kk + 2, j0:j1]
         u3 = bv[kk + 3, j0:j1]
-        if t == 0:
-            for j in range(nc):
-                sc_ = pow2(frac_bits - max(np.int64(pe[j]), E_FLOOR))
-                psc[j] = sc_
-                ps[j] = ((np.int64(x0 * u0[j] * sc_) + np.int64(x1 * u1[j] * sc_))
-                         + (np.int64(x2 * u2[j] * sc_) + np.int64(x3 * u3[j] * sc_)))
+        # (literal flags: each call's sweep compiles without the others' branches)
+        if t == 0 and narrow:
+            _add_four(ps, psc, pe, p_floor, frac_bits, x0, x1, x2, x3, u0, u1, u2, u3, nc, True, True)
+        elif t == 0:
+            _add_four(ps, psc, pe, p_floor, frac_bits, x0, x1, x2, x3, u0, u1, u2, u3, nc, True, False)
+        elif narrow:
+            _add_four(ps, psc, pe, p_floor, frac_bits, x0, x1, x2, x3, u0, u1, u2, u3, nc, False, True)
         else:
-            for j in range(nc):
-                sc_ = psc[j]
-                ps[j] += ((np.int64(x0 * u0[j] * sc_) + np.int64(x1 * u1[j] * sc_))
-                          + (np.int64(x2 * u2[j] * sc_) + np.int64(x3 * u3[j] * sc_)))
+            _add_four(ps, psc, pe, p_floor, frac_bits, x0, x1, x2, x3, u0, u1, u2, u3, nc, False, False)
         t += 4
     for t in range(t, nt):
         x = av[i, k0 + t]
         u = bv[k0 + t, j0:j1]
         for j in range(nc):
             ps[j] += np.int64(x * u[j] * psc[j])
-    # 3-4. C re-aligned and added, rounded into the accumulator; a non-finite C is the
-    # result (xs holds it there: the second pass, for values the first cannot round,
-    # leaves it alone)
+    # 3-4. C re-aligned and added, rounded into the accumulator.  The common fields as
+    # literals (the sweep compiles without the other cases' selects); rounding into
+    # IEEE binary32 to nearest even is the binary32 conversion itself
     o_ovf = g.out.ovf
+    f32_out = o_man == 23 and o_emin == -126 and o_max == _F32_MAX and o_rne
+    if align_rd and c_drop < 0 and zero_signed and f32_out:
+        _aligned_final(c, ps, pe, xs, nc, frac_bits, sum_fb, c_fb, True, np.int64(-1), o_man, o_emin, o_max, o_rne,
+                       o_ovf, c_zero_exp, True, True)
+    else:
+        _aligned_final(c, ps, pe, xs, nc, frac_bits, sum_fb, c_fb, align_rd, c_drop, o_man, o_emin, o_max, o_rne,
+                       o_ovf, c_zero_exp, zero_signed, False)
+
+
+@njit(cache=True, inline="always")
+def _aligned_final(c, ps, pe, xs, nc, frac_bits, sum_fb, c_fb, align_rd, c_drop, o_man, o_emin, o_max, o_rne, o_ovf,
+                   c_zero_exp, zero_signed, f32_out):
+    """Steps 3-4 of :func:`_aligned_clean_cols` for columns j < nc: C (c[j], in place)
+    re-aligned and added to the products' sum (ps[j], exponent pe[j]) by
+    :func:`_aligned_with_c`, rounded into the accumulator (:class:`Rounding` fields
+    o_*): by :func:`_round_fast`, and :func:`round_bits` for the values it cannot round;
+    or, ``f32_out`` (the target is IEEE binary32, to nearest even), by the binary32
+    conversion, which rounds every finite binary64 value as round_bits does (overflow to
+    inf), a zero keeping its sign (zero_signed is True with it).  A non-finite C is the
+    result (a clean step has no other IEEE class to sort out; xs holds it there, which
+    the second pass leaves alone).  xs: scratch."""
     slow = 0
     for j in range(nc):
         cj = c[j]
         fin = np.isfinite(cj)
         x, _ = _aligned_with_c(ps[j], np.int64(pe[j]), cj, c_align_exp(cj, o_emin, c_zero_exp), frac_bits,
                                sum_fb, c_fb, align_rd, c_drop)
-        x = x if fin else cj
-        xs[j] = x
-        r, sl = _round_fast(as_bits(x), o_man, o_emin, o_max, o_rne)
-        rv = from_bits(r)
-        rv = -0.0 if (zero_signed and rv == 0.0 and x < 0.0) else rv
-        c[j] = rv if fin else cj
-        slow += sl if fin else 0
+        if f32_out:
+            rv = np.float64(np.float32(x))
+            c[j] = rv if fin else cj
+        else:
+            x = x if fin else cj
+            xs[j] = x
+            r, sl = _round_fast(as_bits(x), o_man, o_emin, o_max, o_rne)
+            rv = from_bits(r)
+            rv = -0.0 if (zero_signed and rv == 0.0 and x < 0.0) else rv
+            c[j] = rv if fin else cj
+            slow += sl if fin else 0
     if slow:
         for j in range(nc):
             x = xs[j]
@@ -957,7 +1022,8 @@ def general_step_cols(ops, i, j0, j1, k0, k1, c, g, tv, te, pe, ps, vec, ivec):
     """
     if (g.c_mode == C_ALIGNED and g.n_pass == 1 and g.group_k == 1 and ops.blk == 0 and i < ops.clean.shape[0]
             and ops.clean[i, k0 // g.k_step]):
-        _aligned_clean_cols(ops, i, j0, j1, k0, k1, c, g, pe[0], vec[3], ps[0], vec[1])
+        _aligned_clean_cols(ops.av, ops.ae, ops.bv, ops.be, np.int64(E_FLOOR), i, j0, j1, k0, k1, c, g, pe[0],
+                            vec[3], ps[0], vec[1])
         return
     n_big = general_sum_cols(ops, i, j0, j1, k0, k1, c, g, tv, te, pe, ps, vec, ivec)
     general_round_cols(c, j1 - j0, (k1 - k0 + g.group_k - 1) // g.group_k, n_big, g, tv, vec)
@@ -1215,13 +1281,20 @@ def c_align_exp(c, c_emin, c_zero_exp):
 
 
 @njit(cache=True)
-def general_fused_gemm(ops, acc, g):
+def general_fused_gemm(ops, acc, g, av32=None, bv32=None, p_floor=0):
     """D = A @ B + C through chained steps of ``k_step`` K positions, any rule.
 
     ops: a :class:`GeneralOperands` (av (M, K) float64, ae (M, K) int16; bv, be (K, N);
     block scales); acc (M, N) float64: C on entry, D on return.  g: a
     :class:`GeneralStep`.  Each step is :func:`general_step_cols` over blocks of columns.
+    av32 (M, K), bv32 (K, N): the operand values in binary32 where the clean steps of a
+    single-pass aligned-C rule may run on them (:func:`_aligned_clean_cols`' conditions,
+    p_floor (int64) its floor), else None: binary64 throughout (the same bits).
     """
+    if av32 is None or bv32 is None:
+        av32_, bv32_ = np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
+    else:
+        av32_, bv32_ = av32, bv32
     # the parallel kernel takes the records' fields (a parallel kernel taking records ran
     # 4x slower, measured) and rebuilds them in each task
     av, ae, bv, be, sav, sae, sbv, sbe, blk, clean = ops.av, ops.ae, ops.bv, ops.be, ops.sav, ops.sae, ops.sbv, \
@@ -1235,17 +1308,19 @@ def general_fused_gemm(ops, acc, g):
     _general_fused_gemm(acc, av, ae, bv, be, sav, sae, sbv, sbe, blk, clean, k_step, group_k, zero_set, c_zero_exp,
                         frac, c_mode, pat, n_pass, sum_fb, c_fb, align_rd, merge_rd, c_drop, prod_ovf, zero_signed,
                         p_man, p_emin, p_max, p_rne, p_ovf, o_man, o_emin, o_max, o_rne, o_ovf, f_man, f_emin, f_max,
-                        f_rne, f_ovf)
+                        f_rne, f_ovf, av32_, bv32_, np.int64(p_floor))
 
 
 @njit(cache=True, parallel=True)
 def _general_fused_gemm(acc, av, ae, bv, be, sav, sae, sbv, sbe, blk, clean, k_step, group_k, zero_set, c_zero_exp,
                         frac, c_mode, pat, n_pass, sum_fb, c_fb, align_rd, merge_rd, c_drop, prod_ovf, zero_signed,
                         p_man, p_emin, p_max, p_rne, p_ovf, o_man, o_emin, o_max, o_rne, o_ovf, f_man, f_emin, f_max,
-                        f_rne, f_ovf):
+                        f_rne, f_ovf, av32, bv32, p_floor):
     """:func:`general_fused_gemm` on the records' fields."""
     M, K = av.shape
     N = bv.shape[1]
+    narrow = (av32.shape[0] == M and M > 0 and c_mode == C_ALIGNED and n_pass == 1 and group_k == 1 and blk == 0
+              and clean.shape[0] == M)
     per = min(_GIB, max(1, M // 8))  # rows per task: at least eight tasks when M allows
     n_ch = (M + per - 1) // per
     for ch in prange(n_ch):
@@ -1260,14 +1335,19 @@ def _general_fused_gemm(acc, av, ae, bv, be, sav, sae, sbv, sbe, blk, clean, k_s
         ps = np.empty((max(n_pass, 1), _GJB), np.int64)
         vec = np.empty((3 + max(n_pass, 1), _GJB), np.float64)
         ivec = np.empty((2, _GJB), np.int64)
+        psc32 = np.empty(_GJB, np.float32)
         # rows innermost: one step's slice of B (k_step x _GJB) stays in the L1 cache
         # for every row of the chunk, instead of the whole of B streaming by every row
         for j0 in range(0, N, _GJB):
             j1 = min(j0 + _GJB, N)
             for k0 in range(0, K, k_step):
+                k1 = min(k0 + k_step, K)
                 for i in range(ch * per, min((ch + 1) * per, M)):
-                    general_step_cols(ops_, i, j0, j1, k0, min(k0 + k_step, K), acc[i, j0:j1], g_, tv, te, pe, ps,
-                                      vec, ivec)
+                    if narrow and clean[i, k0 // k_step]:
+                        _aligned_clean_cols(av32, ae, bv32, be, p_floor, i, j0, j1, k0, k1, acc[i, j0:j1], g_, pe[0],
+                                            psc32, ps[0], vec[1])
+                    else:
+                        general_step_cols(ops_, i, j0, j1, k0, k1, acc[i, j0:j1], g_, tv, te, pe, ps, vec, ivec)
 
 
 @njit(cache=True)
