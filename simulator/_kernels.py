@@ -875,6 +875,17 @@ def _aligned_with_c(sp, ep, c, c_exp, frac_bits, sum_fb, c_fb, align_rd, c_drop)
 
 
 @njit(cache=True, inline="always")
+def _four(x0, x1, x2, x3, v0, v1, v2, v3, sc, narrow):
+    """The sum (int64) of four terms x_t * v_t aligned by sc and truncated toward zero;
+    ``narrow``: binary32 terms, summed in int32 (the caller knows they fit)."""
+    if narrow:
+        return np.int64((np.int32(x0 * v0 * sc) + np.int32(x1 * v1 * sc))
+                        + (np.int32(x2 * v2 * sc) + np.int32(x3 * v3 * sc)))
+    return ((np.int64(x0 * v0 * sc) + np.int64(x1 * v1 * sc))
+            + (np.int64(x2 * v2 * sc) + np.int64(x3 * v3 * sc)))
+
+
+@njit(cache=True, inline="always")
 def _add_four(ps, psc, pe, p_floor, frac_bits, x0, x1, x2, x3, u0, u1, u2, u3, nc, first, narrow):
     """ps[j] (+)= the four terms x_t * u_t[j] aligned by psc[j] and truncated toward
     zero, j < nc (:func:`_aligned_clean_cols`); ``first``: psc[j] set from pe[j] first
@@ -882,14 +893,83 @@ def _add_four(ps, psc, pe, p_floor, frac_bits, x0, x1, x2, x3, u0, u1, u2, u3, n
     for j in range(nc):
         if first:
             psc[j] = pow2(frac_bits - max(np.int64(pe[j]), p_floor))
-        sc_ = psc[j]
-        if narrow:
-            four = np.int64((np.int32(x0 * u0[j] * sc_) + np.int32(x1 * u1[j] * sc_))
-                            + (np.int32(x2 * u2[j] * sc_) + np.int32(x3 * u3[j] * sc_)))
-        else:
-            four = ((np.int64(x0 * u0[j] * sc_) + np.int64(x1 * u1[j] * sc_))
-                    + (np.int64(x2 * u2[j] * sc_) + np.int64(x3 * u3[j] * sc_)))
+        four = _four(x0, x1, x2, x3, u0[j], u1[j], u2[j], u3[j], psc[j], narrow)
         ps[j] = four if first else ps[j] + four
+
+
+@njit(cache=True, inline="always")
+def _add_four_pair(ps, psc, pe, ps2, psc2, pe2, p_floor, frac_bits, x0, x1, x2, x3, y0, y1, y2, y3, u0, u1, u2, u3,
+                   nc, first, narrow):
+    """:func:`_add_four` for two rows (A's values x_t and y_t) in one sweep: each value
+    of B's rows loaded once for both."""
+    for j in range(nc):
+        if first:
+            psc[j] = pow2(frac_bits - max(np.int64(pe[j]), p_floor))
+            psc2[j] = pow2(frac_bits - max(np.int64(pe2[j]), p_floor))
+        v0, v1, v2, v3 = u0[j], u1[j], u2[j], u3[j]
+        f1 = _four(x0, x1, x2, x3, v0, v1, v2, v3, psc[j], narrow)
+        f2 = _four(y0, y1, y2, y3, v0, v1, v2, v3, psc2[j], narrow)
+        ps[j] = f1 if first else ps[j] + f1
+        ps2[j] = f2 if first else ps2[j] + f2
+
+
+@njit(cache=True, inline="always")
+def _exp4(e, a0, a1, a2, a3, b0, b1, b2, b3):
+    """max(e, a_t + b_t for t < 4) in int16 (two :data:`SENTINEL` fit; explicit int16:
+    Numba widens small ints to int64, which costs 4x the vector lanes)."""
+    return max(max(e, np.int16(a0 + b0)), max(max(np.int16(a1 + b1), np.int16(a2 + b2)), np.int16(a3 + b3)))
+
+
+@njit(cache=True)
+def _aligned_clean_pair(av, ae, bv, be, p_floor, i, j0, j1, k0, k1, c, c2, g, pe, pe2, psc, psc2, ps, ps2, xs):
+    """:func:`_aligned_clean_cols` for rows i and i + 1 (c, c2: their C and results),
+    both clean: the exponent and term sweeps take both rows, each value of B's rows
+    loaded once for the two (and half the sweeps' set-up).  pe2, psc2, ps2: the second
+    row's scratch."""
+    nc = j1 - j0
+    nt = k1 - k0
+    if nt % 4:
+        _aligned_clean_cols(av, ae, bv, be, p_floor, i, j0, j1, k0, k1, c, g, pe, psc, ps, xs)
+        _aligned_clean_cols(av, ae, bv, be, p_floor, i + 1, j0, j1, k0, k1, c2, g, pe, psc, ps, xs)
+        return
+    frac_bits = g.frac
+    pe[:nc] = SENTINEL
+    pe2[:nc] = SENTINEL
+    for t in range(0, nt, 4):
+        kk = k0 + t
+        a0, a1, a2, a3 = ae[i, kk], ae[i, kk + 1], ae[i, kk + 2], ae[i, kk + 3]
+        d0, d1, d2, d3 = ae[i + 1, kk], ae[i + 1, kk + 1], ae[i + 1, kk + 2], ae[i + 1, kk + 3]
+        b0 = be[kk, j0:j1]
+        b1 = be[kk + 1, j0:j1]
+        b2 = be[kk + 2, j0:j1]
+        b3 = be[kk + 3, j0:j1]
+        for j in range(nc):
+            w0, w1, w2, w3 = b0[j], b1[j], b2[j], b3[j]
+            pe[j] = _exp4(pe[j], a0, a1, a2, a3, w0, w1, w2, w3)
+            pe2[j] = _exp4(pe2[j], d0, d1, d2, d3, w0, w1, w2, w3)
+    narrow = psc.itemsize == 4
+    for t in range(0, nt, 4):
+        kk = k0 + t
+        x0, x1, x2, x3 = av[i, kk], av[i, kk + 1], av[i, kk + 2], av[i, kk + 3]
+        y0, y1, y2, y3 = av[i + 1, kk], av[i + 1, kk + 1], av[i + 1, kk + 2], av[i + 1, kk + 3]
+        u0 = bv[kk, j0:j1]
+        u1 = bv[kk + 1, j0:j1]
+        u2 = bv[kk + 2, j0:j1]
+        u3 = bv[kk + 3, j0:j1]
+        if t == 0 and narrow:
+            _add_four_pair(ps, psc, pe, ps2, psc2, pe2, p_floor, frac_bits, x0, x1, x2, x3, y0, y1, y2, y3, u0, u1,
+                           u2, u3, nc, True, True)
+        elif t == 0:
+            _add_four_pair(ps, psc, pe, ps2, psc2, pe2, p_floor, frac_bits, x0, x1, x2, x3, y0, y1, y2, y3, u0, u1,
+                           u2, u3, nc, True, False)
+        elif narrow:
+            _add_four_pair(ps, psc, pe, ps2, psc2, pe2, p_floor, frac_bits, x0, x1, x2, x3, y0, y1, y2, y3, u0, u1,
+                           u2, u3, nc, False, True)
+        else:
+            _add_four_pair(ps, psc, pe, ps2, psc2, pe2, p_floor, frac_bits, x0, x1, x2, x3, y0, y1, y2, y3, u0, u1,
+                           u2, u3, nc, False, False)
+    _aligned_round(c, ps, pe, xs, nc, g)
+    _aligned_round(c2, ps2, pe2, xs, nc, g)
 
 
 @njit(cache=True)
@@ -908,10 +988,7 @@ def _aligned_clean_cols(av, ae, bv, be, p_floor, i, j0, j1, k0, k1, c, g, pe, ps
     finite in psc's dtype (a step whose E lies below it has only zero products).
     pe (int16), psc (av's dtype), ps (int64), xs (float64): scratch of at least
     j1 - j0 columns."""
-    frac_bits, sum_fb, c_fb, align_rd, c_drop = g.frac, g.sum_fb, g.c_fb, g.align_rd, g.c_drop
-    o_man, o_emin, o_max, o_rne = g.out.man, g.out.emin, g.out.max, g.out.rne
-    zero_signed = g.zero_signed
-    c_zero_exp = g.c_zero_exp
+    frac_bits = g.frac
     nc = j1 - j0
     nt = k1 - k0
     # 1. the products' alignment exponent: four positions per sweep (int16 lanes)
@@ -952,10 +1029,18 @@ def _aligned_clean_cols(av, ae, bv, be, p_floor, i, j0, j1, k0, k1, c, g, pe, ps
         u = bv[k0 + t, j0:j1]
         for j in range(nc):
             ps[j] += np.int64(x * u[j] * psc[j])
-    # 3-4. C re-aligned and added, rounded into the accumulator.  The common fields as
-    # literals (the sweep compiles without the other cases' selects); rounding into
-    # IEEE binary32 to nearest even is the binary32 conversion itself
-    o_ovf = g.out.ovf
+    _aligned_round(c, ps, pe, xs, nc, g)
+
+
+@njit(cache=True, inline="always")
+def _aligned_round(c, ps, pe, xs, nc, g):
+    """Steps 3-4 of :func:`_aligned_clean_cols` (:func:`_aligned_final`), the common
+    fields as literals (the sweep compiles without the other cases' selects); rounding
+    into IEEE binary32 to nearest even is the binary32 conversion itself."""
+    frac_bits, sum_fb, c_fb, align_rd, c_drop = g.frac, g.sum_fb, g.c_fb, g.align_rd, g.c_drop
+    o_man, o_emin, o_max, o_rne, o_ovf = g.out.man, g.out.emin, g.out.max, g.out.rne, g.out.ovf
+    zero_signed = g.zero_signed
+    c_zero_exp = g.c_zero_exp
     f32_out = o_man == 23 and o_emin == -126 and o_max == _F32_MAX and o_rne
     if align_rd and c_drop < 0 and zero_signed and f32_out:
         _aligned_final(c, ps, pe, xs, nc, frac_bits, sum_fb, c_fb, True, np.int64(-1), o_man, o_emin, o_max, o_rne,
@@ -1335,19 +1420,32 @@ def _general_fused_gemm(acc, av, ae, bv, be, sav, sae, sbv, sbe, blk, clean, k_s
         ps = np.empty((max(n_pass, 1), _GJB), np.int64)
         vec = np.empty((3 + max(n_pass, 1), _GJB), np.float64)
         ivec = np.empty((2, _GJB), np.int64)
-        psc32 = np.empty(_GJB, np.float32)
+        psc32 = np.empty((2, _GJB), np.float32)
+        pe2 = np.empty((2, _GJB), np.int16)
+        ps2 = np.empty((2, _GJB), np.int64)
         # rows innermost: one step's slice of B (k_step x _GJB) stays in the L1 cache
         # for every row of the chunk, instead of the whole of B streaming by every row
         for j0 in range(0, N, _GJB):
             j1 = min(j0 + _GJB, N)
             for k0 in range(0, K, k_step):
                 k1 = min(k0 + k_step, K)
-                for i in range(ch * per, min((ch + 1) * per, M)):
-                    if narrow and clean[i, k0 // k_step]:
+                i = ch * per
+                i_end = min((ch + 1) * per, M)
+                while i < i_end:
+                    s_ = k0 // k_step
+                    if narrow and clean[i, s_] and i + 1 < i_end and clean[i + 1, s_]:
+                        # two clean rows: one pass over the step's B rows for both
+                        _aligned_clean_pair(av32, ae, bv32, be, p_floor, i, j0, j1, k0, k1, acc[i, j0:j1],
+                                            acc[i + 1, j0:j1], g_, pe2[0], pe2[1], psc32[0], psc32[1], ps2[0], ps2[1],
+                                            vec[1])
+                        i += 2
+                        continue
+                    if narrow and clean[i, s_]:
                         _aligned_clean_cols(av32, ae, bv32, be, p_floor, i, j0, j1, k0, k1, acc[i, j0:j1], g_, pe[0],
-                                            psc32, ps[0], vec[1])
+                                            psc32[0], ps[0], vec[1])
                     else:
                         general_step_cols(ops_, i, j0, j1, k0, k1, acc[i, j0:j1], g_, tv, te, pe, ps, vec, ivec)
+                    i += 1
 
 
 @njit(cache=True)

@@ -397,13 +397,13 @@ def test_clean_steps_kernel_matches_its_reference(k_step):
                                                  ("tf32", -126, 60, False)])
 def test_clean_aligned_steps_round_like_the_reference(fmt, lo, hi, narrow):
     # the fused path of a clean step of cdna3's single-pass rules (binary32 terms where
-    # every product is a normal binary32 number, the binary32 conversion as the
-    # rounding): results in binary32's subnormal range, zeros of both signs, overflow
+    # every product is a normal binary32 number, two clean rows per sweep, the binary32
+    # conversion as the rounding): results in binary32's subnormal range, zeros of both signs, overflow
     # to inf, a non-finite or zero C, against the exact per-element reference
     f = FORMATS[fmt]
     rule = PROFILES["cdna3"].rule(fmt)
     rng = np.random.default_rng(lo % 97)
-    M, N, K = 5, 24, 4 * rule.k + 2
+    M, N, K = 19, 24, 4 * rule.k + 2  # M >= 16: tasks of two rows or more (pairs of clean rows)
     x = rng.choice([-1.0, 1.0], (M, K)) * (1 + rng.random((M, K))) * 2.0 ** rng.integers(lo, hi, (M, K))
     y = rng.choice([-1.0, 1.0], (K, N)) * (1 + rng.random((K, N))) * 2.0 ** rng.integers(lo, hi, (K, N))
     x[rng.random((M, K)) < 0.25] = 0.0
