@@ -1404,8 +1404,10 @@ def _general_fused_gemm(acc, av, ae, bv, be, sav, sae, sbv, sbe, blk, clean, k_s
     """:func:`general_fused_gemm` on the records' fields."""
     M, K = av.shape
     N = bv.shape[1]
-    narrow = (av32.shape[0] == M and M > 0 and c_mode == C_ALIGNED and n_pass == 1 and group_k == 1 and blk == 0
-              and clean.shape[0] == M)
+    # clean steps of a single-pass aligned-C rule run fused (_aligned_clean_*), in binary32
+    # where the caller passed the operands so
+    fused = c_mode == C_ALIGNED and n_pass == 1 and group_k == 1 and blk == 0 and clean.shape[0] == M and M > 0
+    narrow = fused and av32.shape[0] == M
     per = min(_GIB, max(1, M // 8))  # rows per task: at least eight tasks when M allows
     n_ch = (M + per - 1) // per
     for ch in prange(n_ch):
@@ -1433,11 +1435,16 @@ def _general_fused_gemm(acc, av, ae, bv, be, sav, sae, sbv, sbe, blk, clean, k_s
                 i_end = min((ch + 1) * per, M)
                 while i < i_end:
                     s_ = k0 // k_step
-                    if narrow and clean[i, s_] and i + 1 < i_end and clean[i + 1, s_]:
+                    if fused and clean[i, s_] and i + 1 < i_end and clean[i + 1, s_]:
                         # two clean rows: one pass over the step's B rows for both
-                        _aligned_clean_pair(av32, ae, bv32, be, p_floor, i, j0, j1, k0, k1, acc[i, j0:j1],
-                                            acc[i + 1, j0:j1], g_, pe2[0], pe2[1], psc32[0], psc32[1], ps2[0], ps2[1],
-                                            vec[1])
+                        if narrow:
+                            _aligned_clean_pair(av32, ae, bv32, be, p_floor, i, j0, j1, k0, k1, acc[i, j0:j1],
+                                                acc[i + 1, j0:j1], g_, pe2[0], pe2[1], psc32[0], psc32[1], ps2[0],
+                                                ps2[1], vec[1])
+                        else:
+                            _aligned_clean_pair(av, ae, bv, be, np.int64(E_FLOOR), i, j0, j1, k0, k1, acc[i, j0:j1],
+                                                acc[i + 1, j0:j1], g_, pe2[0], pe2[1], vec[2], vec[3], ps2[0], ps2[1],
+                                                vec[1])
                         i += 2
                         continue
                     if narrow and clean[i, s_]:
