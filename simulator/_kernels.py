@@ -743,6 +743,8 @@ def _fma_gemm_f32(a32, b32, acc32, nq):
 # c_mode codes of general_fused_gemm
 C_FUSED, C_AFTER, C_ALIGNED = 0, 1, 2
 _TWO128 = float.fromhex("0x1p128")
+# binary64 bits of binary32's largest finite value, (2 - 2**-23) * 2**127
+_F32_MAX = np.uint64(0x47EFFFFFE0000000)
 _TINY32 = np.float32(float.fromhex("0x1p-126"))
 
 
@@ -808,6 +810,285 @@ def _max_term_exps(dst, direct, ae, be, i, kk, j0, j1, tet):
 
 
 @njit(cache=True)
+def nonzero_floor(v, e):
+    """(the smallest exponent e[x] (int16) among nonzero finite values v[x], the smallest
+    nonzero finite |v[x]|) over 1-D arrays v (float64) and e; (32767, inf) when there is
+    none."""
+    em = np.int64(32767)
+    vm = np.inf
+    for x in range(v.shape[0]):
+        a = abs(v[x])
+        live = a != 0.0 and a < np.inf
+        em = min(em, np.int64(e[x]) if live else np.int64(32767))
+        vm = min(vm, a if live else np.inf)
+    return em, vm
+
+
+@njit(cache=True)
+def clean_steps_into(av, bv, k_step, out):
+    """out[i, s] = True where step s of row i (K positions [s * k_step, (s + 1) * k_step))
+    meets only finite operand values whose products stay below 2**128 in magnitude
+    (:class:`GeneralOperands`' ``clean``).  av (M, K), bv (K, N) float64; out (M,
+    ceil(K / k_step)) bool.  Magnitudes compared as bit patterns (uint64 lanes; inf and
+    NaN above every finite one); the slow reference is
+    :func:`simulator._matmul.clean_steps_reference`."""
+    M, K = av.shape
+    N = bv.shape[1]
+    ns = out.shape[1]
+    col = np.empty(N, np.uint64)
+    mb = np.empty(ns, np.float64)
+    for s in range(ns):
+        # largest |b| of the step's rows: column by column (a sweep that vectorises), then across
+        col[:] = _U0
+        for k in range(s * k_step, min((s + 1) * k_step, K)):
+            row = bv[k]
+            for j in range(N):
+                col[j] = max(col[j], as_bits(row[j]) & _MAG)
+        m = _U0
+        for j in range(N):
+            m = max(m, col[j])
+        mb[s] = from_bits(m) if m < _INF else np.inf  # NaN counts as inf: never clean
+    for i in range(M):
+        for s in range(ns):
+            m = _U0
+            for k in range(s * k_step, min((s + 1) * k_step, K)):
+                m = max(m, as_bits(av[i, k]) & _MAG)
+            ma = from_bits(m) if m < _INF else np.inf
+            out[i, s] = ma * mb[s] < _TWO128  # False for inf * 0 (NaN) as well
+
+
+@njit(cache=True, inline="always")
+def _aligned_with_c(sp, ep, c, c_exp, frac_bits, sum_fb, c_fb, align_rd, c_drop):
+    """Step 3's end for c_mode "aligned", one column: the products' aligned sum sp
+    (int64, units of 2**(ep - frac_bits), ep their exponent) and C (binary64 value c,
+    alignment exponent c_exp) re-aligned to E = max(ep, c_exp) (``sum_fb`` and ``c_fb``
+    fraction bits, rounded down when ``align_rd``, else toward zero; C dropped when more
+    than ``c_drop`` >= 0 below E) and added exactly.  Returns (the exact sum, binary64;
+    its unit's exponent, int64)."""
+    E = max(ep, c_exp)
+    Ec = max(E, E_FLOOR)
+    s31 = _shr_nonneg(sp << (sum_fb - frac_bits), E - ep, align_rd)
+    cs = c * pow2(c_fb - Ec)
+    sc = np.int64(np.floor(cs) if align_rd else np.trunc(cs))
+    sc = np.int64(0) if (c_drop >= 0 and c_exp < E - c_drop) else sc
+    return float(s31 + (sc << (sum_fb - c_fb))) * pow2(Ec - sum_fb), Ec - sum_fb
+
+
+@njit(cache=True, inline="always")
+def _four(x0, x1, x2, x3, v0, v1, v2, v3, sc, narrow):
+    """The sum (int64) of four terms x_t * v_t aligned by sc and truncated toward zero;
+    ``narrow``: binary32 terms, summed in int32 (the caller knows they fit)."""
+    if narrow:
+        return np.int64((np.int32(x0 * v0 * sc) + np.int32(x1 * v1 * sc))
+                        + (np.int32(x2 * v2 * sc) + np.int32(x3 * v3 * sc)))
+    return ((np.int64(x0 * v0 * sc) + np.int64(x1 * v1 * sc))
+            + (np.int64(x2 * v2 * sc) + np.int64(x3 * v3 * sc)))
+
+
+@njit(cache=True, inline="always")
+def _add_four(ps, psc, pe, p_floor, frac_bits, x0, x1, x2, x3, u0, u1, u2, u3, nc, first, narrow):
+    """ps[j] (+)= the four terms x_t * u_t[j] aligned by psc[j] and truncated toward
+    zero, j < nc (:func:`_aligned_clean_cols`); ``first``: psc[j] set from pe[j] first
+    and ps[j] set, not added to; ``narrow``: binary32 terms, summed in int32 lanes."""
+    for j in range(nc):
+        if first:
+            psc[j] = pow2(frac_bits - max(np.int64(pe[j]), p_floor))
+        four = _four(x0, x1, x2, x3, u0[j], u1[j], u2[j], u3[j], psc[j], narrow)
+        ps[j] = four if first else ps[j] + four
+
+
+@njit(cache=True, inline="always")
+def _add_four_pair(ps, psc, pe, ps2, psc2, pe2, p_floor, frac_bits, x0, x1, x2, x3, y0, y1, y2, y3, u0, u1, u2, u3,
+                   nc, first, narrow):
+    """:func:`_add_four` for two rows (A's values x_t and y_t) in one sweep: each value
+    of B's rows loaded once for both."""
+    for j in range(nc):
+        if first:
+            psc[j] = pow2(frac_bits - max(np.int64(pe[j]), p_floor))
+            psc2[j] = pow2(frac_bits - max(np.int64(pe2[j]), p_floor))
+        v0, v1, v2, v3 = u0[j], u1[j], u2[j], u3[j]
+        f1 = _four(x0, x1, x2, x3, v0, v1, v2, v3, psc[j], narrow)
+        f2 = _four(y0, y1, y2, y3, v0, v1, v2, v3, psc2[j], narrow)
+        ps[j] = f1 if first else ps[j] + f1
+        ps2[j] = f2 if first else ps2[j] + f2
+
+
+@njit(cache=True, inline="always")
+def _exp4(e, a0, a1, a2, a3, b0, b1, b2, b3):
+    """max(e, a_t + b_t for t < 4) in int16 (two :data:`SENTINEL` fit; explicit int16:
+    Numba widens small ints to int64, which costs 4x the vector lanes)."""
+    return max(max(e, np.int16(a0 + b0)), max(max(np.int16(a1 + b1), np.int16(a2 + b2)), np.int16(a3 + b3)))
+
+
+@njit(cache=True)
+def _aligned_clean_pair(av, ae, bv, be, p_floor, i, j0, j1, k0, k1, c, c2, g, pe, pe2, psc, psc2, ps, ps2, xs):
+    """:func:`_aligned_clean_cols` for rows i and i + 1 (c, c2: their C and results),
+    both clean: the exponent and term sweeps take both rows, each value of B's rows
+    loaded once for the two (and half the sweeps' set-up).  pe2, psc2, ps2: the second
+    row's scratch."""
+    nc = j1 - j0
+    nt = k1 - k0
+    if nt % 4:
+        _aligned_clean_cols(av, ae, bv, be, p_floor, i, j0, j1, k0, k1, c, g, pe, psc, ps, xs)
+        _aligned_clean_cols(av, ae, bv, be, p_floor, i + 1, j0, j1, k0, k1, c2, g, pe, psc, ps, xs)
+        return
+    frac_bits = g.frac
+    pe[:nc] = SENTINEL
+    pe2[:nc] = SENTINEL
+    for t in range(0, nt, 4):
+        kk = k0 + t
+        a0, a1, a2, a3 = ae[i, kk], ae[i, kk + 1], ae[i, kk + 2], ae[i, kk + 3]
+        d0, d1, d2, d3 = ae[i + 1, kk], ae[i + 1, kk + 1], ae[i + 1, kk + 2], ae[i + 1, kk + 3]
+        b0 = be[kk, j0:j1]
+        b1 = be[kk + 1, j0:j1]
+        b2 = be[kk + 2, j0:j1]
+        b3 = be[kk + 3, j0:j1]
+        for j in range(nc):
+            w0, w1, w2, w3 = b0[j], b1[j], b2[j], b3[j]
+            pe[j] = _exp4(pe[j], a0, a1, a2, a3, w0, w1, w2, w3)
+            pe2[j] = _exp4(pe2[j], d0, d1, d2, d3, w0, w1, w2, w3)
+    narrow = psc.itemsize == 4
+    for t in range(0, nt, 4):
+        kk = k0 + t
+        x0, x1, x2, x3 = av[i, kk], av[i, kk + 1], av[i, kk + 2], av[i, kk + 3]
+        y0, y1, y2, y3 = av[i + 1, kk], av[i + 1, kk + 1], av[i + 1, kk + 2], av[i + 1, kk + 3]
+        u0 = bv[kk, j0:j1]
+        u1 = bv[kk + 1, j0:j1]
+        u2 = bv[kk + 2, j0:j1]
+        u3 = bv[kk + 3, j0:j1]
+        if t == 0 and narrow:
+            _add_four_pair(ps, psc, pe, ps2, psc2, pe2, p_floor, frac_bits, x0, x1, x2, x3, y0, y1, y2, y3, u0, u1,
+                           u2, u3, nc, True, True)
+        elif t == 0:
+            _add_four_pair(ps, psc, pe, ps2, psc2, pe2, p_floor, frac_bits, x0, x1, x2, x3, y0, y1, y2, y3, u0, u1,
+                           u2, u3, nc, True, False)
+        elif narrow:
+            _add_four_pair(ps, psc, pe, ps2, psc2, pe2, p_floor, frac_bits, x0, x1, x2, x3, y0, y1, y2, y3, u0, u1,
+                           u2, u3, nc, False, True)
+        else:
+            _add_four_pair(ps, psc, pe, ps2, psc2, pe2, p_floor, frac_bits, x0, x1, x2, x3, y0, y1, y2, y3, u0, u1,
+                           u2, u3, nc, False, False)
+    _aligned_round(c, ps, pe, xs, nc, g)
+    _aligned_round(c2, ps2, pe2, xs, nc, g)
+
+
+@njit(cache=True)
+def _aligned_clean_cols(av, ae, bv, be, p_floor, i, j0, j1, k0, k1, c, g, pe, psc, ps, xs):
+    """:func:`general_step_cols` for a clean step (:class:`GeneralOperands`' ``clean``; no
+    block scales, no groups) of a single-pass c_mode "aligned" rule, in five sweeps
+    instead of the stages' seventeen: the same scalar arithmetic
+    (:func:`_aligned_with_c`, :func:`_round_fast`, :func:`round_bits`), the stages fused.
+    A clean step has no non-finite term and no product past 2**128, so a non-finite C
+    alone decides a column's class: the result is C.
+
+    av (M, K), bv (K, N): operand values, binary64, or binary32 (with psc) where every
+    product is a normal binary32 number and every aligned term below 2**(31 - 2) (the
+    caller checks: :func:`simulator._matmul.narrow_floor`); ae, be int16 exponents;
+    p_floor (int64) at most the exponent of any nonzero product, 2**(frac - p_floor)
+    finite in psc's dtype (a step whose E lies below it has only zero products).
+    pe (int16), psc (av's dtype), ps (int64), xs (float64): scratch of at least
+    j1 - j0 columns."""
+    frac_bits = g.frac
+    nc = j1 - j0
+    nt = k1 - k0
+    # 1. the products' alignment exponent: four positions per sweep (int16 lanes)
+    pe[:nc] = SENTINEL
+    t = 0
+    while t + 4 <= nt:
+        _max_exps(ae, i, k0 + t, be, pe, j0, j1)
+        t += 4
+    for t in range(t, nt):
+        _max_term_exps(pe, True, ae, be, i, k0 + t, j0, j1, pe)
+    # 2. every term aligned to it and truncated toward zero, summed exactly (int64; four
+    # binary32 terms in int32 lanes); the first sweep also sets the scale
+    narrow = psc.itemsize == 4
+    t = 0
+    if nt < 4:
+        for j in range(nc):
+            psc[j] = pow2(frac_bits - max(np.int64(pe[j]), p_floor))
+            ps[j] = 0
+    while t + 4 <= nt:
+        kk = k0 + t
+        x0, x1, x2, x3 = av[i, kk], av[i, kk + 1], av[i, kk + 2], av[i, kk + 3]
+        u0 = bv[kk, j0:j1]
+        u1 = bv[kk + 1, j0:j1]
+        u2 = bv[kk + 2, j0:j1]
+        u3 = bv[kk + 3, j0:j1]
+        # (literal flags: each call's sweep compiles without the others' branches)
+        if t == 0 and narrow:
+            _add_four(ps, psc, pe, p_floor, frac_bits, x0, x1, x2, x3, u0, u1, u2, u3, nc, True, True)
+        elif t == 0:
+            _add_four(ps, psc, pe, p_floor, frac_bits, x0, x1, x2, x3, u0, u1, u2, u3, nc, True, False)
+        elif narrow:
+            _add_four(ps, psc, pe, p_floor, frac_bits, x0, x1, x2, x3, u0, u1, u2, u3, nc, False, True)
+        else:
+            _add_four(ps, psc, pe, p_floor, frac_bits, x0, x1, x2, x3, u0, u1, u2, u3, nc, False, False)
+        t += 4
+    for t in range(t, nt):
+        x = av[i, k0 + t]
+        u = bv[k0 + t, j0:j1]
+        for j in range(nc):
+            ps[j] += np.int64(x * u[j] * psc[j])
+    _aligned_round(c, ps, pe, xs, nc, g)
+
+
+@njit(cache=True, inline="always")
+def _aligned_round(c, ps, pe, xs, nc, g):
+    """Steps 3-4 of :func:`_aligned_clean_cols` (:func:`_aligned_final`), the common
+    fields as literals (the sweep compiles without the other cases' selects); rounding
+    into IEEE binary32 to nearest even is the binary32 conversion itself."""
+    frac_bits, sum_fb, c_fb, align_rd, c_drop = g.frac, g.sum_fb, g.c_fb, g.align_rd, g.c_drop
+    o_man, o_emin, o_max, o_rne, o_ovf = g.out.man, g.out.emin, g.out.max, g.out.rne, g.out.ovf
+    zero_signed = g.zero_signed
+    c_zero_exp = g.c_zero_exp
+    f32_out = o_man == 23 and o_emin == -126 and o_max == _F32_MAX and o_rne
+    if align_rd and c_drop < 0 and zero_signed and f32_out:
+        _aligned_final(c, ps, pe, xs, nc, frac_bits, sum_fb, c_fb, True, np.int64(-1), o_man, o_emin, o_max, o_rne,
+                       o_ovf, c_zero_exp, True, True)
+    else:
+        _aligned_final(c, ps, pe, xs, nc, frac_bits, sum_fb, c_fb, align_rd, c_drop, o_man, o_emin, o_max, o_rne,
+                       o_ovf, c_zero_exp, zero_signed, False)
+
+
+@njit(cache=True, inline="always")
+def _aligned_final(c, ps, pe, xs, nc, frac_bits, sum_fb, c_fb, align_rd, c_drop, o_man, o_emin, o_max, o_rne, o_ovf,
+                   c_zero_exp, zero_signed, f32_out):
+    """Steps 3-4 of :func:`_aligned_clean_cols` for columns j < nc: C (c[j], in place)
+    re-aligned and added to the products' sum (ps[j], exponent pe[j]) by
+    :func:`_aligned_with_c`, rounded into the accumulator (:class:`Rounding` fields
+    o_*): by :func:`_round_fast`, and :func:`round_bits` for the values it cannot round;
+    or, ``f32_out`` (the target is IEEE binary32, to nearest even), by the binary32
+    conversion, which rounds every finite binary64 value as round_bits does (overflow to
+    inf), a zero keeping its sign (zero_signed is True with it).  A non-finite C is the
+    result (a clean step has no other IEEE class to sort out; xs holds it there, which
+    the second pass leaves alone).  xs: scratch."""
+    slow = 0
+    for j in range(nc):
+        cj = c[j]
+        fin = np.isfinite(cj)
+        x, _ = _aligned_with_c(ps[j], np.int64(pe[j]), cj, c_align_exp(cj, o_emin, c_zero_exp), frac_bits,
+                               sum_fb, c_fb, align_rd, c_drop)
+        if f32_out:
+            rv = np.float64(np.float32(x))
+            c[j] = rv if fin else cj
+        else:
+            x = x if fin else cj
+            xs[j] = x
+            r, sl = _round_fast(as_bits(x), o_man, o_emin, o_max, o_rne)
+            rv = from_bits(r)
+            rv = -0.0 if (zero_signed and rv == 0.0 and x < 0.0) else rv
+            c[j] = rv if fin else cj
+            slow += sl if fin else 0
+    if slow:
+        for j in range(nc):
+            x = xs[j]
+            r, sl = _round_fast(as_bits(x), o_man, o_emin, o_max, o_rne)
+            if sl and np.isfinite(x):
+                rv = from_bits(round_bits(as_bits(x), o_man, o_emin, o_max, o_rne, o_ovf))
+                c[j] = -0.0 if (zero_signed and rv == 0.0 and x < 0.0) else rv
+
+
+@njit(cache=True)
 def general_step_cols(ops, i, j0, j1, k0, k1, c, g, tv, te, pe, ps, vec, ivec):
     """One step of row i over K positions [k0, k1) for columns [j0, j1), any rule: the
     numerics of every issue-13 fused datapath (every field of :class:`GeneralStep`):
@@ -824,6 +1105,11 @@ def general_step_cols(ops, i, j0, j1, k0, k1, c, g, tv, te, pe, ps, vec, ivec):
     and every aligned term and sum below 2**53.  The fast path calls it on blocks of
     columns, the cycle-level unit on one column.
     """
+    if (g.c_mode == C_ALIGNED and g.n_pass == 1 and g.group_k == 1 and ops.blk == 0 and i < ops.clean.shape[0]
+            and ops.clean[i, k0 // g.k_step]):
+        _aligned_clean_cols(ops.av, ops.ae, ops.bv, ops.be, np.int64(E_FLOOR), i, j0, j1, k0, k1, c, g, pe[0],
+                            vec[3], ps[0], vec[1])
+        return
     n_big = general_sum_cols(ops, i, j0, j1, k0, k1, c, g, tv, te, pe, ps, vec, ivec)
     general_round_cols(c, j1 - j0, (k1 - k0 + g.group_k - 1) // g.group_k, n_big, g, tv, vec)
 
@@ -978,16 +1264,8 @@ def general_sum_cols(ops, i, j0, j1, k0, k1, c, g, tv, te, pe, ps, vec, ivec):
                 for j in range(nc):
                     sp[j] += _shr_nonneg(psp[j], emx[j] - pep[j], merge_rd)
         for j in range(nc):
-            ep = np.int64(emx[j])
-            c_exp = cex[j]
-            E = max(ep, c_exp)
-            Ec = max(E, E_FLOOR)
-            s31 = _shr_nonneg(sp[j] << (sum_fb - frac_bits), E - ep, align_rd)
-            cs = c[j] * pow2(c_fb - Ec)
-            sc = np.int64(np.floor(cs) if align_rd else np.trunc(cs))
-            sc = np.int64(0) if (c_drop >= 0 and c_exp < E - c_drop) else sc
-            xs[j] = float(s31 + (sc << (sum_fb - c_fb))) * pow2(Ec - sum_fb)
-            cex[j] = Ec - sum_fb
+            xs[j], cex[j] = _aligned_with_c(sp[j], np.int64(emx[j]), c[j], cex[j], frac_bits, sum_fb, c_fb,
+                                            align_rd, c_drop)
     else:
         for j in range(nc):
             emx[j] = cex[j] if c_mode == C_FUSED else np.int64(SENTINEL)
@@ -1088,13 +1366,20 @@ def c_align_exp(c, c_emin, c_zero_exp):
 
 
 @njit(cache=True)
-def general_fused_gemm(ops, acc, g):
+def general_fused_gemm(ops, acc, g, av32=None, bv32=None, p_floor=0):
     """D = A @ B + C through chained steps of ``k_step`` K positions, any rule.
 
     ops: a :class:`GeneralOperands` (av (M, K) float64, ae (M, K) int16; bv, be (K, N);
     block scales); acc (M, N) float64: C on entry, D on return.  g: a
     :class:`GeneralStep`.  Each step is :func:`general_step_cols` over blocks of columns.
+    av32 (M, K), bv32 (K, N): the operand values in binary32 where the clean steps of a
+    single-pass aligned-C rule may run on them (:func:`_aligned_clean_cols`' conditions,
+    p_floor (int64) its floor), else None: binary64 throughout (the same bits).
     """
+    if av32 is None or bv32 is None:
+        av32_, bv32_ = np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
+    else:
+        av32_, bv32_ = av32, bv32
     # the parallel kernel takes the records' fields (a parallel kernel taking records ran
     # 4x slower, measured) and rebuilds them in each task
     av, ae, bv, be, sav, sae, sbv, sbe, blk, clean = ops.av, ops.ae, ops.bv, ops.be, ops.sav, ops.sae, ops.sbv, \
@@ -1108,17 +1393,21 @@ def general_fused_gemm(ops, acc, g):
     _general_fused_gemm(acc, av, ae, bv, be, sav, sae, sbv, sbe, blk, clean, k_step, group_k, zero_set, c_zero_exp,
                         frac, c_mode, pat, n_pass, sum_fb, c_fb, align_rd, merge_rd, c_drop, prod_ovf, zero_signed,
                         p_man, p_emin, p_max, p_rne, p_ovf, o_man, o_emin, o_max, o_rne, o_ovf, f_man, f_emin, f_max,
-                        f_rne, f_ovf)
+                        f_rne, f_ovf, av32_, bv32_, np.int64(p_floor))
 
 
 @njit(cache=True, parallel=True)
 def _general_fused_gemm(acc, av, ae, bv, be, sav, sae, sbv, sbe, blk, clean, k_step, group_k, zero_set, c_zero_exp,
                         frac, c_mode, pat, n_pass, sum_fb, c_fb, align_rd, merge_rd, c_drop, prod_ovf, zero_signed,
                         p_man, p_emin, p_max, p_rne, p_ovf, o_man, o_emin, o_max, o_rne, o_ovf, f_man, f_emin, f_max,
-                        f_rne, f_ovf):
+                        f_rne, f_ovf, av32, bv32, p_floor):
     """:func:`general_fused_gemm` on the records' fields."""
     M, K = av.shape
     N = bv.shape[1]
+    # clean steps of a single-pass aligned-C rule run fused (_aligned_clean_*), in binary32
+    # where the caller passed the operands so
+    fused = c_mode == C_ALIGNED and n_pass == 1 and group_k == 1 and blk == 0 and clean.shape[0] == M and M > 0
+    narrow = fused and av32.shape[0] == M
     per = min(_GIB, max(1, M // 8))  # rows per task: at least eight tasks when M allows
     n_ch = (M + per - 1) // per
     for ch in prange(n_ch):
@@ -1133,14 +1422,37 @@ def _general_fused_gemm(acc, av, ae, bv, be, sav, sae, sbv, sbe, blk, clean, k_s
         ps = np.empty((max(n_pass, 1), _GJB), np.int64)
         vec = np.empty((3 + max(n_pass, 1), _GJB), np.float64)
         ivec = np.empty((2, _GJB), np.int64)
+        psc32 = np.empty((2, _GJB), np.float32)
+        pe2 = np.empty((2, _GJB), np.int16)
+        ps2 = np.empty((2, _GJB), np.int64)
         # rows innermost: one step's slice of B (k_step x _GJB) stays in the L1 cache
         # for every row of the chunk, instead of the whole of B streaming by every row
         for j0 in range(0, N, _GJB):
             j1 = min(j0 + _GJB, N)
             for k0 in range(0, K, k_step):
-                for i in range(ch * per, min((ch + 1) * per, M)):
-                    general_step_cols(ops_, i, j0, j1, k0, min(k0 + k_step, K), acc[i, j0:j1], g_, tv, te, pe, ps,
-                                      vec, ivec)
+                k1 = min(k0 + k_step, K)
+                i = ch * per
+                i_end = min((ch + 1) * per, M)
+                while i < i_end:
+                    s_ = k0 // k_step
+                    if fused and clean[i, s_] and i + 1 < i_end and clean[i + 1, s_]:
+                        # two clean rows: one pass over the step's B rows for both
+                        if narrow:
+                            _aligned_clean_pair(av32, ae, bv32, be, p_floor, i, j0, j1, k0, k1, acc[i, j0:j1],
+                                                acc[i + 1, j0:j1], g_, pe2[0], pe2[1], psc32[0], psc32[1], ps2[0],
+                                                ps2[1], vec[1])
+                        else:
+                            _aligned_clean_pair(av, ae, bv, be, np.int64(E_FLOOR), i, j0, j1, k0, k1, acc[i, j0:j1],
+                                                acc[i + 1, j0:j1], g_, pe2[0], pe2[1], vec[2], vec[3], ps2[0], ps2[1],
+                                                vec[1])
+                        i += 2
+                        continue
+                    if narrow and clean[i, s_]:
+                        _aligned_clean_cols(av32, ae, bv32, be, p_floor, i, j0, j1, k0, k1, acc[i, j0:j1], g_, pe[0],
+                                            psc32[0], ps[0], vec[1])
+                    else:
+                        general_step_cols(ops_, i, j0, j1, k0, k1, acc[i, j0:j1], g_, tv, te, pe, ps, vec, ivec)
+                    i += 1
 
 
 @njit(cache=True)

@@ -417,7 +417,16 @@ def clean_steps(av: np.ndarray, bv: np.ndarray, k_step: int) -> np.ndarray:
     """(M, ceil(K / k_step)) bool: True where step s of row i (K positions
     [s * k_step, (s + 1) * k_step)) meets only finite operand values (av (M, K), bv
     (K, N) float64) whose products stay below 2**128 in magnitude, so that the general
-    kernel has no IEEE class to sort out there (:class:`simulator._kernels.GeneralOperands`)."""
+    kernel has no IEEE class to sort out there (:class:`simulator._kernels.GeneralOperands`).
+    One pass of :func:`simulator._kernels.clean_steps_into` over the operands."""
+    av, bv = np.ascontiguousarray(av, np.float64), np.ascontiguousarray(bv, np.float64)
+    out = np.empty((av.shape[0], -(-av.shape[1] // k_step)), bool)
+    K.clean_steps_into(av, bv, np.int64(k_step), out)
+    return out
+
+
+def clean_steps_reference(av: np.ndarray, bv: np.ndarray, k_step: int) -> np.ndarray:
+    """:func:`clean_steps` in NumPy (the slow reference of its kernel)."""
     M, Kd = av.shape
     ns = -(-Kd // k_step)
     pad = ns * k_step - Kd
@@ -462,8 +471,36 @@ def _accumulate_general(a, b, acc, rule: StepRule, fa: Format, fb: Format, acc_f
         sbv, sbe = sav, sae
     ops = K.GeneralOperands(av, ae, bv, be, sav, sae, np.ascontiguousarray(sbv), np.ascontiguousarray(sbe),
                             np.int64(blk), clean_steps(av, bv, rule.k))
-    K.general_fused_gemm(ops, acc, general_step(rule, sp))
+    g = general_step(rule, sp)
+    narrow = narrow_floor(av, ae, bv, be, rule, fa, fb, scales)
+    if narrow is None:
+        K.general_fused_gemm(ops, acc, g)
+    else:
+        K.general_fused_gemm(ops, acc, g, av.astype(np.float32), bv.astype(np.float32), np.int64(narrow))
     return acc
+
+
+def narrow_floor(av, ae, bv, be, rule: StepRule, fa: Format, fb: Format, scales):
+    """The floor of a nonzero product's alignment exponent (int) when the clean steps of
+    a GEMM may take their terms in binary32 (:func:`simulator._kernels._aligned_clean_cols`),
+    else None.  They may for a single-pass c_mode "aligned" rule without groups or
+    scales on operands of one format whose products have at most 24 significant bits,
+    when every nonzero product is a normal binary32 number (at least 2**-126: exact),
+    2**(frac_bits - floor) is one too, and four aligned terms (each below
+    2**(frac_bits + 2)) fit int32.  A clean step's products stay below 2**128, and with
+    at most 24 significant bits below binary32's largest value.  av, bv: values
+    (float64); ae, be: int16 alignment exponents (:func:`_general_operand`)."""
+    if (rule.c_mode != "aligned" or max(rule.passes) != 0 or rule.group_k != 1 or scales is not None or fa != fb
+            or 2 * (fa.man_bits + 1) > 24 or rule.frac_bits + 2 + 2 > 31 or av.size == 0 or bv.size == 0):
+        return None
+    ea, va = K.nonzero_floor(av.reshape(-1), ae.reshape(-1))
+    eb, vb = K.nonzero_floor(bv.reshape(-1), be.reshape(-1))
+    if ea == 32767 or eb == 32767:
+        return None  # no nonzero product: nothing to gain
+    floor = int(ea) + int(eb)
+    if rule.frac_bits - floor > 126 or va * vb < float.fromhex("0x1p-126"):
+        return None
+    return floor
 
 
 def general_step(rule: StepRule, sp: K.FusedStep) -> K.GeneralStep:

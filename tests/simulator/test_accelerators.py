@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from simulator import FORMATS, PROFILES, StepRule, matmul, verify
-from simulator._matmul import clean_steps
+from simulator._kernels import round_bits
+from simulator._matmul import _general_operand, clean_steps, clean_steps_reference, narrow_floor
 from simulator._reference import reference_general_matmul
 
 sf = pytest.importorskip("softfloatpy")
@@ -368,3 +369,87 @@ def test_clean_steps_and_the_others_agree(fmt):
     nan = np.isnan(want)
     assert (np.isnan(got) == nan).all()
     np.testing.assert_array_equal(got[~nan].view(np.uint64), want[~nan].view(np.uint64))
+
+
+@pytest.mark.parametrize("k_step", [4, 8, 16])
+def test_clean_steps_kernel_matches_its_reference(k_step):
+    # the Numba kernel against the NumPy reference: infinities, NaNs, zeros beside them,
+    # products just below and past 2**128, a last partial step
+    rng = np.random.default_rng(5)
+    M, K, N = 7, 3 * k_step + 3, 9
+    av = rng.standard_normal((M, K)) * 2.0 ** rng.integers(-140, 70, (M, K))
+    bv = rng.standard_normal((K, N)) * 2.0 ** rng.integers(-140, 70, (K, N))
+    av[rng.random((M, K)) < 0.2] = 0.0
+    bv[rng.random((K, N)) < 0.2] = 0.0
+    av[0, 1], av[2, k_step], bv[k_step + 1, 3] = np.inf, np.nan, -np.inf
+    av[3, :k_step] = 0.0
+    bv[:k_step, 0] = np.inf  # inf * 0 is NaN: not clean either
+    av[4, 2 * k_step], bv[2 * k_step + 1, 2] = 2.0 ** 64, 2.0 ** 63.9
+    av[5, K - 1] = 2.0 ** 70
+    got = clean_steps(av, bv, k_step)
+    want = clean_steps_reference(av, bv, k_step)
+    assert want.any() and not want.all()
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("fmt, lo, hi, narrow", [("fp16", -24, 16, True), ("bf16", -50, -40, True),
+                                                 ("bf16", -133, 0, False), ("bf16", 30, 64, True),
+                                                 ("tf32", -126, 60, False)])
+def test_clean_aligned_steps_round_like_the_reference(fmt, lo, hi, narrow):
+    # the fused path of a clean step of cdna3's single-pass rules (binary32 terms where
+    # every product is a normal binary32 number, two clean rows per sweep, the binary32
+    # conversion as the rounding): results in binary32's subnormal range, zeros of both signs, overflow
+    # to inf, a non-finite or zero C, against the exact per-element reference
+    f = FORMATS[fmt]
+    rule = PROFILES["cdna3"].rule(fmt)
+    rng = np.random.default_rng(lo % 97)
+    M, N, K = 19, 24, 4 * rule.k + 2  # M >= 16: tasks of two rows or more (pairs of clean rows)
+    x = rng.choice([-1.0, 1.0], (M, K)) * (1 + rng.random((M, K))) * 2.0 ** rng.integers(lo, hi, (M, K))
+    y = rng.choice([-1.0, 1.0], (K, N)) * (1 + rng.random((K, N))) * 2.0 ** rng.integers(lo, hi, (K, N))
+    x[rng.random((M, K)) < 0.25] = 0.0
+    y[rng.random((K, N)) < 0.25] = 0.0
+    # rows 0 and 1: the products cancel in pairs (exact zero sums)
+    x[:2, 1::2] = -x[:2, 0::2]
+    y[1::2] = y[0::2]
+    if fmt == "tf32":
+        a, b = x.astype(np.float32), y.astype(np.float32)
+        kw = dict(input_format="tf32")
+    else:
+        a = f.encode(x, saturate=True).view(f.dtype)
+        b = f.encode(y, saturate=True).view(f.dtype)
+        kw = {}
+    c = rng.standard_normal((M, N)) * 2.0 ** rng.integers(max(2 * lo, -149), min(2 * hi, 127), (M, N))
+    c[0], c[1] = 0.0, -0.0
+    c[2] = rng.standard_normal(N) * 2.0 ** rng.integers(-149, -120, N)  # binary32 subnormals and near
+    c = c.astype(np.float32)
+    c[3, 3], c[4, 4], c[3, 5], c[0, 1] = np.inf, np.nan, -np.inf, -2.0 ** -149
+    av, ae = _general_operand(a, f, rule)
+    bv, be = _general_operand(b, f, rule)
+    assert (narrow_floor(av, ae, bv, be, rule, f, f, None) is not None) == narrow
+    assert clean_steps(av, bv, rule.k).any()
+    got = matmul(a, b, c, profile="cdna3", **kw).astype(np.float64)
+    want = reference_general_matmul(av, bv, c.astype(np.float64), rule, fmt)
+    nan = np.isnan(want)
+    assert (np.isnan(got) == nan).all()
+    np.testing.assert_array_equal(got[~nan].view(np.uint64), want[~nan].view(np.uint64))
+
+
+def test_binary32_conversion_rounds_as_round_bits():
+    # the fused clean-step path rounds into an IEEE binary32 accumulator by the binary32
+    # conversion: against the core's round_bits (RNE, overflow to inf) on values around
+    # every boundary -- ties, the subnormal range and below it, the overflow threshold
+    rng = np.random.default_rng(3)
+    e = rng.integers(-160, 130, 20000)
+    sig = (1 << 52) + rng.integers(0, 1 << 52, e.size)
+    sig[::4] = (sig[::4] >> 29) << 29 | (1 << 28)  # ties at binary32 normal precision
+    v = np.ldexp(sig.astype(np.float64), e - 52) * rng.choice([-1.0, 1.0], e.size)
+    v = np.concatenate([v, [np.finfo(np.float32).max * (1 + 2.0 ** -25), 2.0 ** -150, -2.0 ** -150,
+                            3 * 2.0 ** -151, 2.0 ** -126 * (1 - 2.0 ** -25)]])
+    top = np.array([np.finfo(np.float32).max], np.float64).view(np.uint64)[0]
+    want = np.array([round_bits(np.uint64(u), 23, -126, top, True, False) for u in v.view(np.uint64)],
+                    np.uint64).view(np.float64)
+    with np.errstate(over="ignore"):
+        got = v.astype(np.float32).astype(np.float64)
+    zero = want == 0.0
+    np.testing.assert_array_equal(got[~zero].view(np.uint64), want[~zero].view(np.uint64))
+    assert (got[zero] == 0.0).all()  # round_bits gives +0; the sign is the rule's (zero_result)
