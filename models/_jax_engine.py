@@ -38,8 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from simulator import (FORMATS, PRECISION_TERMS, Format, RoundingTarget, check_scales, check_split_k, get_profile,
-                       rounding_targets, scale_table)
+from simulator import (FORMATS, PRECISION_TERMS, Format, RoundingTarget, check_scale_support, check_scales, check_split_k,
+                       get_profile, rounding_targets, scale_table)
 
 __all__ = ["jax_matmul", "JAX_INPUT_FORMATS"]
 
@@ -198,12 +198,27 @@ def _operand_table(fmt: Format, zero_exp):
 
 
 @functools.lru_cache(maxsize=None)
-def _fp16_to_f32_table():
-    """binary32 bits of every binary16 code (exact; NaNs as a quiet NaN)."""
-    v = FORMATS["fp16"].decode(FORMATS["fp16"].all_bit_patterns()).astype(np.float32)
+def _widening_table(fmt: Format):
+    """binary32 bits of every code of a format of at most 16 bits (exact; NaNs as a
+    quiet NaN)."""
+    v = fmt.decode(fmt.all_bit_patterns()).astype(np.float32)
     bits = v.view(np.uint32).copy()
     bits[np.isnan(v)] = _QNAN32
     return bits
+
+
+def _f32_bits(x):
+    """binary32 bits (uint32) of a float32 array, or the exact binary32 widening of an
+    array of a narrower catalogue format's dtype (by table: no float conversion, which
+    XLA's CPU backend would flush to zero for subnormals)."""
+    dt = np.dtype(x.dtype)
+    if dt == np.float32:
+        return lax.bitcast_convert_type(x, _U)
+    fmt = next((f for f in FORMATS.values() if f.dtype == dt and f.container_bits <= 16), None)
+    if fmt is None:
+        raise TypeError(f"arrays must be float32 or of a catalogue format's dtype, not {dt}")
+    idx = lax.bitcast_convert_type(x, jnp.dtype(fmt.uint_dtype)).astype(_I)
+    return jnp.asarray(_widening_table(fmt))[idx]
 
 
 # ---- 32-bit integer primitives -------------------------------------------------------
@@ -294,19 +309,21 @@ def _add_f32(x, c, f32: RoundingTarget):
     return _classify(r, xnan | cnan, (xinf & ~xneg) | (cinf & ~cneg), (xinf & xneg) | (cinf & cneg))
 
 
-def _f32_to_f16_bits(bits):
-    """binary32 bits of binary16 values (or inf/NaN) -> binary16 bits (uint16), exact
-    (signed zeros kept)."""
+def _to_format_bits(bits, fmt: Format):
+    """binary32 bits of values of ``fmt`` (finite ones exactly representable; +-inf for a
+    format with infinities) -> the format's codes (uint32), by field arithmetic, signed
+    zeros kept (NaN: the caller's)."""
     neg, mag, unit, fin, zero = _f32_parts(bits)
     n = _bitlen(mag)
-    en = unit + n - 1
-    f16 = FORMATS["fp16"]
-    normal = _shl((en - f16.emin).astype(_U), f16.man_bits) + _shr(mag, n - (f16.man_bits + 1))
-    sub = _shr(mag, (f16.emin - f16.man_bits) - unit)
-    out = jnp.where(en >= f16.emin, normal, sub)
-    out = jnp.where(fin, out, _U(0x7C00))
-    out = jnp.where(zero, _U(0), out)
-    return (out | jnp.where(neg, _U(0x8000), _U(0))).astype(jnp.uint16)  # -0 stays -0
+    en = unit + n - 1  # the value's exponent
+    man_mask = _U((1 << fmt.man_bits) - 1)
+    lead = fmt.man_bits - (n - 1)  # shift putting the leading one at bit man_bits
+    normal = _shl((en - fmt.emin + 1).astype(_U), fmt.man_bits) | (jnp.where(lead >= 0, _shl(mag, lead),
+                                                                             _shr(mag, -lead)) & man_mask)
+    sub = _shr(mag, (fmt.emin - fmt.man_bits) - unit)
+    out = jnp.where(zero, _U(0), jnp.where(en >= fmt.emin, normal, sub))
+    out = jnp.where(fin, out, _U(((1 << fmt.exp_bits) - 1) << fmt.man_bits))
+    return out | jnp.where(neg, _U(1 << (fmt.width - 1)), _U(0))
 
 
 def _add_ieee(x, y, f32: RoundingTarget):
@@ -1123,9 +1140,9 @@ def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, 
         if fmt.name != "fp32" or fmt_b.name != "fp32" or "bf16" not in prof.rules:
             raise ValueError(f"precision needs float32 inputs with input_format='fp32' and a profile with a bf16 "
                              f"rule, not {fmt.name} x {fmt_b.name} on {prof.name!r}")
-        if sfmt is not None:
-            raise _not_yet("precision with block scales")
         fmt = fmt_b = FORMATS["bf16"]
+    if sfmt is not None:  # simulator.matmul's refusal of scales a unit does not apply
+        check_scale_support(prof, prof.rule(fmt.name, fmt_b.name, variant=variant), fmt, precision)
     elif fmt.name == "fp32" and "fp32" not in prof.rules and "bf16" in prof.rules:
         raise ValueError(f"profile {prof.name!r} takes float32 inputs only split into bf16 parts: "
                          f"precision must be 'x1', 'x3' or 'x6', not None")
@@ -1136,7 +1153,7 @@ def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, 
     if acc == "fp32":
         cb = lax.bitcast_convert_type(jnp.asarray(c), _U)
     else:
-        cb = jnp.asarray(_fp16_to_f32_table())[lax.bitcast_convert_type(jnp.asarray(c), jnp.uint16).astype(_I)]
+        cb = _f32_bits(jnp.asarray(c))
     a, b = jnp.asarray(a), jnp.asarray(b)
     sa, sb = (None, None) if sfmt is None else (jnp.asarray(scale_a), jnp.asarray(scale_b))
 
@@ -1169,5 +1186,5 @@ def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, 
     nan = (d & 0x7FFFFFFF) > 0x7F800000
     if acc == "fp32":
         return lax.bitcast_convert_type(jnp.where(nan, _U(cfg.nan_bits), d), jnp.float32)
-    d16 = jnp.where(nan, jnp.uint16(cfg.nan_bits), _f32_to_f16_bits(d))
+    d16 = jnp.where(nan, jnp.uint16(cfg.nan_bits), _to_format_bits(d, FORMATS["fp16"]).astype(jnp.uint16))
     return lax.bitcast_convert_type(d16, jnp.float16)

@@ -9,11 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from simulator import FORMATS, RoundingTarget, get_format
+from simulator import RoundingTarget, get_format
 
-from ._jax_engine import _f32_parts, _round
+from ._jax_engine import _f32_bits, _f32_parts, _round, _to_format_bits
 
-__all__ = ["round_operand_jax", "f32_bits"]
+__all__ = ["round_operand_jax"]
 
 _U = jnp.uint32
 
@@ -35,11 +35,11 @@ def round_operand_jax(acc, x, shift=None):
         XLA's float conversions may flush subnormals (the CPU backend does).
     """
     if acc.input_format == "tf32":
-        return lax.bitcast_convert_type(f32_bits(x), jnp.float32)
+        return lax.bitcast_convert_type(_f32_bits(x), jnp.float32)
     fmt = get_format(acc.input_format)
     if np.dtype(x.dtype) == fmt.dtype and shift is None:
         return x
-    bits = f32_bits(x)
+    bits = _f32_bits(x)
     neg, mag, unit, fin, _ = _f32_parts(bits)
     nan = ~fin & ((bits & 0x7FFFFF) != 0)
     inf = ~fin & ~nan
@@ -52,7 +52,7 @@ def round_operand_jax(acc, x, shift=None):
     r = _round(neg, mag, unit, jnp.zeros(bits.shape, bool), target)
     top = _U(int(np.float32(fmt.max_finite).view(np.uint32)))
     over = fin & ((r & 0x7FFFFFFF) > top)  # beyond the largest finite value (inf included)
-    code = _to_format_bits(jnp.where(over, top, r & 0x7FFFFFFF), fmt)  # magnitude codes
+    code = _to_format_bits(jnp.where(over, top, r & 0x7FFFFFFF), fmt)  # magnitude codes (sign below)
     codes = _special_codes(fmt)
     if acc.saturates:
         code = jnp.where(over | inf, _U(codes["max"]), code)
@@ -74,45 +74,3 @@ def _special_codes(fmt) -> dict:
         return int(fmt.encode(np.array([v]), "rne", saturate=saturate)[0])
     return {"max": code(fmt.max_finite), "inf": code(np.inf) if fmt.specials == "ieee" else None,
             "nan": code(np.nan)}
-
-
-@functools.lru_cache(maxsize=None)
-def _widening_table(fmt):
-    """binary32 bits of every code of a format of at most 16 bits (exact; NaN quiet)."""
-    v = fmt.decode(fmt.all_bit_patterns()).astype(np.float32)
-    bits = v.view(np.uint32).copy()
-    bits[np.isnan(v)] = 0x7FC00000
-    return bits
-
-
-def f32_bits(x):
-    """binary32 bits (uint32) of a float32 array, or of the exact binary32 widening of a
-    narrower catalogue format's array (by table: no float conversion)."""
-    dt = np.dtype(x.dtype)
-    if dt == np.float32:
-        return lax.bitcast_convert_type(x, _U)
-    fmt = next((f for f in FORMATS.values() if f.dtype == dt and f.container_bits <= 16), None)
-    if fmt is None:
-        raise TypeError(f"GEMM operands must be float32 or a catalogue format's dtype on engine='jax', not {dt}")
-    idx = lax.bitcast_convert_type(x, jnp.dtype(fmt.uint_dtype)).astype(jnp.int32)
-    return jnp.asarray(_widening_table(fmt))[idx]
-
-
-def _to_format_bits(mag_bits, fmt):
-    """binary32 bits of non-negative values of ``fmt`` (finite, each exactly one of the
-    format's values) -> the format's codes (uint32), by field arithmetic."""
-    _, mag, unit, _, zero = _f32_parts(mag_bits)
-    n = 32 - lax.clz(mag).astype(jnp.int32)
-    en = unit + n - 1  # the value's exponent
-    man_mask = _U((1 << fmt.man_bits) - 1)
-    normal = (lax.shift_left((en - fmt.emin + 1).astype(_U), _U(fmt.man_bits))
-              | (_shift(mag, fmt.man_bits - (n - 1)) & man_mask))
-    sub = _shift(mag, unit - (fmt.emin - fmt.man_bits))
-    return jnp.where(zero, _U(0), jnp.where(en >= fmt.emin, normal, sub))
-
-
-def _shift(x, s):
-    """x << s for s >= 0, x >> -s for s < 0 (|s| < 32), uint32."""
-    left = lax.shift_left(x, jnp.clip(s, 0, 31).astype(_U))
-    right = lax.shift_right_logical(x, jnp.clip(-s, 0, 31).astype(_U))
-    return jnp.where(s >= 0, left, right)

@@ -24,8 +24,8 @@ from jax import lax
 
 from simulator import RoundingTarget, get_format
 
-from ._jax_engine import _add_f32, _f32_parts, _f32_to_f16_bits, _round, jax_matmul
-from ._jax_operands import f32_bits, round_operand_jax
+from ._jax_engine import _add_ieee, _f32_bits, _f32_parts, _round, _to_format_bits, jax_matmul
+from ._jax_operands import round_operand_jax
 
 __all__ = ["quantize_jax", "scaled_gemm_jax", "dequantize_jax", "mul_f32", "JaxScales"]
 
@@ -108,12 +108,6 @@ def mul_f32(x, y):
     return jnp.where(nan, _U(0x7FC00000), r)
 
 
-def _add_ieee(x, y):
-    """x + y of binary32 bits rounded to nearest even (-0 + -0 is -0)."""
-    both = (x == _U(0x80000000)) & (y == _U(0x80000000))
-    return jnp.where(both, _U(0x80000000), _add_f32(x, y, _RNE32))
-
-
 def _to_acc(bits, acc_dtype):
     """binary32 bits -> the accumulator dtype, rounded to nearest even (fp16: as numpy's
     cast: overflow to inf, subnormals kept)."""
@@ -122,7 +116,7 @@ def _to_acc(bits, acc_dtype):
     neg, mag, unit, fin, _ = _f32_parts(bits)
     r = jnp.where(fin, _round(neg, mag, unit, jnp.zeros(bits.shape, bool), _RNE16), bits)
     r = jnp.where(fin & ((r & 0x7FFFFFFF) == 0), bits & _U(0x80000000), r)  # signed zeros stay
-    out = _f32_to_f16_bits(r)
+    out = _to_format_bits(r, _F16).astype(jnp.uint16)
     nan = ~fin & ((bits & 0x7FFFFF) != 0)
     return lax.bitcast_convert_type(jnp.where(nan, jnp.uint16(0x7E00), out), jnp.float16)
 
@@ -143,7 +137,7 @@ def quantize_jax(acc, a, b):
     zeros to whole blocks)."""
     kind, n = acc.scaling_kind
     fmt = get_format(acc.input_format)
-    ab, bb = f32_bits(a), f32_bits(b)
+    ab, bb = _f32_bits(a), _f32_bits(b)
     if kind == "tensor":
         ea = _pow2_at_least(_amax_bits(ab, None), fmt.max_finite)
         eb = _pow2_at_least(_amax_bits(bb, None), fmt.max_finite)
@@ -198,11 +192,11 @@ def scaled_gemm_jax(acc, qa, qb, scales: JaxScales, matmul):
                           scale_b=scales.b, scale_format="ue8m0")
     ba = qa.reshape(G, M, nb, n).transpose(0, 2, 1, 3).reshape(G * nb, M, n)
     bb = qb.reshape(G, nb, n, N).reshape(G * nb, n, N)
-    parts = f32_bits(matmul(ba, bb)).reshape(G, nb, M, N)
+    parts = _f32_bits(matmul(ba, bb)).reshape(G, nb, M, N)
     s = mul_f32(_e8m0_bits(scales.a).transpose(0, 2, 1)[:, :, :, None], _e8m0_bits(scales.b)[:, :, None, :])
     d = mul_f32(parts[:, 0], s[:, 0])
     for j in range(1, nb):
-        d = _add_ieee(d, mul_f32(parts[:, j], s[:, j]))
+        d = _add_ieee(d, mul_f32(parts[:, j], s[:, j]), _RNE32)
     return _to_acc(d, acc.acc_dtype)
 
 
@@ -215,4 +209,4 @@ def dequantize_jax(acc, d, scales: JaxScales):
         s = mul_f32(scales.a, scales.b).reshape(1, 1, 1)
     else:
         s = mul_f32(scales.a[:, :, None], scales.b[:, None, :])
-    return _to_acc(mul_f32(f32_bits(d), s), acc.acc_dtype)
+    return _to_acc(mul_f32(_f32_bits(d), s), acc.acc_dtype)

@@ -23,7 +23,8 @@ from ._fault import FAULT_KINDS, Fault, OutputFault, apply_output_faults, flip_b
 from ._faultmap import STUCK_KINDS, FaultMap
 from ._formats import FORMATS, ROUNDING_MODES, Format, get_format
 from ._golden import ArrayGoldenRun, Injection
-from ._matmul import SPLIT_REDUCTIONS, RoundingTarget, check_split_k, matmul, rounding_targets, scale_table, check_scales
+from ._matmul import (SPLIT_REDUCTIONS, RoundingTarget, check_scale_support, check_scales, check_split_k, matmul,
+                      rounding_targets, scale_table)
 from ._matmul import _PRECISIONS, _SPLIT_TERMS
 from ._pe import REGISTER_ROLES, Register
 from ._profiles import C_MODES, PROFILES, DatapathProfile, StepRule, get_profile
@@ -36,7 +37,7 @@ from ._schedule import Schedule
 PRECISION_TERMS = MappingProxyType({name: tuple(_SPLIT_TERMS[n]) for name, n in _PRECISIONS.items()})
 
 __all__ = ["FORMATS", "ROUNDING_MODES", "Format", "get_format", "matmul", "RoundingTarget", "rounding_targets",
-           "SPLIT_REDUCTIONS", "check_split_k", "scale_table", "check_scales", "PRECISION_TERMS",
+           "SPLIT_REDUCTIONS", "check_split_k", "scale_table", "check_scales", "check_scale_support", "PRECISION_TERMS",
            "C_MODES", "PROFILES", "DatapathProfile", "StepRule", "get_profile",
            "DATAFLOWS", "SystolicArray", "TensorCoreArray", "ArrayResult",
            "REGISTER_ROLES", "Register", "Schedule", "FaultSites", "SiteGroup",

@@ -16,7 +16,8 @@ from ._formats import Format, get_format
 from ._profiles import DatapathProfile, StepRule, get_profile
 
 __all__ = ["matmul", "RoundingTarget", "rounding_targets", "SPLIT_REDUCTIONS", "check_split_k", "check_gemm_args", "fused_layout", "input_format_of", "operand_arrays", "step_params", "step_layout",
-           "flush_zero_exp", "operand_table", "scale_table", "general_step", "check_scales"]
+           "flush_zero_exp", "operand_table", "scale_table", "general_step", "check_scales",
+           "check_scale_support"]
 
 # the input formats whose arrays' dtype names them (float32 arrays must say "tf32"),
 # and the accumulator formats; dtypes are the formats' own (Format.dtype)
@@ -606,6 +607,18 @@ def _gemm_args(prof: DatapathProfile, a, b, c, input_format, variant, precision)
     return fa, fb, rule, acc_fmt, c, (M, Kd, N), n_parts
 
 
+def check_scale_support(prof: DatapathProfile, rule: StepRule, fa: Format, precision=None) -> None:
+    """ValueError when block scales are given for a GEMM whose unit applies none: an
+    exact-FMA rule (``frac_bits`` None), a pairwise tree, or ``precision``'s bf16 parts
+    (both engines call this, so neither ignores the scales silently)."""
+    why = ("precision splits the float32 inputs into bf16 parts" if precision is not None else
+           "its rule is an exact FMA" if rule.frac_bits is None else
+           "its rule is a pairwise binary32 tree" if rule.tree == "pairwise" else "")
+    if why:
+        raise ValueError(f"scale_a and scale_b must be None for profile {prof.name!r} {fa.name} ({why}, which "
+                         f"applies no block scales), not given")
+
+
 def check_scales(scale_a, scale_b, scale_format, M, Kd, N, fa: Format):
     """Validate block scales -> None or (scale_a, scale_b, Format)."""
     if scale_a is None and scale_b is None:
@@ -713,6 +726,8 @@ def matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, spli
                                scale_format=scale_format, precision=precision, variant=variant)
     fa, fb, rule, acc_fmt, c, (M, Kd, N), n_parts = _gemm_args(prof, a, b, c, input_format, variant, precision)
     scales = check_scales(scale_a, scale_b, scale_format, M, Kd, N, fa)
+    if scales is not None:
+        check_scale_support(prof, rule, fa, precision)
     if rule.group_k > 1 and scales is None:
         raise ValueError(f"profile {prof.name!r} computes {fa.name} in scaled groups: scale_a and scale_b must be "
                          f"given, not None")

@@ -389,19 +389,20 @@ def test_no_64_bit_types(profile, fmt, acc, kw):
 
 
 def test_refuses_combinations_outside_the_catalogue():
-    """Block scales on rules whose Numba kernels take none (simulator.matmul ignores them
-    there), precision with scales, FP6 inside a trace: errors that say so."""
+    """Block scales on rules whose units apply none (both engines refuse them, with
+    simulator.check_scale_support's words), FP6 inside a trace: errors that say so."""
     e4 = simulator.FORMATS["e4m3"].dtype
     s = np.full((2, 1), 127, np.uint8), np.full((1, 2), 127, np.uint8)
-    with pytest.raises(ValueError, match="profile 'systolic_fma' e4m3 with ue8m0 block scales .* not yet in the JAX"):
-        jax_matmul(np.zeros((2, 32), e4), np.zeros((32, 2), e4), profile="systolic_fma", scale_a=s[0],
-                   scale_b=s[1], scale_format="ue8m0")
-    with pytest.raises(ValueError, match="profile 'cdna2' fp16 with ue4m3 block scales .* not yet in the JAX"):
-        jax_matmul(np.zeros((2, 32), np.float16), np.zeros((32, 2), np.float16), profile="cdna2", scale_a=s[0],
-                   scale_b=s[1], scale_format="ue4m3")
-    with pytest.raises(ValueError, match="precision with block scales is not yet in the JAX engine"):
-        jax_matmul(np.zeros((2, 32), np.float32), np.zeros((32, 2), np.float32), profile="tpu", input_format="fp32",
-                   precision="x3", scale_a=s[0], scale_b=s[1], scale_format="ue8m0")
+    cases = [
+        (dict(profile="systolic_fma", scale_format="ue8m0"), e4, "'systolic_fma' e4m3 \\(its rule is an exact FMA"),
+        (dict(profile="cdna2", scale_format="ue4m3"), np.float16, "'cdna2' fp16 \\(its rule is a pairwise binary32"),
+        (dict(profile="tpu", input_format="fp32", precision="x3", scale_format="ue8m0"), np.float32,
+         "'tpu' bf16 \\(precision splits"),
+    ]
+    for kw, dt, msg in cases:
+        for engine in (jax_matmul, simulator.matmul):
+            with pytest.raises(ValueError, match="scale_a and scale_b must be None for profile " + msg):
+                engine(np.zeros((2, 32), dt), np.zeros((32, 2), dt), scale_a=s[0], scale_b=s[1], **kw)
     with pytest.raises(ValueError, match="precision must be one of"):
         jax_matmul(np.zeros((2, 32), np.float32), np.zeros((32, 2), np.float32), profile="tpu", input_format="fp32",
                    precision="x2")
