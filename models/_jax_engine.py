@@ -1136,13 +1136,14 @@ def jax_matmul(a, b, c=None, *, profile="hopper", input_format=None, split_k=1, 
         raise ValueError(f"c must have shape {(M, N)}, not {tuple(c.shape)}")
     acc = "fp32" if np.dtype(c.dtype) == np.float32 else "fp16"
     prof = get_profile(profile)
+    fmt_in = fmt  # the inputs' format (fp32 with precision), as simulator.matmul names it
     if precision is not None:
         if fmt.name != "fp32" or fmt_b.name != "fp32" or "bf16" not in prof.rules:
             raise ValueError(f"precision needs float32 inputs with input_format='fp32' and a profile with a bf16 "
                              f"rule, not {fmt.name} x {fmt_b.name} on {prof.name!r}")
         fmt = fmt_b = FORMATS["bf16"]
     if sfmt is not None:  # simulator.matmul's refusal of scales a unit does not apply
-        check_scale_support(prof, prof.rule(fmt.name, fmt_b.name, variant=variant), fmt, precision)
+        check_scale_support(prof, prof.rule(fmt.name, fmt_b.name, variant=variant), fmt_in, precision)
     elif fmt.name == "fp32" and "fp32" not in prof.rules and "bf16" in prof.rules:
         raise ValueError(f"profile {prof.name!r} takes float32 inputs only split into bf16 parts: "
                          f"precision must be 'x1', 'x3' or 'x6', not None")

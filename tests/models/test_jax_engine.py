@@ -397,7 +397,7 @@ def test_refuses_combinations_outside_the_catalogue():
         (dict(profile="systolic_fma", scale_format="ue8m0"), e4, "'systolic_fma' e4m3 \\(its rule is an exact FMA"),
         (dict(profile="cdna2", scale_format="ue4m3"), np.float16, "'cdna2' fp16 \\(its rule is a pairwise binary32"),
         (dict(profile="tpu", input_format="fp32", precision="x3", scale_format="ue8m0"), np.float32,
-         "'tpu' bf16 \\(precision splits"),
+         "'tpu' fp32 \\(precision splits"),
     ]
     for kw, dt, msg in cases:
         for engine in (jax_matmul, simulator.matmul):
