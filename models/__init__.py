@@ -32,8 +32,12 @@ acc))`` runs every GEMM through a PE array with a :class:`simulator.FaultMap`;
 ``param_masks`` / ``retrain_masked`` prune and retrain around its faulty PEs.
 
 The JAX engine (:mod:`models._jax_engine`): :func:`jax_matmul` is ``simulator.matmul``
-in 32-bit integer ``jax.numpy`` (jit-able, vmap-able, no x64), bit for bit, for the
-rules the classic fused kernel runs (:data:`JAX_INPUT_FORMATS`); the rest raise ValueError.
+in 32-bit integer ``jax.numpy`` (jit-able, vmap-able, no x64), bit for bit, for every
+profile, format and accumulator of the catalogue (:data:`JAX_INPUT_FORMATS`).
+``Accelerator(engine="jax")`` makes :func:`accelerated` return one JAX computation
+(``jax.jit``, ``jax.vmap``, straight-through ``jax.grad``), bit for bit the eager result;
+value-level faults become data (:func:`flip_array`, ``AcceleratedFunction.inject_many``);
+:func:`chip_matmul` puts a faulty chip in it and :func:`finetune_on_chip` trains with it.
 
 Models: :data:`MODELS` (``"mlp"``, ``"cnn"``, ``"transformer"``) on scikit-learn's
 digits, shipped weights in ``models/weights``; ``python -m models`` prints
