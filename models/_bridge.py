@@ -28,7 +28,7 @@ from ._accelerator import Accelerator
 from ._faults import GemmCall, GemmSite, OutputBitFlip
 from ._scale_faults import GEMM_FAULTS, ScaleBitFlip
 from ._jax_bridge import FLIP_FIELDS, JaxInterpreter, check_flip_rows, flip_array
-from ._jaxpr import JaxprEvaluator, _describe, _same
+from ._jaxpr import JaxprEvaluator, _same
 from ._lowering import lower_conv, lower_dot_general, unroutable
 
 __all__ = ["accelerated", "AcceleratedFunction", "GoldenTrace", "InjectStats", "FALLBACKS"]
@@ -148,13 +148,7 @@ class _Interpreter(JaxprEvaluator):
         return self.acc.round_operand(x)
 
     def native_gemm(self, eqn, invals, key, scope, tainted, why):
-        if self.fallback != "native":
-            raise NotImplementedError(
-                f"the bridge cannot route {_describe(eqn)} to the simulator ({why}); pass "
-                f"fallback='native' to accelerated() to run it natively (listed with where='native')")
-        prim = eqn.primitive
-        outs = prim.bind(*invals, **prim.get_bind_params(eqn.params))
-        outs = list(outs) if prim.multiple_results else [outs]
+        outs = self.bind_or_refuse(eqn, invals, why, self.fallback, "the simulator")
         shape = _native_shape(eqn, invals)
         site = self._site(eqn, key, scope, *shape, where="native")
         if self.faults_by_key.get(key) or (site.index >= 0 and self.faults_by_index.get(site.index)):

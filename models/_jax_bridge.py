@@ -33,7 +33,7 @@ from ._jax_scaling import dequantize_jax, quantize_jax, scaled_gemm_jax
 from ._scale_faults import ScaleBitFlip
 from ._jax_engine import jax_matmul
 from ._jax_operands import round_operand_jax
-from ._jaxpr import JaxprEvaluator, _describe, is_floating
+from ._jaxpr import JaxprEvaluator, is_floating
 from ._lowering import lower_conv, lower_dot_general, unroutable
 
 __all__ = ["JaxInterpreter", "flip_array", "check_flip_rows", "FLIP_FIELDS", "FLIP_TARGETS"]
@@ -214,13 +214,7 @@ class JaxInterpreter(JaxprEvaluator):
         return out
 
     def native_gemm(self, eqn, invals, key, scope, tainted, why):
-        if self.fallback != "native":
-            raise NotImplementedError(
-                f"the bridge cannot route {_describe(eqn)} to the JAX engine ({why}); pass "
-                f"fallback='native' to accelerated() to run it natively (listed with where='native')")
-        prim = eqn.primitive
-        outs = prim.bind(*invals, **prim.get_bind_params(eqn.params))
-        outs = list(outs) if prim.multiple_results else [outs]
+        outs = self.bind_or_refuse(eqn, invals, why, self.fallback, "the JAX engine")
         self._site(eqn, scope, (0, 0, 0, 0), "native")
         return outs
 

@@ -152,6 +152,15 @@ class JaxprEvaluator:
         default; a subclass may bind it natively instead."""
         raise NotImplementedError(f"{self.label} cannot route {_describe(eqn)}: {why}")
 
+    def bind_or_refuse(self, eqn, invals: list, why: str, fallback: str, target: str) -> list:
+        """For :meth:`native_gemm`: the equation bound natively when ``fallback`` is
+        ``"native"``, else a NotImplementedError naming it, why, and the way out."""
+        if fallback != "native":
+            raise NotImplementedError(
+                f"the bridge cannot route {_describe(eqn)} to {target} ({why}); pass fallback='native' to "
+                f"accelerated() to run it natively (listed with where='native')")
+        return self.bind(eqn, invals)
+
     def run(self, closed: ClosedJaxpr, args) -> tuple:
         """(outputs, taints) of a closed jaxpr on flat arguments (none tainted)."""
         args = list(args)
