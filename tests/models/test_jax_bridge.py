@@ -109,13 +109,13 @@ def test_dot_general_lowering_is_the_same_in_numpy_and_jax():
 
 
 # ---- whole models: jit equals the Numba engine ------------------------------------------
-@pytest.mark.parametrize("name,fmt,acc,split_k", [
-    ("cnn", "fp16", "fp32", 1), ("cnn", "e4m3", "fp32", 1), ("mlp", "bf16", "fp16", 1), ("mlp", "fp16", "fp32", 2),
-    ("transformer", "fp16", "fp32", 1),
+@pytest.mark.parametrize("name,profile,fmt,acc,split_k", [
+    ("cnn", "hopper", "fp16", "fp32", 1), ("cnn", "hopper", "e4m3", "fp32", 1), ("mlp", "hopper", "bf16", "fp16", 2),
+    ("cnn", "cdna3", "bf16", "fp32", 1), ("cnn", "systolic_fma", "fp16", "fp32", 1), ("mlp", "tpu", "bf16", "fp32", 1),
 ])
-def test_zoo_model_under_jit_equals_the_numba_engine(name, fmt, acc, split_k):
+def test_zoo_model_under_jit_equals_the_numba_engine(name, profile, fmt, acc, split_k):
     m, p, x = get_model(name), load_params(name), _digits()
-    kw = dict(profile="hopper", input_format=fmt, accumulator=acc, split_k=split_k)
+    kw = dict(profile=profile, input_format=fmt, accumulator=acc, split_k=split_k)
     want = accelerated(m.apply, Accelerator(**kw))(p, x)
     fn = accelerated(m.apply, Accelerator(**kw, engine="jax"))
     got = jax.jit(fn)(p, x)
@@ -230,10 +230,12 @@ def test_binary32_multiply_is_ieee():
     assert np.array_equal(got[~nan], want[~nan])
 
 
-@pytest.mark.parametrize("scaling", ["tensor", "row", "block:32"])
-def test_scaled_cnn_equals_the_numba_engine_with_scale_faults(scaling):
+@pytest.mark.parametrize("profile,scaling", [("hopper", "tensor"), ("hopper", "row"), ("hopper", "block:32"),
+                                             ("blackwell_mx", "block:32")])
+def test_scaled_cnn_equals_the_numba_engine_with_scale_faults(profile, scaling):
+    # blackwell_mx: the unit applies the block scales (jax_matmul's scale_a/scale_b)
     m, p, x = get_model("cnn"), load_params("cnn"), _digits(16)
-    kw = dict(profile="hopper", input_format="e4m3", scaling=scaling)
+    kw = dict(profile=profile, input_format="e4m3", scaling=scaling)
     eager = accelerated(m.apply, Accelerator(**kw))
     fn = accelerated(m.apply, Accelerator(**kw, engine="jax"))
     assert _same(jax.jit(fn)(p, x), eager(p, x))
