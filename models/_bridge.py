@@ -261,8 +261,7 @@ class AcceleratedFunction:
                     "jit/grad, and to batch, vmap the plain function first: accelerated(jax.vmap(fn), acc); "
                     "or use Accelerator(engine='jax'), whose accelerated functions JAX can transform")
         flat, dyn, ck = self._split(args, kwargs)
-        sig = tuple((np.shape(x), np.dtype(x.dtype), getattr(x, "weak_type", False)) for x in dyn)
-        ck = None if ck is None else ck + (sig,)
+        ck = None if ck is None else ck + (_signature(dyn),)
         if ck is not None and ck in self._jaxprs:
             cj, out_tree = self._jaxprs[ck]
             return cj, dyn, out_tree
@@ -299,7 +298,9 @@ class AcceleratedFunction:
         """(jitted function ``run(flips, *dyn)`` -> output pytree, dynamic leaves, info
         dict that receives the GEMM sites when it is traced), for engine='jax'."""
         flat, dyn, ck = self._split(args, kwargs)
-        ck = None if ck is None else ck + (with_flips,)
+        # per shape signature: a jitted function (and the sites its trace records) serves
+        # one set of shapes, so the sites never describe another call's GEMMs
+        ck = None if ck is None else ck + (_signature(dyn), with_flips)
         hit = self._jitted.get(ck) if ck is not None else None
         if hit is not None:
             return hit[0], dyn, hit[1]
@@ -410,6 +411,12 @@ class AcceleratedFunction:
                           round_cache=self._cache_for(cj, dyn))
         outs, _ = it.run(cj, dyn)
         return GoldenTrace(self, cj, dyn, out_tree, outs, it.cache, it.gemm_cache, tuple(it.sites))
+
+
+def _signature(dyn) -> tuple:
+    """(shape, dtype, weak type) of each dynamic leaf (concrete arrays or tracers)."""
+    return tuple((tuple(np.shape(x)), np.dtype(x.dtype), bool(getattr(getattr(x, "aval", x), "weak_type", False)))
+                 for x in dyn)
 
 
 def _iter_static(leaves, mask):

@@ -292,3 +292,12 @@ def test_unroutable_gemm_is_refused_or_run_natively():
     fn = accelerated(f, Accelerator(engine="jax"), fallback="native")
     assert _same(jax.jit(fn)(x, x.T), f(x, x.T))
     assert [s.where for s in fn.jax_gemms(x, x.T)] == ["native"]
+
+
+def test_gemm_sites_follow_the_call_shapes():
+    # a jitted function per shape signature: the sites of one call never describe another's
+    f = accelerated(lambda x, w: jnp.dot(x, w), Accelerator(engine="jax"))
+    w = jnp.ones((16, 4), jnp.float32)
+    for m in (3, 5, 3):
+        (s,) = f.jax_gemms(jnp.ones((m, 16), jnp.float32), w)
+        assert (s.M, s.K, s.N) == (m, 16, 4)
