@@ -14,10 +14,13 @@ simulated GEMM is the backward pass of the exact primitive at the same operands,
 the matrix unit computed in full precision; only the forward values carry the
 simulated hardware's rounding (and faults).
 
-Value-level faults in the loop: :class:`models.OutputBitFlip` faults given as data
-(:func:`flip_array`: one int32 row ``(gemm, group, row, col, bit)`` per fault) flip a
-bit of a GEMM's D inside the traced computation, so many trials run in one
-``jax.vmap`` over that array (:meth:`models.AcceleratedFunction.inject_many`).
+The scaling recipes run here too (:mod:`models._jax_scaling`).  Value-level faults in
+the loop: :class:`models.OutputBitFlip` and :class:`models.ScaleBitFlip` faults given as
+data (:func:`flip_array`: one int32 row ``(gemm, target, index, bit)`` per fault) flip a
+bit of a GEMM's D or of its scales inside the traced computation, so many trials run in
+one ``jax.vmap`` over that array (:meth:`models.AcceleratedFunction.inject_many`).
+Every floating result of the walk is pinned (:func:`_pin`) so that XLA's fusion cannot
+change its rounding.
 """
 from __future__ import annotations
 
