@@ -372,8 +372,15 @@ class AcceleratedFunction:
         fn, dyn, _ = self._traced(args, kwargs, True)
         batched = self._jitted.setdefault(("vmap", id(fn)), (jax.jit(jax.vmap(fn, in_axes=(0,) + (None,) * len(dyn))),
                                                              None))[0]
-        outs = [batched(jnp.asarray(rows[i:i + chunk]), *dyn) for i in range(0, rows.shape[0], chunk)]
-        return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *outs)
+        T = rows.shape[0]
+        if T == 0:
+            raise ValueError("faults must hold at least one trial, not none")
+        chunk = min(chunk, T)
+        # the last chunk padded with no-op rows (gemm -1): every call has one shape, one compile
+        padded = np.full((-(-T // chunk) * chunk,) + rows.shape[1:], -1, np.int32)
+        padded[:T] = rows
+        outs = [batched(jnp.asarray(padded[i:i + chunk]), *dyn) for i in range(0, padded.shape[0], chunk)]
+        return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs)[:T], *outs)
 
     def __call__(self, *args, **kwargs):
         """Run ``fn(*args, **kwargs)`` on the accelerator, with this function's faults.

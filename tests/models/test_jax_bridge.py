@@ -271,6 +271,8 @@ def test_bad_engine_and_unsupported_combinations_are_refused():
         fn.inject_many([OutputBitFlip(gemm=0, row=4, col=0, bit=0)], p, x)
     with pytest.raises(ValueError, match="bit must be in"):
         fn.inject_many([OutputBitFlip(gemm=0, row=0, col=0, bit=32)], p, x)
+    with pytest.raises(ValueError, match="at least one trial"):
+        fn.inject_many([], p, x)
     with pytest.raises(ValueError, match="faults must have shape"):
         fn.inject_many(np.zeros((2, 5), np.int32), p, x)
     with pytest.raises(ValueError, match="index must be in"):
