@@ -83,10 +83,9 @@ class _Interpreter(JaxprEvaluator):
     def _site(self, eqn, key, scope, G, M, K, N, where="simulator") -> GemmSite:
         if key in self.golden_sites:
             return self.golden_sites[key]
-        ns = str(eqn.source_info.name_stack)
-        name = "/".join(s for s in (scope, ns, eqn.primitive.name) if s)
         index = len(self.sites) if self.golden is None else -1
-        site = GemmSite(index, name, eqn.primitive.name, G, M, K, N, tuple(eqn.outvars[0].aval.shape), key, where)
+        site = GemmSite(index, self.site_name(eqn, scope), eqn.primitive.name, G, M, K, N,
+                        tuple(eqn.outvars[0].aval.shape), key, where)
         if self.golden is None:
             self.sites.append(site)
         return site

@@ -165,10 +165,8 @@ class JaxInterpreter(JaxprEvaluator):
         return [_pin_floating(x, self._zero) for x in super().bind(eqn, invals)]
 
     def _site(self, eqn, scope, shape, where):
-        ns = str(eqn.source_info.name_stack)
-        name = "/".join(s for s in (scope, ns, eqn.primitive.name) if s)
-        site = GemmSite(len(self.sites), name, eqn.primitive.name, *shape, tuple(eqn.outvars[0].aval.shape),
-                        (), where)
+        site = GemmSite(len(self.sites), self.site_name(eqn, scope), eqn.primitive.name, *shape,
+                        tuple(eqn.outvars[0].aval.shape), (), where)
         self.sites.append(site)
         return site
 

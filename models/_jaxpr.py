@@ -152,6 +152,12 @@ class JaxprEvaluator:
         default; a subclass may bind it natively instead."""
         raise NotImplementedError(f"{self.label} cannot route {_describe(eqn)}: {why}")
 
+    @staticmethod
+    def site_name(eqn, scope: str) -> str:
+        """``"<scopes>/<name stack>/<primitive>"``: how a GEMM site is named."""
+        ns = str(eqn.source_info.name_stack)
+        return "/".join(s for s in (scope, ns, eqn.primitive.name) if s)
+
     def bind_or_refuse(self, eqn, invals: list, why: str, fallback: str, target: str) -> list:
         """For :meth:`native_gemm`: the equation bound natively when ``fallback`` is
         ``"native"``, else a NotImplementedError naming it, why, and the way out."""
