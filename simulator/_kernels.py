@@ -20,8 +20,17 @@ import math
 from collections import namedtuple
 
 import numpy as np
+import numba
 from numba import njit, prange, types
 from numba.extending import intrinsic
+
+# Start Numba's thread pool now.  Numba starts it when it compiles a parallel kernel or
+# is asked about threads; a cached kernel that calls a parallel one (fused_gemm calls
+# _fused_gemm) runs that one's parallel region with neither having happened when every
+# kernel comes from the cache and the GEMM is too small for matmul to ask for threads:
+# the region then finds no pool and the process dies (SIGSEGV, seen in a fresh clone's
+# second run of `python3 -m simulator`).
+numba.get_num_threads()
 
 # alignment exponent of a zero or non-finite operand: far below any real exponent so
 # it never becomes the maximum, and sums of two stay far below too
