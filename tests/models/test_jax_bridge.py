@@ -110,7 +110,7 @@ def test_dot_general_lowering_is_the_same_in_numpy_and_jax():
 
 # ---- whole models: jit equals the Numba engine ------------------------------------------
 @pytest.mark.parametrize("name,profile,fmt,acc,split_k", [
-    ("cnn", "hopper", "fp16", "fp32", 1), ("cnn", "hopper", "e4m3", "fp32", 1), ("mlp", "hopper", "bf16", "fp16", 2),
+    ("cnn", "hopper", "fp16", "fp32", 1), ("mlp", "hopper", "bf16", "fp16", 2),
     ("mlp", "cdna3", "bf16", "fp32", 1), ("cnn", "systolic_fma", "fp16", "fp32", 1), ("mlp", "tpu", "bf16", "fp32", 1),
 ])
 def test_zoo_model_under_jit_equals_the_numba_engine(name, profile, fmt, acc, split_k):
@@ -230,7 +230,10 @@ def test_binary32_multiply_is_ieee():
     assert np.array_equal(got[~nan], want[~nan])
 
 
-@pytest.mark.parametrize("profile,scaling", [("hopper", "tensor"), ("hopper", "row"), ("hopper", "block:32"),
+# the three code paths: the epilogue's multiply (tensor; "row" differs only in the scales'
+# shapes and is left out to keep the suite's time), the sum over blocks (block:32 on
+# hopper) and the block scales applied by the unit itself (blackwell_mx)
+@pytest.mark.parametrize("profile,scaling", [("hopper", "tensor"), ("hopper", "block:32"),
                                              ("blackwell_mx", "block:32")])
 def test_scaled_cnn_equals_the_numba_engine_with_scale_faults(profile, scaling):
     # blackwell_mx: the unit applies the block scales (jax_matmul's scale_a/scale_b)
