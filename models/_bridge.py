@@ -29,7 +29,7 @@ from ._faults import GemmCall, GemmSite, OutputBitFlip
 from ._scale_faults import GEMM_FAULTS, ScaleBitFlip
 from ._jax_bridge import FLIP_FIELDS, JaxInterpreter, check_flip_rows, flip_array
 from ._jaxpr import JaxprEvaluator, _same
-from ._lowering import lower_conv, lower_dot_general, unroutable
+from ._lowering import lower_conv, lower_dot_general, promote, unroutable
 
 __all__ = ["accelerated", "AcceleratedFunction", "GoldenTrace", "InjectStats", "FALLBACKS"]
 
@@ -105,7 +105,7 @@ class _Interpreter(JaxprEvaluator):
                 # round first: the lowering may duplicate elements (im2col)
                 lhs, rhs = self._round(invals[0]), self._round(invals[1])
             else:
-                lhs, rhs = _promote(invals)
+                lhs, rhs = promote(*(np.asarray(x) for x in invals))
                 if not scaled:
                     lhs, rhs = acc.round_operand(lhs), acc.round_operand(rhs)
             if eqn.primitive.name == "dot_general":
@@ -154,16 +154,6 @@ class _Interpreter(JaxprEvaluator):
             raise ValueError(f"faults must target GEMMs run on the simulator, not GEMM {site.index} "
                              f"({site.name}), which ran natively")
         return outs
-
-
-def _promote(invals):
-    """The two operands of a mixed GEMM (int8 x bfloat16, float32 x float16) converted
-    to their common type as JAX's type promotion gives it (:func:`jax.numpy.result_type`)."""
-    lhs, rhs = (np.asarray(x) for x in invals)
-    if lhs.dtype == rhs.dtype:
-        return lhs, rhs
-    dt = np.dtype(jnp.result_type(lhs.dtype, rhs.dtype))
-    return lhs.astype(dt), rhs.astype(dt)
 
 
 def _native_shape(eqn, invals) -> tuple:

@@ -37,7 +37,7 @@ from ._scale_faults import ScaleBitFlip
 from ._jax_engine import jax_matmul
 from ._jax_operands import round_operand_jax
 from ._jaxpr import JaxprEvaluator, is_floating
-from ._lowering import lower_conv, lower_dot_general, unroutable
+from ._lowering import lower_conv, lower_dot_general, promote, unroutable
 
 __all__ = ["JaxInterpreter", "flip_array", "check_flip_rows", "FLIP_FIELDS", "FLIP_TARGETS"]
 
@@ -174,10 +174,7 @@ class JaxInterpreter(JaxprEvaluator):
         why = unroutable(eqn)
         if why:
             return self.native_gemm(eqn, invals, key, scope, tainted, why)[0]
-        lhs, rhs = invals
-        if np.dtype(lhs.dtype) != np.dtype(rhs.dtype):  # a mixed GEMM: JAX's type promotion first
-            dt = jnp.result_type(lhs.dtype, rhs.dtype)
-            lhs, rhs = lhs.astype(dt), rhs.astype(dt)
+        lhs, rhs = promote(*invals)
         prim, params = eqn.primitive, dict(eqn.params)
         out_dtype = eqn.outvars[0].aval.dtype
         acc = self.acc

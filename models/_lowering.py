@@ -16,7 +16,7 @@ import numpy as np
 
 from ._jaxpr import is_floating
 
-__all__ = ["lower_dot_general", "lower_conv", "unroutable"]
+__all__ = ["lower_dot_general", "lower_conv", "unroutable", "promote"]
 
 
 def _prod(xs) -> int:
@@ -144,3 +144,13 @@ def unroutable(eqn) -> str:
     if eqn.primitive.name == "conv_general_dilated" and eqn.params.get("batch_group_count", 1) != 1:
         return f"batch_group_count={eqn.params['batch_group_count']} (it only arises in gradients)"
     return ""
+
+
+def promote(lhs, rhs):
+    """The two operands of a mixed GEMM (int8 x bfloat16, float32 x float16) converted to
+    their common type as JAX's type promotion gives it (:func:`jax.numpy.result_type`);
+    numpy or jax arrays (both bridges route mixed GEMMs by this one rule)."""
+    if np.dtype(lhs.dtype) == np.dtype(rhs.dtype):
+        return lhs, rhs
+    dt = np.dtype(jnp.result_type(lhs.dtype, rhs.dtype))
+    return lhs.astype(dt), rhs.astype(dt)
