@@ -226,20 +226,33 @@ class Accelerator:
             ``simulator.matmul(a[i], b[i], zeros(acc_dtype), profile=..., split_k=...)``
             bit for bit (computed by :func:`models.jax_matmul` with ``engine="jax"``).
         """
-        G, M, K = a.shape
+        G, M, K = self._check_split(a, b)
         N = b.shape[2]
-        if K % self.split_k:
-            raise ValueError(f"K must be a multiple of split_k={self.split_k}, not {K} "
-                             f"(a GEMM of shape ({M}, {K}) @ ({K}, {N}))")
         if G == 0:
             return np.empty((0, M, N), self.acc_dtype)
-        fmt = "tf32" if self.input_format == "tf32" else None
         if self.engine == "jax":
-            return np.asarray(jax_matmul(a, b, np.zeros((G, M, N), self.acc_dtype), profile=self.profile,
-                                         input_format=fmt, split_k=self.split_k))
+            return np.asarray(self.jax_gemm(a, b))
+        fmt = "tf32" if self.input_format == "tf32" else None
         # the whole batch in one call: the simulator runs it in one kernel where it can
         return matmul(np.ascontiguousarray(a), np.ascontiguousarray(b), np.zeros((G, M, N), self.acc_dtype),
                       profile=self.profile, input_format=fmt, split_k=self.split_k)
+
+    def jax_gemm(self, a, b):
+        """:meth:`gemm` on the JAX engine, traceable: a (G, M, K), b (G, K, N) rounded
+        operands (jax or numpy arrays) -> D (G, M, N) of :attr:`acc_dtype` as a jax array
+        (:func:`models.jax_matmul` with this profile and split_k, C = +0)."""
+        G, M, _ = self._check_split(a, b)
+        return jax_matmul(a, b, jnp.zeros((G, M, b.shape[2]), self.acc_dtype), profile=self.profile,
+                          input_format="tf32" if self.input_format == "tf32" else None, split_k=self.split_k)
+
+    def _check_split(self, a, b) -> tuple:
+        """(G, M, K) of a batch of GEMMs, K checked against split_k (a GEMM never silently
+        runs unsplit)."""
+        G, M, K = a.shape
+        if K % self.split_k:
+            raise ValueError(f"K must be a multiple of split_k={self.split_k}, not {K} "
+                             f"(a GEMM of shape ({M}, {K}) @ ({K}, {b.shape[2]}))")
+        return G, M, K
 
     # ---- scaling recipes -------------------------------------------------------
     @property

@@ -24,8 +24,6 @@ change its rounding.
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,7 +32,6 @@ from jax import lax
 from ._faults import GemmSite, OutputBitFlip
 from ._jax_scaling import dequantize_jax, quantize_jax, scaled_gemm_jax
 from ._scale_faults import ScaleBitFlip
-from ._jax_engine import jax_matmul
 from ._jax_operands import round_operand_jax
 from ._jaxpr import JaxprEvaluator, is_floating
 from ._lowering import lower_conv, lower_dot_general, promote, unroutable
@@ -150,7 +147,7 @@ class JaxInterpreter(JaxprEvaluator):
     def __init__(self, acc, *, flips=None, fallback: str = "error", matmul=None):
         super().__init__(concrete=False)
         self.acc = acc
-        self.matmul = matmul if matmul is not None else functools.partial(_engine_matmul, acc)
+        self.matmul = matmul if matmul is not None else acc.jax_gemm
         self.flips = flips
         self.fallback = fallback
         self.sites: list[GemmSite] = []
@@ -215,17 +212,6 @@ class JaxInterpreter(JaxprEvaluator):
         outs = self.bind_or_refuse(eqn, invals, why, self.fallback, "the JAX engine")
         self._site(eqn, scope, (0, 0, 0, 0), "native")
         return outs
-
-
-def _engine_matmul(acc, a, b):
-    """D (G, M, N) = A @ B (C = +0) on the JAX engine with the accelerator's settings."""
-    G, M, K = a.shape
-    N = b.shape[2]
-    if K % acc.split_k:
-        raise ValueError(f"K must be a multiple of split_k={acc.split_k}, not {K} "
-                         f"(a GEMM of shape ({M}, {K}) @ ({K}, {N}))")
-    return jax_matmul(a, b, jnp.zeros((G, M, N), acc.acc_dtype), profile=acc.profile,
-                      input_format="tf32" if acc.input_format == "tf32" else None, split_k=acc.split_k)
 
 
 @jax.custom_jvp
